@@ -1,0 +1,144 @@
+"""Figures people would rather look at than read: fields with nuclei, frame grids.
+
+Every function returns a matplotlib Figure (Agg backend, no display needed); :func:`save_png`
+writes it atomically and returns the path.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _stretch(img: np.ndarray, lo: float = 1.0, hi: float = 99.8) -> np.ndarray:
+    """Percentile contrast stretch to [0, 1] (float32), for display only."""
+    a = np.asarray(img, dtype=np.float32)
+    p0, p1 = np.percentile(a, [lo, hi])
+    return np.clip((a - p0) / max(p1 - p0, 1e-6), 0, 1)
+
+
+def plot_field_nuclei(
+    nucleus: np.ndarray,
+    labels: np.ndarray,
+    centres: np.ndarray | None = None,
+    crop_half_px: float | None = None,
+    protein: np.ndarray | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """A field with detected nuclei outlined, crop centres marked and crop boxes drawn.
+
+    Parameters
+    ----------
+    nucleus : ndarray, shape (H, W)
+        Hoechst channel, any numeric dtype.
+    labels : ndarray, shape (H, W), int
+        Nucleus label image, 0 = background.
+    centres : ndarray, shape (N, 2), optional
+        Crop centres (y, x) in field pixels.
+    crop_half_px : float, optional
+        Half the crop side in field pixels; draws a box around each centre.
+    protein : ndarray, shape (H, W), optional
+        Shown as a second panel (green) when given.
+    """
+    from skimage.segmentation import find_boundaries
+
+    panels = 2 if protein is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 6), squeeze=False)
+    rgb = np.repeat(_stretch(nucleus)[..., None], 3, axis=2)
+    edge = find_boundaries(labels, mode="outer")
+    rgb[edge] = (1.0, 0.8, 0.0)
+    ax = axes[0, 0]
+    ax.imshow(rgb, interpolation="nearest")
+    if centres is not None and len(centres):
+        c = np.asarray(centres)
+        ax.plot(c[:, 1], c[:, 0], "+", color="red", ms=8, mew=1.5)
+        if crop_half_px:
+            for y, x in c:
+                ax.add_patch(
+                    plt.Rectangle((x - crop_half_px, y - crop_half_px), 2 * crop_half_px, 2 * crop_half_px,
+                                  fill=False, ec="cyan", lw=0.6, alpha=0.6)
+                )
+    ax.set_title(f"{title}  nuclei={int(labels.max()) if labels.size else 0}  crops={0 if centres is None else len(centres)}")
+    ax.axis("off")
+    if protein is not None:
+        g = _stretch(protein)
+        axes[0, 1].imshow(np.stack([g * 0, g, g * 0], -1), interpolation="nearest")
+        axes[0, 1].set_title("protein")
+        axes[0, 1].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_frame_grid(frames: np.ndarray, captions: Sequence[str], ncols: int = 8, title: str = "") -> plt.Figure:
+    """A grid of frames: protein in green over nucleus in blue, one caption each.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (N, H, W, C), float
+        Channel 0 protein, channel 1 nucleus (further channels ignored).
+    captions : sequence of str, length N
+        Text under each frame (gene and localization, say).
+    """
+    n = len(frames)
+    if n == 0:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, "no frames", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.2 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        f = frames[i]
+        prot = _stretch(f[..., 0], 0.5, 99.9)
+        nuc = _stretch(f[..., 1], 0.5, 99.9) if f.shape[-1] > 1 else prot * 0
+        ax.imshow(np.stack([prot * 0.2, prot, 0.6 * nuc], -1), interpolation="nearest")
+        ax.set_title(captions[i], fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write a figure as PNG atomically (temporary file, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def png_markdown(path: str | Path, alt: str = "figure") -> str:
+    """Markdown that embeds a PNG file inline (data URI), for Dagster metadata."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def figure_bytes(fig: plt.Figure, dpi: int = 110) -> bytes:
+    """PNG bytes of a figure (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
