@@ -1,0 +1,216 @@
+"""Small valid plates for tests, written with :func:`assets_pkg.core.plates.write_plate`, and
+knobs to break them.
+
+``make_plate`` writes a plate of synthetic fields: the ``nucleus`` channel holds Gaussian
+blobs ("nuclei"), the ``protein`` channel a dimmer copy of them with a halo, both uint16 with
+Poisson-like noise.  Every row carries complete, valid provenance for the ``dragonfly-63x``
+instrument of the package registry.  The helpers below rewrite metadata.csv, plate.json or an
+image in place so a test can break exactly one thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from assets_pkg.core import plates
+
+#: Provenance every row of a made plate carries (bit_depth 16 fits the uint16 images).
+DEFAULT_PROVENANCE: dict[str, object] = {
+    "cell_line": "HEK293T",
+    "instrument": "dragonfly-63x",
+    "objective": "63x/1.47 oil",
+    "numerical_aperture": 1.47,
+    "pixel_size_um": 0.2,
+    "bit_depth": 16,
+    "operator": "test-operator",
+    "fixation": "live",
+    "stain": "Hoechst 33342",
+    "site": "lab-a",
+}
+
+#: Per channel: exposure (ms), excitation and emission (nm).
+CHANNEL_OPTICS: dict[str, dict[str, float]] = {
+    "nucleus": {"exposure_ms": 50.0, "excitation_nm": 405.0, "emission_nm": 450.0},
+    "protein": {"exposure_ms": 200.0, "excitation_nm": 488.0, "emission_nm": 525.0},
+}
+
+#: Genes cycled over the wells: (gene, Ensembl id, localization).
+GENES: tuple[tuple[str, str, str], ...] = (
+    ("LMNB1", "ENSG00000113368", "nuclear_membrane"),
+    ("FBL", "ENSG00000105202", "nucleolus_fc_dfc"),
+    ("TOMM20", "ENSG00000173726", "mitochondria"),
+    ("SEC61B", "ENSG00000106803", "er"),
+    ("GOLGA2", "ENSG00000167110", "golgi"),
+)
+
+
+def blobs_image(
+    rng: np.random.Generator, size: int, n_blobs: int = 6, radius: float = 5.0, amplitude: float = 3000.0
+) -> np.ndarray:
+    """A (size, size) float64 image of Gaussian blobs on a dark background (no noise)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    img = np.zeros((size, size))
+    for _ in range(n_blobs):
+        cy, cx = rng.uniform(radius, size - radius, 2)
+        r = radius * rng.uniform(0.7, 1.3)
+        img += amplitude * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    return img
+
+
+def _to_uint16(rng: np.random.Generator, img: np.ndarray, background: float = 100.0) -> np.ndarray:
+    noisy = rng.poisson(np.clip(img + background, 0, None))
+    return np.clip(noisy, 0, 65535).astype(np.uint16)
+
+
+def make_plate(
+    root: str | Path,
+    plate_id: str = "plate01",
+    wells: int = 2,
+    fields: int = 2,
+    size: int = 64,
+    seed: int = 0,
+    provenance: Mapping[str, object] | None = None,
+    acquisition_time: str = "2026-01-15T09:30:00Z",
+) -> Path:
+    """Write a small valid plate under ``root`` and return its folder.
+
+    Parameters
+    ----------
+    root : path-like
+        Parent folder; the plate lands in ``root/plate_id``.
+    plate_id : str
+    wells : int
+        Number of wells (A01, A02, ... row-major).
+    fields : int
+        Fields per well; each field has one TIFF per channel (``nucleus``, ``protein``).
+    size : int
+        Images are (size, size) uint16.
+    seed : int
+        Seed of the synthetic images.
+    provenance : mapping, optional
+        Values replacing :data:`DEFAULT_PROVENANCE` entries on every row.
+    acquisition_time : str
+        ISO 8601 UTC time of the first field; later fields are a minute apart.
+
+    Returns
+    -------
+    Path
+        The plate folder, holding ``wells * fields * 2`` images, metadata.csv and plate.json.
+    """
+    rng = np.random.default_rng(seed)
+    prov = {**DEFAULT_PROVENANCE, **(provenance or {})}
+    base = pd.Timestamp(acquisition_time)
+    images: dict[tuple[str, int, str], np.ndarray] = {}
+    rows: list[dict] = []
+    well_map: dict[str, plates.WellInfo] = {}
+    for w, well in enumerate(plates.well_names(wells)):
+        gene, ensg, loc = GENES[w % len(GENES)]
+        well_map[well] = plates.WellInfo(gene, ensg, (plates.Localization(loc, 3),))
+        for fid in range(fields):
+            nuclei = blobs_image(rng, size)
+            protein = 0.4 * nuclei + 0.2 * blobs_image(rng, size, n_blobs=12, radius=8.0)
+            when = (base + pd.Timedelta(minutes=w * fields + fid)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for channel, img in (("nucleus", nuclei), ("protein", protein)):
+                images[(well, fid, channel)] = _to_uint16(rng, img)
+                rows.append(
+                    {
+                        "well": well,
+                        "field_id": fid,
+                        "channel": channel,
+                        "gene": gene,
+                        "ensg_id": ensg,
+                        "acquisition_time": when,
+                        **CHANNEL_OPTICS[channel],
+                        **prov,
+                    }
+                )
+    return plates.write_plate(
+        root, plate_id, images, rows, well_map, extra_info={"instrument": prov["instrument"]}
+    )
+
+
+def read_metadata_text(plate_dir: str | Path) -> pd.DataFrame:
+    """metadata.csv as all-text columns, blanks kept as empty strings (nothing cast)."""
+    return pd.read_csv(Path(plate_dir) / plates.METADATA_CSV, dtype=str, keep_default_na=False)
+
+
+def write_metadata_text(plate_dir: str | Path, df: pd.DataFrame) -> None:
+    """Write ``df`` as metadata.csv the way :func:`plates.write_plate` does."""
+    df.to_csv(Path(plate_dir) / plates.METADATA_CSV, index=False, lineterminator="\n")
+
+
+def edit_metadata(plate_dir: str | Path, fn: Callable[[pd.DataFrame], pd.DataFrame | None]) -> Path:
+    """Rewrite metadata.csv through ``fn``.
+
+    ``fn`` gets the table as text (see :func:`read_metadata_text`) and either edits it in place
+    and returns None, or returns the new table.  Returns the plate folder.
+    """
+    df = read_metadata_text(plate_dir)
+    out = fn(df)
+    write_metadata_text(plate_dir, df if out is None else out)
+    return Path(plate_dir)
+
+
+def set_value(plate_dir: str | Path, file_name: str, column: str, value: object) -> Path:
+    """Set one cell of metadata.csv: the ``column`` of the row of ``file_name``."""
+
+    def edit(df: pd.DataFrame) -> None:
+        rows = df.index[df["file_name"] == file_name]
+        assert len(rows) == 1, f"{file_name} is listed {len(rows)} times"
+        df.loc[rows, column] = str(value)
+
+    return edit_metadata(plate_dir, edit)
+
+
+def edit_plate_json(plate_dir: str | Path, fn: Callable[[dict], dict | None]) -> Path:
+    """Rewrite plate.json through ``fn`` (edit in place and return None, or return a new dict)."""
+    p = Path(plate_dir) / plates.PLATE_JSON
+    info = json.loads(p.read_text(encoding="utf-8"))
+    out = fn(info)
+    p.write_text(json.dumps(info if out is None else out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return Path(plate_dir)
+
+
+def replace_image(
+    plate_dir: str | Path, file_name: str, image: np.ndarray | bytes, update_metadata: bool = True
+) -> Path:
+    """Overwrite one image file with an array (written as TIFF) or raw bytes.
+
+    With ``update_metadata`` the row's ``sha256`` and ``file_bytes`` are updated to the new
+    file, so only the content problem remains (height, width and bit_depth are left alone).
+    """
+    path = Path(plate_dir) / file_name
+    if isinstance(image, bytes | bytearray):
+        path.write_bytes(bytes(image))
+    else:
+        import tifffile
+
+        tifffile.imwrite(path, np.asarray(image), photometric="minisblack", metadata=None, software=False, datetime=False)
+    if update_metadata:
+        data = path.read_bytes()
+
+        def edit(df: pd.DataFrame) -> None:
+            rows = df["file_name"] == file_name
+            df.loc[rows, "sha256"] = hashlib.sha256(data).hexdigest()
+            df.loc[rows, "file_bytes"] = str(len(data))
+
+        edit_metadata(plate_dir, edit)
+    return path
+
+
+def tree_state(folder: str | Path) -> dict[str, tuple[str, int, int]]:
+    """Relative path -> (sha256, size, mtime_ns) of every file below ``folder``, for
+    checking that something left the folder untouched."""
+    folder = Path(folder)
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (hashlib.sha256(p.read_bytes()).hexdigest(), st.st_size, st.st_mtime_ns)
+    return out
