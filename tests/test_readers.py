@@ -8,8 +8,8 @@ import pytest
 import tifffile
 
 from assets_pkg.core.errors import PlateFormatError
+from assets_pkg.core.frames import FRAME_TABLE_COLUMNS
 from assets_pkg.core.readers import (
-    FRAME_TABLE_COLUMNS,
     read_cytoself_arrays,
     read_image_folder,
 )

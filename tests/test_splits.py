@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets_pkg.core.splits import SplitConfig, check_disjoint, make_splits, split_summary, split_version
+from assets_pkg.core.splits import (
+    SplitConfig,
+    check_disjoint,
+    make_splits,
+    split_summary,
+    split_version,
+)
 
 
 def _catalog(n_proteins=6, fields=5, frames_per_field=7):

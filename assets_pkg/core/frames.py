@@ -30,6 +30,23 @@ from skimage import transform
 
 from .nuclei import nucleus_centres
 
+#: Columns of a plate's frame table (the ingest code fills them; the store keeps them).
+FRAME_TABLE_COLUMNS: tuple[str, ...] = (
+    "frame_index",
+    "frame_id",
+    "plate_id",
+    "well",
+    "field_id",
+    "gene",
+    "ensg_id",
+    "localization",
+    "localization_grades",
+    "centre_y",
+    "centre_x",
+    "nucleus_label",
+    "nucleus_area_px",
+)
+
 FRAME_CHANNELS: tuple[str, ...] = ("protein", "nucleus", "distance")
 DEFAULT_CROP_SIZE = 100
 

@@ -45,23 +45,6 @@ from .frames import signed_distance
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
-#: Columns of a plate's frame table (the ingest code fills them; the store keeps them).
-FRAME_TABLE_COLUMNS: tuple[str, ...] = (
-    "frame_index",
-    "frame_id",
-    "plate_id",
-    "well",
-    "field_id",
-    "gene",
-    "ensg_id",
-    "localization",
-    "localization_grades",
-    "centre_y",
-    "centre_x",
-    "nucleus_label",
-    "nucleus_area_px",
-)
-
 #: cytoself label column -> OpenCell grade (3 = prominent).
 CYTOSELF_GRADE_COLUMNS: dict[str, int] = {"loc_grade1": 3, "loc_grade2": 2, "loc_grade3": 1}
 
