@@ -462,9 +462,16 @@ class FrameStore:
         return manifest
 
     def _delete_other_versions(self, parent: str, keep: str) -> None:
+        """Delete versions older than ``keep``, sparing whatever the manifest names now.
+
+        Version ids sort by creation time, so a concurrent writer's newer version (still
+        being written, or already current) is never removed by an older writer's cleanup.
+        """
+        current = (self._read_json(parent + MANIFEST_NAME) or {}).get("version")
         versions = {k.split("/", 1)[0] for k in self._list(parent) if "/" in k}
-        for v in sorted(versions - {keep}):
-            self._delete_prefix(parent + v + "/")
+        for v in sorted(versions):
+            if v < keep and v != current:
+                self._delete_prefix(parent + v + "/")
 
     @staticmethod
     def _check_table(plate_id: str, table: pd.DataFrame, n: int) -> pd.DataFrame:

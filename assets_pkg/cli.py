@@ -1,0 +1,158 @@
+"""The ``cellscape`` command line: the same library functions the Dagster assets call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .core.errors import CellscapeError
+
+
+def _add_simulate(sub):
+    p = sub.add_parser("simulate-plates", help="write simulated OpenCell-like plates")
+    p.add_argument("--out", required=True, type=Path, help="folder that receives the plate folders")
+    p.add_argument("--plates", type=int, default=1)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--proteins", type=Path, default=None, help="OpenCell-format annotation CSV (default: built-in panel)")
+    p.add_argument("--wells", type=int, default=8, help="wells per plate (one protein each)")
+    p.add_argument("--fields-per-well", type=int, default=2)
+    p.add_argument("--field-size", type=int, default=512, help="field side in pixels")
+    p.add_argument("--defects", action="store_true", help="inject out-of-focus, saturated and debris defects")
+    p.add_argument("--defect-rate", type=float, default=0.1)
+    p.add_argument("--prefix", default="plate", help="plate id prefix")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(a) -> int:
+    from .core.simulator import simulate_plates
+
+    paths = simulate_plates(
+        a.out, n_plates=a.plates, seed=a.seed, proteins=a.proteins, wells=a.wells,
+        fields_per_well=a.fields_per_well, field_size=a.field_size, defects=a.defects,
+        defect_rate=a.defect_rate, plate_prefix=a.prefix, progress=True,
+    )
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _add_validate(sub):
+    p = sub.add_parser("validate", help="run the metadata/provenance suites on plate folders (read-only)")
+    p.add_argument("plates", nargs="+", type=Path)
+    p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(a) -> int:
+    from .core.metadata import load_instrument_registry, validate_plate
+
+    registry = load_instrument_registry(a.instruments)
+    ok = True
+    reports = []
+    for d in a.plates:
+        r = validate_plate(d, registry=registry)
+        ok &= r.success
+        reports.append(r)
+        if not a.json:
+            print(r.to_text())
+    if a.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2, default=str))
+    return 0 if ok else 1
+
+
+def _add_ingest(sub):
+    p = sub.add_parser("ingest", help="validate plates and write their frames to a frame store")
+    p.add_argument("plates", nargs="+", type=Path)
+    p.add_argument("--store", required=True, help="store root: a path, file:// or memory:// URL, or a kvstore JSON spec")
+    p.add_argument("--crop-size", type=int, default=100)
+    p.add_argument("--target-um-per-px", type=float, default=0.4)
+    p.add_argument("--downsample", type=float, default=None)
+    p.add_argument("--nucleus-diameter-um", type=float, default=15.0)
+    p.add_argument("--instruments", type=Path, default=None)
+    p.add_argument("--no-catalog", action="store_true", help="do not rebuild the catalog afterwards")
+    p.set_defaults(func=cmd_ingest)
+
+
+def open_store(spec: str):
+    from .core.store import FrameStore
+
+    return FrameStore(json.loads(spec) if spec.lstrip().startswith("{") else spec)
+
+
+def cmd_ingest(a) -> int:
+    from tqdm import tqdm
+
+    from .core.dvc import dataset_md5_or_none
+    from .core.errors import ValidationFailed
+    from .core.ingest import IngestParams, ingest_plate
+    from .core.metadata import load_instrument_registry
+
+    store = open_store(a.store)
+    params = IngestParams(a.crop_size, a.target_um_per_px, a.downsample, a.nucleus_diameter_um)
+    registry = load_instrument_registry(a.instruments)
+    md5 = dataset_md5_or_none()
+    failed = 0
+    for d in a.plates:
+        bars = {}
+
+        def progress(step, i, n, d=d, bars=bars):
+            if step not in bars:
+                bars[step] = tqdm(total=n, desc=f"{d.name} {step}", unit="field", leave=False)
+            bars[step].update(i - bars[step].n)
+
+        try:
+            res = ingest_plate(d, store, params, provenance={"dataset_md5": md5}, registry=registry, progress=progress)
+        except ValidationFailed as e:
+            failed += 1
+            print(f"REFUSED {d}: {e}", file=sys.stderr)
+            continue
+        finally:
+            for b in bars.values():
+                b.close()
+        print(f"{res.plate_id}: {res.n_fields} fields, {res.n_nuclei} nuclei, {res.n_frames} frames in {res.seconds:.1f}s")
+    if not a.no_catalog and store.plate_ids():
+        cat = store.catalog()
+        store.write_catalog(cat, {"dataset_md5": md5, "plates": store.plate_ids()})
+        print(f"catalog: {len(cat)} frames from {cat['plate_id'].nunique()} plates")
+    return 1 if failed else 0
+
+
+def _add_pipeline(sub):
+    p = sub.add_parser(
+        "pipeline",
+        help="materialize the main job on the project's Dagster instance (what the UI would run)",
+    )
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="project root (default: cwd)")
+    p.add_argument("--no-dvc", action="store_true", help="skip re-pinning data/ with DVC")
+    p.set_defaults(func=cmd_pipeline)
+
+
+def cmd_pipeline(a) -> int:
+    from .pipeline import run_main_job
+
+    return run_main_job(a.root.resolve(), pin=not a.no_dvc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cellscape`` console script."""
+    parser = argparse.ArgumentParser(prog="cellscape", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_simulate(sub)
+    _add_validate(sub)
+    _add_ingest(sub)
+    _add_pipeline(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CellscapeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

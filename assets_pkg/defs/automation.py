@@ -1,0 +1,45 @@
+"""Jobs and the sensor that ingests a plate when its folder lands under data/plates/."""
+
+
+import dagster as dg
+
+from .dataset import dataset_splits, dataset_version, frame_catalog
+from .plates import (
+    new_plates,
+    nuclei_masks,
+    plate_frames,
+    plate_images,
+    plate_metadata,
+    plates_partitions,
+)
+from .resources import CellscapeResource
+
+ingest_plate_job = dg.define_asset_job(
+    "ingest_plate_job",
+    selection=dg.AssetSelection.assets(plate_images, plate_metadata, nuclei_masks, plate_frames),
+    description="Register, validate, segment and crop one plate into the frame store.",
+)
+
+dataset_job = dg.define_asset_job(
+    "dataset_job",
+    selection=dg.AssetSelection.assets(dataset_version, frame_catalog, dataset_splits),
+    description="Pin the plates with DVC, rebuild the frame catalog and the splits.",
+)
+
+
+@dg.sensor(
+    job=ingest_plate_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def new_plate_sensor(context: dg.SensorEvaluationContext, cellscape: CellscapeResource):
+    """Add a partition and request an ingest run for each complete, settled new plate folder."""
+    known = set(context.instance.get_dynamic_partitions(plates_partitions.name))
+    found = new_plates(cellscape.plates_path(), known)
+    if not found:
+        return dg.SkipReason(f"no new complete plate under {cellscape.plates_path()}")
+    context.log.info(f"new plates: {found}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=p, run_key=f"ingest:{p}") for p in found],
+        dynamic_partitions_requests=[plates_partitions.build_add_request(found)],
+    )

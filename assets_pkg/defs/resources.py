@@ -1,0 +1,62 @@
+"""Resources: where Cellscape keeps plates, frames and figures."""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.dvc import dataset_md5_or_none
+from ..core.metadata import load_instrument_registry
+from ..core.store import FrameStore
+
+
+class CellscapeResource(dg.ConfigurableResource):
+    """Project locations; relative paths resolve against ``root``.
+
+    ``root`` defaults to ``$CELLSCAPE_ROOT`` or the working directory (the project root when
+    the UI is started there with ``workspace.yaml``).  ``store_url`` may be a local path, a
+    ``file://``/``memory://`` URL or a TensorStore kvstore JSON spec (for cloud storage).
+    """
+
+    root: str = ""
+    plates_dir: str = "data/plates"
+    store_url: str = "artifacts/frames"
+    artifacts_dir: str = "artifacts"
+    instruments: str = ""
+    dvc_file: str = "data.dvc"
+
+    def root_path(self) -> Path:
+        return Path(self.root or os.environ.get("CELLSCAPE_ROOT", "") or os.getcwd()).resolve()
+
+    def path(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.root_path() / p
+
+    def plates_path(self) -> Path:
+        return self.path(self.plates_dir)
+
+    def plate_dir(self, plate_id: str) -> Path:
+        return self.plates_path() / plate_id
+
+    def figures_dir(self, *parts: str) -> Path:
+        d = self.path(self.artifacts_dir).joinpath("figures", *parts)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def store(self) -> FrameStore:
+        url = self.store_url
+        if url.lstrip().startswith("{"):
+            import json
+
+            return FrameStore(json.loads(url))
+        if "://" in url:
+            return FrameStore(url)
+        return FrameStore(str(self.path(url)))
+
+    def registry(self) -> dict:
+        return load_instrument_registry(self.path(self.instruments) if self.instruments else None)
+
+    def dataset_md5(self) -> str | None:
+        f = self.path(self.dvc_file)
+        return dataset_md5_or_none(f.parent, f.name)

@@ -1,0 +1,54 @@
+"""Run the main job on the project's Dagster instance, as the UI would, from the command line.
+
+Every run is recorded in ``$DAGSTER_HOME`` (default ``<root>/dagster_home``), so the UI shows
+the materializations, checks and figures afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def run_main_job(root: Path, pin: bool = True) -> int:
+    """Register every complete plate under ``data/plates``, ingest each, then build the dataset.
+
+    Returns a process exit code: 0 when every run succeeded.
+    """
+    os.environ.setdefault("DAGSTER_HOME", str(root / "dagster_home"))
+    os.environ.setdefault("CELLSCAPE_ROOT", str(root))
+    import dagster as dg
+
+    from .core.plates import list_plates
+    from .definitions import defs
+    from .defs.plates import plates_partitions
+    from .defs.resources import CellscapeResource
+
+    cellscape = CellscapeResource(root=str(root))
+    plates = [p.name for p in list_plates(cellscape.plates_path())]
+    if not plates:
+        print(f"no complete plate folder under {cellscape.plates_path()}", file=sys.stderr)
+        return 1
+    with dg.DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions(plates_partitions.name))
+        new = [p for p in plates if p not in known]
+        if new:
+            instance.add_dynamic_partitions(plates_partitions.name, new)
+        ingest = defs.resolve_job_def("ingest_plate_job")
+        failed = []
+        for pk in plates:
+            res = ingest.execute_in_process(instance=instance, partition_key=pk, raise_on_error=False)
+            print(f"[ingest] {pk}: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+            if not res.success:
+                failed.append(pk)
+        dataset = defs.resolve_job_def("dataset_job")
+        res = dataset.execute_in_process(
+            instance=instance,
+            run_config={"ops": {"dataset_version": {"config": {"pin": pin, "push": pin}}}},
+            raise_on_error=False,
+        )
+        print(f"[dataset] catalog + splits: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+    if failed:
+        print(f"plates that failed (see their checks in the UI): {failed}", file=sys.stderr)
+    return 0 if res.success and not failed else 1
