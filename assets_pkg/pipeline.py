@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 
+_INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def run_main_job(root: Path, pin: bool = True) -> int:
     """Register every complete plate under ``data/plates``, ingest each, then build the dataset.
 
@@ -38,14 +41,16 @@ def run_main_job(root: Path, pin: bool = True) -> int:
         ingest = defs.resolve_job_def("ingest_plate_job")
         failed = []
         for pk in plates:
-            res = ingest.execute_in_process(instance=instance, partition_key=pk, raise_on_error=False)
+            res = ingest.execute_in_process(
+                instance=instance, partition_key=pk, run_config=_INFO_LOGS, raise_on_error=False
+            )
             print(f"[ingest] {pk}: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
             if not res.success:
                 failed.append(pk)
         dataset = defs.resolve_job_def("dataset_job")
         res = dataset.execute_in_process(
             instance=instance,
-            run_config={"ops": {"dataset_version": {"config": {"pin": pin, "push": pin}}}},
+            run_config={"ops": {"dataset_version": {"config": {"pin": pin, "push": pin}}}, **_INFO_LOGS},
             raise_on_error=False,
         )
         print(f"[dataset] catalog + splits: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)

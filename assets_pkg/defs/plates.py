@@ -191,8 +191,11 @@ def nuclei_masks(
         nuc = read_image(plate.image_path(paths["nucleus"]))
         prot = read_image(plate.image_path(paths["protein"]))
         half = config.crop_size / 2 * config.params().factor(plate_pixel_size(plate))
+        c = first.centres[["centre_y", "centre_x"]].to_numpy()
+        h, w = nuc.shape
+        fits = (c[:, 0] >= half) & (c[:, 0] <= h - half) & (c[:, 1] >= half) & (c[:, 1] <= w - half)
         fig = plots.plot_field_nuclei(
-            nuc, first.labels, first.centres[["centre_y", "centre_x"]].to_numpy(), half, prot,
+            nuc, first.labels, c[fits], half, prot,
             title=f"{pk} {first.well} f{first.field_id:02d}",
         )
         png = plots.save_png(fig, cellscape.figures_dir(pk) / "nuclei_field.png")
