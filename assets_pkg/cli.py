@@ -95,7 +95,7 @@ def cmd_ingest(a) -> int:
     params = IngestParams(a.crop_size, a.target_um_per_px, a.downsample, a.nucleus_diameter_um)
     registry = load_instrument_registry(a.instruments)
     md5 = dataset_md5_or_none()
-    failed = 0
+    failed = ingested = 0
     for d in a.plates:
         bars = {}
 
@@ -108,17 +108,49 @@ def cmd_ingest(a) -> int:
             res = ingest_plate(d, store, params, provenance={"dataset_md5": md5}, registry=registry, progress=progress)
         except ValidationFailed as e:
             failed += 1
-            print(f"REFUSED {d}: {e}", file=sys.stderr)
+            print(f"REFUSED {e}", file=sys.stderr)
             continue
         finally:
             for b in bars.values():
                 b.close()
+        ingested += 1
         print(f"{res.plate_id}: {res.n_fields} fields, {res.n_nuclei} nuclei, {res.n_frames} frames in {res.seconds:.1f}s")
-    if not a.no_catalog and store.plate_ids():
+    if ingested and not a.no_catalog:
         cat = store.catalog()
         store.write_catalog(cat, {"dataset_md5": md5, "plates": store.plate_ids()})
         print(f"catalog: {len(cat)} frames from {cat['plate_id'].nunique()} plates")
     return 1 if failed else 0
+
+
+def _add_import(sub):
+    p = sub.add_parser("import", help="put an image folder or released cytoself arrays into a frame store")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--format", choices=["images", "cytoself"], required=True,
+                   help="images: nucleus/protein image pairs (nuclei are detected); cytoself: "
+                        "Image_dataNN.npy + Label_dataNN.csv or *_pro/_nuc/_label.npy")
+    p.add_argument("--store", required=True)
+    p.add_argument("--plate-id", required=True, help="id the frames are stored under")
+    p.add_argument("--pixel-size-um", type=float, default=None, help="images only: pixel size of the images")
+    p.add_argument("--gene", default="", help="images only: the tagged gene")
+    p.add_argument("--ensg-id", default="", help="images only: its Ensembl id")
+    p.add_argument("--target-um-per-px", type=float, default=0.4)
+    p.add_argument("--nucleus-diameter-um", type=float, default=15.0)
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_import(a) -> int:
+    from .core.ingest import IngestParams, import_cytoself, ingest_image_folder
+
+    store = open_store(a.store)
+    if a.format == "cytoself":
+        res = import_cytoself(a.folder, store, a.plate_id)
+    else:
+        if a.pixel_size_um is None:
+            raise CellscapeError("--pixel-size-um is required for --format images", path=a.folder, field="pixel_size_um")
+        params = IngestParams(target_um_per_px=a.target_um_per_px, nucleus_diameter_um=a.nucleus_diameter_um)
+        res = ingest_image_folder(a.folder, store, a.plate_id, a.pixel_size_um, params, a.gene, a.ensg_id)
+    print(f"{res.plate_id}: {res.n_frames} frames from {a.folder} in {res.seconds:.1f}s")
+    return 0
 
 
 def _add_pipeline(sub):
@@ -144,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_simulate(sub)
     _add_validate(sub)
     _add_ingest(sub)
+    _add_import(sub)
     _add_pipeline(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CellscapeError as e:
+    except (CellscapeError, ValueError) as e:  # bad input or arguments: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

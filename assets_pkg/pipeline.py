@@ -10,7 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-
 _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 

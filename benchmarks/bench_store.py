@@ -8,7 +8,8 @@ tables and ratios measured within one run (never compare absolute figures across
 (b) chunk layouts: 1, 8, 32, 64 frames per chunk, and ``sharding_indexed`` with 1-frame
     inner chunks in shards of 64 and 256 frames (uncompressed, and the default shard with
     zstd): write MB/s, stored objects and bytes, random-batch read frames/s;
-(c) ingest: a hook (:func:`bench_ingest`) for the end-to-end plate ingest, added later.
+(c) with ``--ingest``: the end-to-end plate ingest, a summary of the quick run of
+    ``benchmarks/bench_ingest.py`` (run that script for its full tables).
 
 Files go to a temporary folder (``--root`` to choose one, e.g. on the disk that will hold the
 store).  The page cache is warm (the frames were just written), so reads measure the
@@ -133,11 +134,22 @@ def bench_layouts(frames: np.ndarray, root: Path, batches) -> pd.DataFrame:
 
 
 def bench_ingest(args: argparse.Namespace, root: Path) -> pd.DataFrame | None:
-    """(c) Hook for the end-to-end ingest benchmark (plate folder -> frames -> store).
+    """(c) End-to-end ingest (plate folder -> frames -> store), only with ``--ingest``.
 
-    Return a table to print, or None to skip.  Left for the ingest code's owner.
+    Runs ``benchmarks/bench_ingest.py --quick`` under ``root`` and returns its summary table
+    (fields/s, seconds per field by step, cost ratios of a new plate vs plates already held).
     """
-    return None
+    if not getattr(args, "ingest", False):
+        return None
+    import importlib.util
+
+    path = Path(__file__).resolve().with_name("bench_ingest.py")
+    spec = importlib.util.spec_from_file_location("bench_ingest", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    res = mod.run_all(quick=True, root=Path(tempfile.mkdtemp(prefix="ingest_", dir=root)), verbose=False)
+    return mod.summary_table(res)
 
 
 def main(argv=None) -> int:
@@ -147,6 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
     ap.add_argument("--root", type=Path, default=None, help="folder for the files (temp)")
     ap.add_argument("--skip-layouts", action="store_true")
+    ap.add_argument("--ingest", action="store_true", help="also run (c), the quick ingest benchmark")
     args = ap.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="bench_store_", dir=args.root))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,3 +190,24 @@ def test_cytoself_per_protein_errors(tmp_path):
     np.save(tmp_path / "X_label.npy", np.array([["E", "X"]] * 3, dtype=object), allow_pickle=True)
     with pytest.raises(PlateFormatError, match="columns"):
         read_cytoself_arrays(tmp_path)
+
+
+class _Payload:
+    """Unpickling this would run a command; the reader must refuse it."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/cellscape-pwned",))
+
+
+def test_label_npy_with_a_code_payload_is_refused_not_executed(tmp_path):
+    from assets_pkg.core.readers import read_cytoself_arrays
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X_pro.npy", rng.random((2, 100, 100)).astype(np.float32))
+    np.save(tmp_path / "X_nuc.npy", rng.random((2, 100, 100)).astype(np.float32))
+    np.save(tmp_path / "X_label.npy", np.array([[_Payload(), "G", "er"]] * 2, dtype=object), allow_pickle=True)
+    with pytest.raises(PlateFormatError, match="refusing to load"):
+        read_cytoself_arrays(tmp_path)
+    assert not Path("/tmp/cellscape-pwned").exists()

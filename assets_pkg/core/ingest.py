@@ -230,3 +230,61 @@ def ingest_plate(
         seconds=time.perf_counter() - t0,
         manifest=manifest,
     )
+
+
+def ingest_image_folder(
+    folder: str | Path,
+    store: FrameStore,
+    plate_id: str,
+    pixel_size_um: float,
+    params: IngestParams = IngestParams(),
+    gene: str = "",
+    ensg_id: str = "",
+    provenance: dict | None = None,
+) -> IngestResult:
+    """Frames from a folder of nucleus/protein image pairs that has no plate metadata.
+
+    Fields are paired by :func:`~assets_pkg.core.readers.read_image_folder`; every field is
+    treated as one well of one protein (``gene``, ``ensg_id``), without localization labels.
+    """
+    from .readers import read_image_folder
+
+    t0 = time.perf_counter()
+    factor = params.factor(pixel_size_um)
+    chunks, rows, n_nuclei = [], [], 0
+    pairs = read_image_folder(folder)
+    for field_id, (name, nuc, prot) in enumerate(pairs):
+        labels = detect_nuclei(nuc, pixel_size_um=pixel_size_um, nucleus_diameter_um=params.nucleus_diameter_um)
+        n_nuclei += int(labels.max())
+        area = nucleus_centres(labels).set_index("label")["area_px"]
+        frames, centres = extract_frames(nuc, prot, labels, downsample=factor, crop_size=params.crop_size)
+        chunks.append(frames)
+        for c in centres.itertuples(index=False):
+            rows.append(
+                {"frame_id": f"{plate_id}/{name}/f{field_id:02d}/n{int(c.label):04d}", "plate_id": plate_id,
+                 "well": name, "field_id": field_id, "gene": gene, "ensg_id": ensg_id, "localization": "",
+                 "localization_grades": "", "centre_y": float(c.centre_y), "centre_x": float(c.centre_x),
+                 "nucleus_label": int(c.label), "nucleus_area_px": float(area.get(int(c.label), np.nan))}
+            )
+    crop = params.crop_size
+    frames = np.concatenate(chunks) if chunks else np.zeros((0, crop, crop, 3), np.float32)
+    table = pd.DataFrame.from_records(rows, columns=list(FRAME_TABLE_COLUMNS[1:]))
+    table.insert(0, "frame_index", np.arange(len(table), dtype=np.int64))
+    prov = {"source": str(Path(folder).resolve()), "kind": "image_folder", "pixel_size_um": pixel_size_um,
+            "ingest_params": asdict(params), "downsample": factor}
+    prov.update(provenance or {})
+    manifest = store.write_plate(plate_id, frames, table, prov)
+    return IngestResult(plate_id, len(pairs), n_nuclei, len(table), time.perf_counter() - t0, manifest)
+
+
+def import_cytoself(folder: str | Path, store: FrameStore, plate_id: str, provenance: dict | None = None) -> IngestResult:
+    """Put released cytoself/OpenCell arrays (already cropped) into the frame store as one plate."""
+    from .readers import read_cytoself_arrays
+
+    t0 = time.perf_counter()
+    frames, table = read_cytoself_arrays(folder, plate_id=plate_id)
+    prov = {"source": str(Path(folder).resolve()), "kind": "cytoself_arrays"}
+    prov.update(provenance or {})
+    manifest = store.write_plate(plate_id, frames, table, prov)
+    n_fields = int(table["field_id"].nunique()) if "field_id" in table else 0
+    return IngestResult(plate_id, n_fields, len(table), len(table), time.perf_counter() - t0, manifest)

@@ -33,6 +33,7 @@ OpenCell grades 3, 2, 1 (:data:`CYTOSELF_GRADE_COLUMNS`, overridable); the
 from __future__ import annotations
 
 import fnmatch
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -242,13 +243,51 @@ def read_cytoself_arrays(
     return frames, _frame_table(labels, plate_id, grade_columns)
 
 
-def _read_npy(path: Path, allow_pickle: bool = False) -> np.ndarray:
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy object arrays of plain Python values and nothing else.
+
+    cytoself's ``*_label.npy`` files are object arrays of strings, which numpy stores as a
+    pickle.  ``np.load(allow_pickle=True)`` would run any code such a file names; this loader
+    only lets the pickle rebuild an ndarray and its dtype (strings, numbers and tuples need no
+    class lookup), so a crafted file fails instead of executing.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an untrusted .npy")
+
+
+def _read_npy(path: Path, allow_object: bool = False) -> np.ndarray:
+    """Read a .npy file; object arrays only with ``allow_object`` and never via full pickle."""
     if not path.is_file():
         raise PlateFormatError("file is missing", path=path)
     try:
-        return np.load(path, allow_pickle=allow_pickle)
-    except (ValueError, OSError, EOFError) as e:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read_header(fh)
+            if not dtype.hasobject:
+                return np.load(path, allow_pickle=False)
+            if not allow_object:
+                raise PlateFormatError("holds Python objects where numbers were expected", path=path, field="dtype")
+            arr = _ArrayOnlyUnpickler(fh).load()
+    except PlateFormatError:
+        raise
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
         raise PlateFormatError(f"cannot read .npy ({e})", path=path) from e
+    if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape):
+        raise PlateFormatError(f"object array does not match its header shape {shape}", path=path, field="shape")
+    return arr
 
 
 def _read_image_data(path: Path) -> tuple[np.ndarray, pd.DataFrame]:
@@ -284,7 +323,7 @@ def _read_image_data(path: Path) -> tuple[np.ndarray, pd.DataFrame]:
 def _read_protein_arrays(label_path: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Layout (b): <prefix>_label.npy with <prefix>_pro.npy, _nuc.npy [, _nucdist.npy]."""
     prefix = label_path.name[: -len("_label.npy")]
-    lab_arr = _read_npy(label_path, allow_pickle=True)
+    lab_arr = _read_npy(label_path, allow_object=True)
     if lab_arr.ndim == 1:
         lab_arr = lab_arr[:, None]
     ncol = lab_arr.shape[1]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..core import plots
 from ..core.ingest import (
+    FieldNuclei,
     IngestParams,
     crop_plate_frames,
     detect_plate_nuclei,
@@ -18,6 +19,7 @@ from ..core.ingest import (
     plate_pixel_size,
 )
 from ..core.metadata import SUITES, validate_plate
+from ..core.nuclei import nucleus_centres
 from ..core.plates import list_plates, read_image, read_plate
 from .resources import CellscapeResource
 
@@ -214,9 +216,6 @@ def plate_frames(
     context: dg.AssetExecutionContext, config: IngestConfig, cellscape: CellscapeResource
 ) -> dg.MaterializeResult:
     """Nucleus-centred 100x100 frames (protein, nucleus, distance) of one plate in TensorStore."""
-    from ..core.ingest import FieldNuclei
-    from ..core.nuclei import nucleus_centres
-
     pk = context.partition_key
     plate = read_plate(cellscape.plate_dir(pk))
     store = cellscape.store()

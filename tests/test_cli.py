@@ -1,0 +1,215 @@
+"""The ``cellscape`` command line: simulate-plates, validate and ingest, run in-process through
+:func:`assets_pkg.cli.main` (plus one subprocess call of the installed console script)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from plate_factory import edit_plate_json, set_value, tree_state
+
+from assets_pkg.cli import main
+from assets_pkg.core.store import FrameStore
+
+#: Small plates: 2 wells x 1 field of 384 px, enough for a few frames per field.
+SMALL = ["--wells", "2", "--fields-per-well", "1", "--field-size", "384"]
+BROKEN_FILE = "A01_f00_protein.tif"
+
+
+def _simulate(out: Path, plates: int = 2, seed: int = 11) -> int:
+    return main(["simulate-plates", "--out", str(out), "--plates", str(plates), "--seed", str(seed), *SMALL])
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> Path:
+    """Two simulated plates (plate01, plate02), written once per module; copy before editing."""
+    out = tmp_path_factory.mktemp("sim") / "plates"
+    assert _simulate(out) == 0
+    return out
+
+
+@pytest.fixture
+def good(simulated, tmp_path) -> Path:
+    dst = tmp_path / "plates" / "plate01"
+    shutil.copytree(simulated / "plate01", dst)
+    return dst
+
+
+@pytest.fixture
+def bad(simulated, tmp_path) -> Path:
+    """plate02 with one field's pixel size outside the instrument's bounds."""
+    dst = tmp_path / "plates" / "plate02"
+    shutil.copytree(simulated / "plate02", dst)
+    set_value(dst, BROKEN_FILE, "pixel_size_um", 9.0)
+    return dst
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).parent / "cellscape"
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for cmd in ("simulate-plates", "validate", "ingest", "pipeline"):
+        assert cmd in r.stdout
+
+
+def test_simulate_plates_is_byte_reproducible(tmp_path, capsys):
+    assert _simulate(tmp_path / "a") == 0
+    out = capsys.readouterr().out
+    assert out.split() == [str(tmp_path / "a" / "plate01"), str(tmp_path / "a" / "plate02")]
+    assert _simulate(tmp_path / "b") == 0
+    a, b = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    assert {"plate01/metadata.csv", "plate01/plate.json", "plate02/A02_f00_nucleus.tif"} <= set(a)
+    assert len([k for k in a if k.endswith(".tif")]) == 2 * 2 * 2  # plates x fields x channels
+    assert a == b
+    # Another seed gives other pixels.
+    assert _simulate(tmp_path / "c", seed=12) == 0
+    c = _hashes(tmp_path / "c")
+    assert c["plate01/A01_f00_nucleus.tif"] != a["plate01/A01_f00_nucleus.tif"]
+
+
+def test_simulate_plates_refuses_to_overwrite(tmp_path, capsys):
+    assert _simulate(tmp_path / "a", plates=1) == 0
+    before = tree_state(tmp_path / "a")
+    capsys.readouterr()
+    assert _simulate(tmp_path / "a", plates=1) != 0
+    err = capsys.readouterr().err
+    assert "plate01" in err and "exists" in err
+    assert tree_state(tmp_path / "a") == before
+
+
+def test_validate_good_plate(good, capsys):
+    before = tree_state(good)
+    assert main(["validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "plate01" in out and "passed" in out
+    assert tree_state(good) == before
+
+
+def test_validate_broken_field_names_file_and_field(good, bad, capsys):
+    before = tree_state(bad)
+    assert main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out
+    lines = [line for line in out.splitlines() if BROKEN_FILE in line]
+    assert lines, out
+    assert any("pixel_size_um" in line and "9" in line for line in lines), out
+    assert tree_state(bad) == before  # read-only
+
+    # Several plates: one failing fails the command, the good one is still reported as passed.
+    assert main(["validate", str(good), str(bad), "--json"]) == 1
+    reports = json.loads(capsys.readouterr().out)
+    assert [(r["plate_id"], r["success"]) for r in reports] == [("plate01", True), ("plate02", False)]
+    assert tree_state(bad) == before
+
+
+def _snapshot(store: FrameStore, plate_id: str):
+    man = store.read_manifest(plate_id)
+    table = store.read_table(plate_id)
+    frames = store.read_frames(plate_id, np.arange(man["n_frames"]))
+    return man, table, frames
+
+
+def test_ingest_good_then_refuse_bad(good, bad, tmp_path, capsys):
+    root = tmp_path / "store"
+    assert main(["ingest", str(good), "--store", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plate01: 2 fields")
+    store = FrameStore(root)
+    assert store.plate_ids() == ["plate01"]
+    man, table, frames = _snapshot(store, "plate01")
+    assert man["n_frames"] > 0
+    assert frames.shape == (man["n_frames"], 100, 100, 3) and frames.dtype == np.float32
+    assert np.isfinite(frames).all() and frames.std() > 0
+    assert (table["plate_id"] == "plate01").all() and len(table) == man["n_frames"]
+    assert set(table["well"]) <= {"A01", "A02"}
+    assert man["provenance"]["source_digest"]
+    assert set(store.read_catalog()["plate_id"]) == {"plate01"}
+
+    bad_before = tree_state(bad)
+    assert main(["ingest", str(bad), "--store", str(root)]) == 1
+    cap = capsys.readouterr()
+    assert "REFUSED" in cap.err and str(bad) in cap.err
+    assert any(BROKEN_FILE in line and "pixel_size_um" in line for line in cap.err.splitlines()), cap.err
+    assert "plate02:" not in cap.out
+
+    store = FrameStore(root)
+    assert store.plate_ids() == ["plate01"]
+    man2, table2, frames2 = _snapshot(store, "plate01")
+    assert man2 == man
+    pd.testing.assert_frame_equal(table2, table)
+    np.testing.assert_array_equal(frames2, frames)
+    assert not any("plate02" in str(p) for p in root.rglob("*"))
+    assert set(store.read_catalog()["plate_id"]) == {"plate01"}
+    assert tree_state(bad) == bad_before
+
+
+def test_ingest_mixed_plates_writes_good_refuses_bad(good, bad, tmp_path, capsys):
+    root = tmp_path / "store"
+    assert main(["ingest", str(bad), str(good), "--store", str(root)]) == 1
+    cap = capsys.readouterr()
+    assert "REFUSED" in cap.err and "plate02" in cap.err
+    assert "plate01:" in cap.out
+    store = FrameStore(root)
+    assert store.plate_ids() == ["plate01"]
+    assert set(store.read_catalog()["plate_id"]) == {"plate01"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file_url", "json_spec"])
+def test_ingest_store_root_is_a_url(kind, good, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a relative path would land here
+    folder = tmp_path / "url_store"
+    spec = {
+        "memory": "memory://",
+        "file_url": f"file://{folder}",
+        "json_spec": json.dumps({"driver": "file", "path": str(folder)}),
+    }[kind]
+    assert main(["ingest", str(good), "--store", spec]) == 0
+    out = capsys.readouterr().out
+    assert "plate01: 2 fields" in out
+    assert "catalog:" in out and "from 1 plates" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["plates"] + ([] if kind == "memory" else ["url_store"])
+    )
+    if kind != "memory":
+        store = FrameStore(folder)
+        assert store.plate_ids() == ["plate01"]
+        n = int(re.search(r"^catalog: (\d+) frames from 1 plates$", out, re.M).group(1))
+        assert store.read_manifest("plate01")["n_frames"] == n > 0
+        assert len(store.read_catalog()) == n
+
+
+def test_bad_plate_id_is_refused_and_nothing_written(good, tmp_path, capsys):
+    edit_plate_json(good, lambda info: info.update(plate_id="../evil"))
+    before = tree_state(tmp_path)
+
+    assert main(["validate", str(good)]) == 1
+    out = capsys.readouterr().out
+    assert "plate.json" in out and "plate_id" in out and "../evil" in out
+
+    root = tmp_path / "store"
+    rc = main(["ingest", str(good), "--store", str(root)])
+    cap = capsys.readouterr()
+    assert rc != 0
+    assert "plate.json" in cap.err and "plate_id" in cap.err and "../evil" in cap.err
+    assert "invalid plate id" in cap.err
+    assert FrameStore(root).plate_ids() == []
+    assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
+    assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+    assert tree_state(tmp_path) == before
