@@ -85,11 +85,29 @@ def plate_pixel_size(plate: Plate) -> float:
     return float(vals[0])
 
 
-def plate_digest(plate: Plate) -> str:
-    """SHA-256 over the plate's sorted (file name, sha256) pairs: its content version."""
-    import hashlib
+def plate_digest(plate: Plate, from_files: bool = False) -> str:
+    """SHA-256 over the plate's sorted (file name, sha256) pairs: its content version.
 
-    pairs = sorted(zip(plate.metadata["file_name"].astype(str), plate.metadata["sha256"].astype(str), strict=True))
+    With ``from_files`` the file checksums are computed from the bytes on disk (a missing
+    file counts as the empty string) instead of taken from metadata.csv.
+    """
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .plates import sha256_file
+
+    names = plate.metadata["file_name"].astype(str).tolist()
+    if from_files:
+
+        def digest(name: str) -> str:
+            path = plate.image_path(name)
+            return sha256_file(path) if path.is_file() else ""
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            sums = list(pool.map(digest, names))
+    else:
+        sums = plate.metadata["sha256"].astype(str).tolist()
+    pairs = sorted(zip(names, sums, strict=True))
     return hashlib.sha256("\n".join(f"{a} {b}" for a, b in pairs).encode()).hexdigest()
 
 

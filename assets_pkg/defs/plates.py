@@ -66,7 +66,7 @@ def plate_images(context: dg.AssetExecutionContext, cellscape: CellscapeResource
     """Raw plate folder: one TIFF per field and channel, versioned by the files' checksums."""
     plate = read_plate(cellscape.plate_dir(context.partition_key))
     meta = plate.metadata
-    digest = plate_digest(plate)
+    digest = plate_digest(plate, from_files=True)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(plate.path)),
@@ -75,6 +75,7 @@ def plate_images(context: dg.AssetExecutionContext, cellscape: CellscapeResource
             "wells": len(plate.wells),
             "bytes": int(pd.to_numeric(meta.get("file_bytes"), errors="coerce").sum()),
             "content_sha256": digest,
+            "matches_metadata_checksums": digest == plate_digest(plate),
             "dataset_md5": cellscape.dataset_md5() or "unpinned",
         },
         data_version=dg.DataVersion(digest[:32]),
