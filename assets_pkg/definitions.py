@@ -1,14 +1,15 @@
-"""The Cellscape code location: assets, checks, jobs, sensors and resources."""
+"""The Cellscape code location: assets, checks, jobs, schedules, sensors and resources."""
 
 import dagster as dg
 
-from .defs import automation, dataset, plates
+from .defs import automation, dataset, model, plates
 from .defs.resources import CellscapeResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([plates, dataset]),
-    asset_checks=dg.load_asset_checks_from_modules([plates, dataset]),
-    jobs=[automation.ingest_plate_job, automation.dataset_job],
+    assets=dg.load_assets_from_modules([plates, dataset, model]),
+    asset_checks=dg.load_asset_checks_from_modules([plates, dataset, model]),
+    jobs=[automation.ingest_plate_job, automation.dataset_job, model.train_job],
+    schedules=[model.retrain_schedule],
     sensors=[automation.new_plate_sensor],
     resources={"cellscape": CellscapeResource()},
 )

@@ -18,7 +18,7 @@ from assets_pkg.core.plates import METADATA_CSV, read_plate
 from assets_pkg.core.simulator import simulate_plates
 from assets_pkg.core.store import FrameStore
 from assets_pkg.definitions import defs
-from assets_pkg.defs import dataset, plates
+from assets_pkg.defs import dataset, model, plates
 from assets_pkg.defs.automation import new_plate_sensor
 from assets_pkg.defs.resources import CellscapeResource
 
@@ -159,3 +159,44 @@ def test_new_plate_sensor_picks_complete_settled_plates_only(project):
         (plates_dir / "plate02" / "plate.json").touch()
         result = new_plate_sensor(dg.build_sensor_context(instance=instance, resources={"cellscape": CellscapeResource(root=str(project))}))
         assert isinstance(result, dg.SkipReason)
+
+
+def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plates(project, tmp_path):
+    _dvc(project, "init", "--no-scm", "-q")
+    _dvc(project, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    _dvc(project, "add", "-q", "data")
+    resources = {"cellscape": CellscapeResource(root=str(project))}
+    small = {"preset": "tiny", "epochs": 2, "batch_size": 8}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01", "plate02"])
+        for pk in ("plate01", "plate02"):
+            assert _materialize_plate(project, pk, instance).success
+        ctx = dg.build_schedule_context(instance=instance)
+        assert isinstance(model.retrain_schedule(ctx), dg.RunRequest)  # plates, no model yet
+        res = dg.materialize(
+            [dataset.dataset_version, dataset.frame_catalog, dataset.dataset_splits,
+             model.localization_model, model.localization_model_ablation],
+            instance=instance, resources=resources,
+            run_config={"ops": {
+                "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}},
+                "localization_model": {"config": small},
+                "localization_model_ablation": {"config": small},
+            }},
+        )
+        assert res.success
+        for name, weight in (("localization_model", 1.0), ("localization_model_ablation", 0.0)):
+            md = res.asset_materializations_for_node(name)[0].metadata
+            assert md["classification_weight"].value == weight
+            ckpt = Path(md["checkpoint_dir"].value)
+            assert (ckpt / "metrics.json").is_file() and (ckpt / "checkpoints").is_dir()
+            assert (ckpt / "figures" / "reconstructions.png").stat().st_size > 5_000
+            assert (ckpt / "figures" / "curves.png").stat().st_size > 5_000
+            assert "data:image/png;base64" in md["reconstructions"].value
+        checks = {c.asset_key.to_user_string(): c for c in res.get_asset_check_evaluations() if c.check_name == "model_health"}
+        assert set(checks) == {"localization_model", "localization_model_ablation"}
+        for c in checks.values():
+            assert c.metadata["perplexity"].value > 0
+        # nothing new since the model: the nightly schedule skips; a re-ingested plate triggers it
+        assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+        assert _materialize_plate(project, "plate01", instance).success
+        assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)

@@ -74,3 +74,13 @@ def test_bad_config_is_rejected():
         SplitConfig(0.5, 0.2, 0.2)
     with pytest.raises(ValueError, match="exclusive_by"):
         SplitConfig(exclusive_by="well")
+
+
+def test_few_fields_per_protein_still_give_valid_and_test_fields():
+    # 2 fields per protein at 80/10/10: every protein keeps a train field and the second
+    # fields spread over the splits in proportion, instead of all landing in train
+    s = make_splits(_catalog(n_proteins=200, fields=2, frames_per_field=1), SplitConfig(seed=0))
+    fields = s.groupby("split")["frame_id"].size()
+    assert (s[s["split"] == "train"].groupby("ensg_id").size() >= 1).sum() == 200
+    assert 0.05 < fields["valid"] / len(s) < 0.15 and 0.05 < fields["test"] / len(s) < 0.15
+    assert check_disjoint(s, "field") == []

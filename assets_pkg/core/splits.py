@@ -56,12 +56,23 @@ class SplitConfig:
             raise ValueError("max_frames_per_protein must be >= 1")
 
 
-def _assign_counts(n: int, fractions: tuple[float, float, float]) -> np.ndarray:
-    """Split ``n`` groups into three counts by largest remainder, train first to get one."""
-    raw = np.asarray(fractions) * n
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
+def _assign_counts(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Split ``n`` groups into (train, valid, test) counts.
+
+    Each split gets the whole part of its share; the groups left over go to splits drawn
+    at random in proportion to their fractional parts, so over many proteins with few fields
+    each the totals still follow ``fractions`` (a protein with 2 fields at 80/10/10 sends its
+    second field to valid or test 40 % of the time instead of never).  Train always gets at
+    least one group.
+    """
+    raw = np.asarray(fractions, dtype=float) * n
+    counts = np.floor(raw + 1e-9).astype(int)
+    left = n - int(counts.sum())
+    if left > 0:
+        rem = np.clip(raw - counts, 0, None)
+        p = rem / rem.sum() if rem.sum() > 0 else np.asarray(fractions) / np.sum(fractions)
+        for i in rng.choice(3, size=left, replace=False, p=p):
+            counts[i] += 1
     if n > 0 and counts[0] == 0:  # a protein must be seen in training before anything else
         j = int(np.argmax(counts))
         counts[j] -= 1
@@ -116,14 +127,14 @@ def make_splits(catalog: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
         for _, sub in df.assign(_field=field_key).groupby("ensg_id", sort=True):
             fields = np.array(sorted(sub["_field"].unique()))
             rng.shuffle(fields)
-            counts = _assign_counts(len(fields), fractions)
+            counts = _assign_counts(len(fields), fractions, rng)
             names = np.repeat(np.array(SPLITS, dtype=object), counts)
             lookup = dict(zip(fields, names, strict=True))
             split[sub.index.to_numpy()] = sub["_field"].map(lookup).to_numpy()
     else:
         shuffled = proteins.copy()
         rng.shuffle(shuffled)
-        counts = _assign_counts(len(shuffled), fractions)
+        counts = _assign_counts(len(shuffled), fractions, rng)
         lookup = dict(zip(shuffled, np.repeat(np.array(SPLITS, dtype=object), counts), strict=True))
         split[:] = df["ensg_id"].astype(str).map(lookup).to_numpy()
 
