@@ -153,6 +153,73 @@ def cmd_import(a) -> int:
     return 0
 
 
+def _add_train(sub):
+    p = sub.add_parser("train", help="train the localization VQ-VAE on the frames of a store")
+    p.add_argument("--frames", required=True, help="frame store (path, URL or kvstore JSON)")
+    p.add_argument("--out", required=True, type=Path, help="model folder: checkpoints/, metrics.json, history.csv, figures/")
+    p.add_argument("--preset", choices=["tiny", "full", "cytoself"], default="tiny")
+    p.add_argument("--classification-weight", type=float, default=1.0, help="0 trains the ablation without the head")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-by", choices=["field", "protein"], default="field",
+                   help="when the store holds no splits table: exclusive unit of the split made here")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(a) -> int:
+    from tqdm import tqdm
+
+    from .core.dvc import dataset_md5_or_none
+    from .core.errors import StoreError
+    from .core.splits import SplitConfig, make_splits, split_version
+    from .core.training import (
+        describe_devices,
+        fit,
+        save_training_figures,
+        train_config_from_preset,
+    )
+
+    store = open_store(a.frames)
+    try:
+        splits = store.read_dataset_table("splits")
+        version = store.read_dataset_manifest("splits").get("provenance", {}).get("split_version")
+        print(f"splits: the store's splits table (version {version})")
+    except StoreError:
+        try:
+            catalog = store.read_catalog()
+        except StoreError:
+            catalog = store.catalog()
+        sc = SplitConfig(exclusive_by=a.split_by, seed=a.seed)
+        splits = make_splits(catalog, sc)
+        version = split_version(splits, sc)
+        print(f"splits: made here, {a.split_by}-exclusive, seed {a.seed} (version {version})")
+    cfg = train_config_from_preset(
+        a.preset, epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate,
+        classification_weight=a.classification_weight, compute_dtype=a.compute_dtype, seed=a.seed,
+    )
+    print(f"devices: {describe_devices()}")
+    bar = tqdm(desc="training", unit="step")
+
+    def progress(step, total):
+        bar.total = total
+        bar.update(step - bar.n)
+
+    try:
+        res = fit(store, splits, cfg, a.out, provenance={"dataset_md5": dataset_md5_or_none(), "split_version": version},
+                  resume=not a.no_resume, log=bar.write, progress=progress)
+    finally:
+        bar.close()
+    figs = save_training_figures(res, store, splits, a.out.name, seed=a.seed)
+    fm = res.final_metrics
+    print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
+    print(f"model: {a.out}  (metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
+    return 0
+
+
 def _add_pipeline(sub):
     p = sub.add_parser(
         "pipeline",
@@ -160,13 +227,14 @@ def _add_pipeline(sub):
     )
     p.add_argument("--root", type=Path, default=Path.cwd(), help="project root (default: cwd)")
     p.add_argument("--no-dvc", action="store_true", help="skip re-pinning data/ with DVC")
+    p.add_argument("--no-train", action="store_true", help="stop after the dataset (no tiny model)")
     p.set_defaults(func=cmd_pipeline)
 
 
 def cmd_pipeline(a) -> int:
     from .pipeline import run_main_job
 
-    return run_main_job(a.root.resolve(), pin=not a.no_dvc)
+    return run_main_job(a.root.resolve(), pin=not a.no_dvc, train=not a.no_train)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_validate(sub)
     _add_ingest(sub)
     _add_import(sub)
+    _add_train(sub)
     _add_pipeline(sub)
     args = parser.parse_args(argv)
     try:

@@ -13,8 +13,9 @@ from pathlib import Path
 _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def run_main_job(root: Path, pin: bool = True) -> int:
-    """Register every complete plate under ``data/plates``, ingest each, then build the dataset.
+def run_main_job(root: Path, pin: bool = True, train: bool = True) -> int:
+    """Register every complete plate under ``data/plates``, ingest each, build the dataset,
+    then train the ``tiny`` localization model.
 
     Returns a process exit code: 0 when every run succeeded.
     """
@@ -53,6 +54,16 @@ def run_main_job(root: Path, pin: bool = True) -> int:
             raise_on_error=False,
         )
         print(f"[dataset] catalog + splits: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+        if res.success and train:
+            res = defs.resolve_job_def("train_job").execute_in_process(
+                instance=instance,
+                run_config={"ops": {"localization_model": {"config": {"preset": "tiny"}}}, **_INFO_LOGS},
+                raise_on_error=False,
+            )
+            print(f"[model] tiny localization model: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+            if res.success:
+                md = res.asset_materializations_for_node("localization_model")[0].metadata
+                print(f"[model] checkpoint and figures: {md['checkpoint_dir'].value}", flush=True)
     if failed:
         print(f"plates that failed (see their checks in the UI): {failed}", file=sys.stderr)
     return 0 if res.success and not failed else 1

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 
 from ..core import plots
-from ..core.training import fit, predict, train_config_from_preset
+from ..core.training import fit, save_training_figures, train_config_from_preset
 from .dataset import dataset_splits, frame_catalog
 from .plates import plate_frames
 from .resources import CellscapeResource
@@ -56,14 +56,7 @@ def _train(context, config: ModelTrainingConfig, cellscape: CellscapeResource, c
     context.log.info(f"training {name}: preset {config.preset}, classification_weight {classification_weight}, out {out_dir}")
     res = fit(store, splits, cfg, out_dir, provenance=provenance, log=context.log.info)
     fm = res.final_metrics
-    valid = splits[splits["split"] == "valid"]
-    rows = valid.sample(n=min(8, len(valid)), random_state=config.seed) if len(valid) else splits.head(8)
-    frames = store.read_batch(list(zip(rows["plate_id"], rows["frame_index"], strict=True)))
-    out = predict(res.state.params, res.model_config, frames)
-    fig = plots.plot_reconstructions(out["target"], out["reconstruction"], list(rows["gene"].astype(str)),
-                                     title=f"{name}: validation frames")
-    recon_png = plots.save_png(fig, out_dir / "figures" / "reconstructions.png")
-    curves_png = plots.save_png(plots.plot_training_curves(res.history, title=name), out_dir / "figures" / "curves.png")
+    figs = save_training_figures(res, store, splits, name, seed=config.seed)
     version = hashlib.sha256(f"{out_dir}:{res.step}".encode()).hexdigest()[:16]
     md = {
         "checkpoint_dir": dg.MetadataValue.path(str(out_dir)),
@@ -77,8 +70,8 @@ def _train(context, config: ModelTrainingConfig, cellscape: CellscapeResource, c
         "frames_per_second": float(fm.get("frames_per_second", float("nan"))),
         "stopped_early": res.stopped_early,
         "history": dg.MetadataValue.md(res.history.round(4).to_markdown(index=False)),
-        "reconstructions": dg.MetadataValue.md(plots.png_markdown(recon_png, "reconstructions")),
-        "curves": dg.MetadataValue.md(plots.png_markdown(curves_png, "curves")),
+        "reconstructions": dg.MetadataValue.md(plots.png_markdown(figs["reconstructions"], "reconstructions")),
+        "curves": dg.MetadataValue.md(plots.png_markdown(figs["curves"], "curves")),
     }
     for k in ("valid_total", "valid_reconstruction", "valid_perplexity", "valid_accuracy", "train_total"):
         if k in fm:
