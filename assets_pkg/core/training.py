@@ -437,7 +437,7 @@ def fit(
     interrupted = False
     t_start = time.perf_counter()
     t_warm = None
-    frames_seen = 0
+    frames_seen, eval_seconds = 0, 0.0
     epoch = step // steps_per_epoch
     while epoch < cfg.epochs and not loop["stopped_early"]:
         for b in train_loader.epoch(epoch, start_batch=step - epoch * steps_per_epoch):
@@ -460,10 +460,12 @@ def fit(
         epoch += 1
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             row = {"epoch": epoch, "step": step, "learning_rate": loop["lr"]}
+            t_eval = time.perf_counter()
             for name, ld in eval_sets.items():
                 for k, v in evaluate(state, ld, devices, cfg.classification_weight).items():
                     row[f"{name}_{k}"] = v
             history.append(row)
+            eval_seconds += time.perf_counter() - t_eval
             key = "valid_total" if "valid" in eval_sets else "train_total"
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if not np.isfinite(row[key]):
@@ -482,8 +484,9 @@ def fit(
     seconds = time.perf_counter() - t_start
     final = dict(history[-1]) if history else {}
     if not interrupted:  # an interrupted run stops like a killed one: only its checkpoints remain
-        # steady-state training throughput, evaluation passes included in the wall time
-        fps = frames_seen / max(time.perf_counter() - t_warm, 1e-9) if t_warm and frames_seen else float("nan")
+        # steady-state training throughput: wall time after the first step, minus evaluations
+        busy = time.perf_counter() - t_warm - eval_seconds if t_warm else 0.0
+        fps = frames_seen / busy if frames_seen and busy > 0 else float("nan")
         final.update(frames_per_second=fps, train_seconds=seconds)
         _save(mngr, step, state, meta_now(final))
     mngr.close()
