@@ -148,20 +148,24 @@ def _prefetched(items: Iterator, depth: int) -> Iterator:
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item) -> bool:
+        """Queue an item unless the consumer has gone; never blocks past ``stop``."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(_DONE)
+            put(_DONE)
         except BaseException as e:  # handed to the consumer, which re-raises it
-            q.put(e)
+            put(e)
 
     t = threading.Thread(target=work, name="frame-prefetch", daemon=True)
     t.start()
