@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from assets_pkg.core.errors import StoreError
 from assets_pkg.core.loader import FrameLoader
 from assets_pkg.core.store import FrameStore
 
@@ -64,5 +65,5 @@ def test_an_error_while_reading_reaches_the_consumer(store):
     r = rows(store)
     r.loc[3, "frame_index"] = 99  # no such frame
     ld = FrameLoader(store, r, 4, shuffle=False, cache=False, prefetch=2)
-    with pytest.raises(Exception):
+    with pytest.raises(StoreError, match="out of range"):
         list(ld.epoch(0))
