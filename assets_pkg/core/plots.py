@@ -121,6 +121,7 @@ def save_png(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", dpi=dpi)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; figures are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
