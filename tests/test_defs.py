@@ -200,3 +200,10 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
         assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
         assert _materialize_plate(project, "plate01", instance).success
         assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+
+
+def test_dvc_yaml_and_params_parse():
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {"validate", "ingest", "train"} <= {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}

@@ -38,9 +38,9 @@ def dataset_version(
         changed = status.stdout.strip() not in ("", "{}")
         if changed:
             context.log.info(f"data changed since {cellscape.dvc_file}; re-pinning {target.name}/")
-            run_dvc(["add", "-q", str(target.relative_to(root))], root)
+            run_dvc(["add", str(target.relative_to(root))], root)
         if config.push:
-            run_dvc(["push", "-q"], root)
+            run_dvc(["push"], root)
     md5 = cellscape.dataset_md5()
     if md5 is None:
         raise dg.Failure(f"no {cellscape.dvc_file} at {root}: the dataset is not pinned")
