@@ -220,6 +220,52 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _add_report(sub):
+    p = sub.add_parser("report", help="localization atlas of a trained model: spectra, clusters, UMAP, scores")
+    p.add_argument("--checkpoint", required=True, type=Path, help="model folder written by cellscape train")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
+                   help="another model to score side by side (e.g. ablation=models/no_head); repeatable")
+    p.add_argument("--frames", required=True, help="frame store")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--split", choices=["all", "train", "valid", "test"], default="all")
+    p.add_argument("--n-clusters", type=int, default=16, help="code clusters (fcluster maxclust)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_report)
+
+
+def _splits_of(store, seed: int):
+    from .core.errors import StoreError
+    from .core.splits import SplitConfig, make_splits
+
+    try:
+        return store.read_dataset_table("splits")
+    except StoreError:
+        try:
+            catalog = store.read_catalog()
+        except StoreError:
+            catalog = store.catalog()
+        return make_splits(catalog, SplitConfig(seed=seed))
+
+
+def cmd_report(a) -> int:
+    from .core.atlas import build_report
+    from .core.dvc import dataset_md5_or_none
+
+    store = open_store(a.frames)
+    models = {a.checkpoint.name or "model": a.checkpoint}
+    for item in a.compare:
+        name, _, path = item.partition("=")
+        if not path:
+            raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
+        models[name] = Path(path)
+    table, paths = build_report(models, store, _splits_of(store, a.seed), a.out, split=a.split,
+                                n_clusters=a.n_clusters, seed=a.seed,
+                                provenance={"dataset_md5": dataset_md5_or_none()})
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"report: {a.out} (scores.json, *_frames/_spectra/_knn/_predictions.parquet, *_matrices.npz, figures/)")
+    return 0
+
+
 def _add_pipeline(sub):
     p = sub.add_parser(
         "pipeline",
@@ -246,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_ingest(sub)
     _add_import(sub)
     _add_train(sub)
+    _add_report(sub)
     _add_pipeline(sub)
     args = parser.parse_args(argv)
     try:

@@ -542,6 +542,28 @@ def config_from_dict(d: dict) -> TrainConfig:
 _PREDICT_CACHE: dict = {}
 
 
+def _predict_fn(model_cfg: ModelConfig, fields: tuple[str, ...]):
+    """The jitted ``(params, frames) -> {field: array}`` evaluation-mode forward pass."""
+    key = (model_cfg, fields)
+    if key not in _PREDICT_CACHE:
+        model = VQVAE(model_cfg)
+
+        def run(p, x):
+            out = model.apply({"params": p}, x, train=False)
+            got = {}
+            for f in fields:
+                if f == "indices":
+                    got[f] = out.vq["local"].encoding_indices
+                elif f == "indices_global":
+                    got[f] = out.vq["global"].encoding_indices
+                else:
+                    got[f] = getattr(out, f)
+            return got
+
+        _PREDICT_CACHE[key] = jax.jit(run)
+    return _PREDICT_CACHE[key]
+
+
 def predict(params, model_cfg: ModelConfig, frames: np.ndarray, batch_size: int = 256,
             fields: tuple[str, ...] = ("reconstruction", "target")) -> dict[str, np.ndarray]:
     """Run the model in evaluation mode over frames, in batches, returning NumPy arrays.
@@ -561,24 +583,7 @@ def predict(params, model_cfg: ModelConfig, frames: np.ndarray, batch_size: int 
     dict of str to ndarray
         Each field concatenated over N.
     """
-    key = (model_cfg, fields)
-    if key not in _PREDICT_CACHE:
-        model = VQVAE(model_cfg)
-
-        def run(p, x):
-            out = model.apply({"params": p}, x, train=False)
-            got = {}
-            for f in fields:
-                if f == "indices":
-                    got[f] = out.vq["local"].encoding_indices
-                elif f == "indices_global":
-                    got[f] = out.vq["global"].encoding_indices
-                else:
-                    got[f] = getattr(out, f)
-            return got
-
-        _PREDICT_CACHE[key] = jax.jit(run)
-    run = _PREDICT_CACHE[key]
+    run = _predict_fn(model_cfg, fields)
     parts = [jax.device_get(run(params, jnp.asarray(frames[i : i + batch_size]))) for i in range(0, len(frames), batch_size)]
     return {f: np.concatenate([p[f] for p in parts]) for f in fields}
 
