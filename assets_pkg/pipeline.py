@@ -64,6 +64,21 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True) -> int:
             if res.success:
                 md = res.asset_materializations_for_node("localization_model")[0].metadata
                 print(f"[model] checkpoint and figures: {md['checkpoint_dir'].value}", flush=True)
+                res = defs.resolve_job_def("ablation_job").execute_in_process(
+                    instance=instance,
+                    run_config={"ops": {"localization_model_ablation": {"config": {"preset": "tiny"}}}, **_INFO_LOGS},
+                    raise_on_error=False,
+                )
+                print(f"[model] ablation without the head: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+            if res.success:
+                res = defs.resolve_job_def("atlas_job").execute_in_process(
+                    instance=instance, run_config=_INFO_LOGS, raise_on_error=False)
+                print(f"[atlas] embeddings, spectra, clusters, UMAP, report: {'ok' if res.success else 'FAILED'} "
+                      f"(run {res.run_id})", flush=True)
+                if res.success:
+                    md = res.asset_materializations_for_node("localization_report")[0].metadata
+                    print(md["scores"].value, flush=True)
+                    print(f"[atlas] report, exports and figures: {md['path'].value}", flush=True)
     if failed:
         print(f"plates that failed (see their checks in the UI): {failed}", file=sys.stderr)
     return 0 if res.success and not failed else 1

@@ -18,7 +18,7 @@ from assets_pkg.core.plates import METADATA_CSV, read_plate
 from assets_pkg.core.simulator import simulate_plates
 from assets_pkg.core.store import FrameStore
 from assets_pkg.definitions import defs
-from assets_pkg.defs import dataset, model, plates
+from assets_pkg.defs import atlas, dataset, model, plates
 from assets_pkg.defs.automation import new_plate_sensor
 from assets_pkg.defs.resources import CellscapeResource
 
@@ -196,6 +196,27 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
         assert set(checks) == {"localization_model", "localization_model_ablation"}
         for c in checks.values():
             assert c.metadata["perplexity"].value > 0
+        # the atlas from both models: embeddings, spectra, code clusters, aligned UMAP, report
+        res = dg.materialize(
+            [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
+             atlas.umap_projection, atlas.localization_report],
+            instance=instance, resources=resources,
+            run_config={"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 4}},
+                                "localization_report": {"config": {"n_clusters": 4, "k": 2}},
+                                "umap_projection": {"config": {"n_neighbors": 5}}}},
+        )
+        assert res.success
+        md = res.asset_materializations_for_node("localization_report")[0].metadata
+        report = Path(md["path"].value)
+        assert "localization_model_ablation" in md["scores"].value
+        for name in ("localization_model", "localization_model_ablation"):
+            assert 0 <= md[f"{name}_knn_accuracy"].value <= 1
+            assert (report / f"{name}_spectra.parquet").is_file() and (report / f"{name}_matrices.npz").is_file()
+            with np.load(report / f"{name}_matrices.npz", allow_pickle=False) as z:
+                assert "model" in str(z["provenance"]) and z["leaf_order"].size == z["used_codes"].size
+        assert (report / "figures" / "aligned_umaps.png").stat().st_size > 5_000
+        scores = __import__("json").loads((report / "scores.json").read_text())
+        assert set(scores["scores"]) == {"localization_model", "localization_model_ablation"}
         # nothing new since the model: the nightly schedule skips; a re-ingested plate triggers it
         assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
         assert _materialize_plate(project, "plate01", instance).success
@@ -206,4 +227,4 @@ def test_dvc_yaml_and_params_parse():
     dvc = Path(sys.executable).parent / "dvc"
     proc = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert {"validate", "ingest", "train"} <= {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert {"validate", "ingest", "train", "report"} <= {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}

@@ -124,12 +124,19 @@ def model_atlas(name: str, emb: Embeddings, n_clusters: int, seed: int, k: int =
     single = analysis.single_localization(ann)
     frame_single = emb.rows["gene"].map(single)
     mask = frame_single.notna().to_numpy()
-    score, _ = analysis.clustering_score(coords[mask], frame_single[mask].astype(str).to_numpy())
+    score = (analysis.clustering_score(coords[mask], frame_single[mask].astype(str).to_numpy())[0]
+             if frame_single[mask].nunique() >= 2 else float("nan"))
     annotated = spectra.loc[spectra.index.isin(ann.index)]
-    acc, knn_table = analysis.knn_localization_accuracy(annotated, ann, k=min(k, max(1, len(annotated) - 1)))
+    if len(annotated) >= 2:
+        acc, knn_table = analysis.knn_localization_accuracy(annotated, ann, k=min(k, len(annotated) - 1))
+    else:
+        acc, knn_table = float("nan"), pd.DataFrame()
     single_prot = single[single.index.isin(spectra.index)]
-    pc = analysis.protein_clusters(spectra.loc[single_prot.index], n_clusters=max(2, single_prot.nunique()))
-    ari = analysis.adjusted_rand_index(pc.to_numpy(), single_prot.loc[pc.index].to_numpy())
+    if len(single_prot) >= 3 and single_prot.nunique() >= 2:  # ARI needs something to partition
+        pc = analysis.protein_clusters(spectra.loc[single_prot.index], n_clusters=single_prot.nunique())
+        ari = analysis.adjusted_rand_index(pc.to_numpy(), single_prot.loc[pc.index].to_numpy())
+    else:
+        ari = float("nan")
     unannotated = [p for p in spectra.index if p not in ann.index]
     preds = (analysis.predict_localization(spectra, ann, unannotated, k=k) if unannotated
              else pd.DataFrame(columns=["protein", "predicted", "confidence", "neighbours"]))
@@ -261,3 +268,30 @@ def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: 
     prov = {"models": ckpt_prov, "split": split, "n_clusters": n_clusters, **(provenance or {})}
     paths = export_atlas(out_dir, atlases, emb, prov, seed)
     return scores_table(atlases), paths
+
+
+def save_embeddings(emb: Embeddings, out_dir: str | Path, name: str) -> Path:
+    """Write embeddings as ``<name>_embeddings.npz`` + ``<name>_rows.parquet`` (no pickle)."""
+    import io
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    arrays = {"histograms": emb.histograms, "pooled": emb.pooled, "frames_per_second": np.float64(emb.frames_per_second)}
+    if emb.histograms_global is not None:
+        arrays["histograms_global"] = emb.histograms_global
+    np.savez(buf, **arrays)
+    _atomic_bytes(out / f"{name}_embeddings.npz", buf.getvalue())
+    buf = io.BytesIO()
+    emb.rows.to_parquet(buf, index=False)
+    _atomic_bytes(out / f"{name}_rows.parquet", buf.getvalue())
+    return out
+
+
+def load_embeddings(out_dir: str | Path, name: str) -> Embeddings:
+    """Inverse of :func:`save_embeddings`."""
+    out = Path(out_dir)
+    with np.load(out / f"{name}_embeddings.npz", allow_pickle=False) as z:
+        hg = z["histograms_global"] if "histograms_global" in z.files else None
+        return Embeddings(pd.read_parquet(out / f"{name}_rows.parquet"), z["histograms"], hg, z["pooled"],
+                          float(z["frames_per_second"]))

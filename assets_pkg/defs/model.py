@@ -142,6 +142,13 @@ train_job = dg.define_asset_job(
 )
 
 
+ablation_job = dg.define_asset_job(
+    "ablation_job",
+    selection=dg.AssetSelection.assets(localization_model_ablation),
+    description="Train the ablation (no classification head, same seed) for side-by-side scores.",
+)
+
+
 def plates_newer_than_model(instance: dg.DagsterInstance) -> tuple[bool, str, str]:
     """Whether any plate partition materialized after the last localization_model.
 
