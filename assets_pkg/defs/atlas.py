@@ -35,6 +35,29 @@ def _embedding_dir(context, cellscape: CellscapeResource) -> tuple[Path, list[st
     return _path(md, "path"), json.loads(md["models"].value)
 
 
+def _model_checkpoints(context) -> dict[str, Path]:
+    """Checkpoint folders to embed with: the model, its ablation, and the model's previous
+    materialization (``localization_model_previous``) so "is the new model better?" has an
+    answer; each taken from the asset's own materialization records."""
+    out = {}
+    for asset in MODELS:
+        records = context.instance.fetch_materializations(asset.key, limit=2).records
+        name = asset.key.to_user_string()
+        if not records:
+            context.log.info(f"{name} not materialized: left out")
+            continue
+        for suffix, rec in zip(("", "_previous"), records, strict=False):
+            if suffix and asset is not localization_model:
+                continue
+            md = rec.asset_materialization.metadata
+            ckpt = _path(md, "checkpoint_dir")
+            if ckpt.is_dir():
+                out[name + suffix] = ckpt
+            else:
+                context.log.warning(f"{name + suffix}: checkpoint {ckpt} is gone; left out")
+    return out
+
+
 class EmbeddingsConfig(dg.Config):
     """Which split to embed and the batch size."""
 
@@ -51,15 +74,9 @@ def frame_embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig
     rows = splits if config.split == "all" else splits[splits["split"] == config.split]
     out = cellscape.path(cellscape.artifacts_dir) / "atlas" / context.run.run_id[:8]
     models, md = [], {}
-    for asset in MODELS:
-        m = _latest(context, asset)
-        if m is None:
-            context.log.info(f"{asset.key.to_user_string()} not materialized: left out")
-            continue
-        ckpt = _path(m, "checkpoint_dir")
+    for name, ckpt in _model_checkpoints(context).items():
         params, model_cfg, _ = load_checkpoint(ckpt)
         emb = atlas.frame_embeddings(params, model_cfg, store, rows, batch_size=config.batch_size)
-        name = asset.key.to_user_string()
         atlas.save_embeddings(emb, out, name)
         models.append(name)
         md[f"{name}_checkpoint"] = dg.MetadataValue.path(str(ckpt))
@@ -177,8 +194,8 @@ def localization_report(context: dg.AssetExecutionContext, config: ReportConfig,
 
 
 def load_checkpoint_dir(context, name: str) -> str:
-    md = _latest(context, dict(zip([m.key.to_user_string() for m in MODELS], MODELS, strict=True))[name])
-    return str(_path(md, "checkpoint_dir")) if md else ""
+    md = _latest(context, frame_embeddings)
+    return str(md[f"{name}_checkpoint"].value) if md and f"{name}_checkpoint" in md else ""
 
 
 atlas_job = dg.define_asset_job(
