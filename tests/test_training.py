@@ -1,5 +1,6 @@
 """Training loop: one step lowers the loss, resume equals uninterrupted, sharded equals single."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def synthetic_store(root: Path, n_plates=2, per_plate=40, n_proteins=4, seed=0) 
             "frame_index": np.arange(per_plate), "frame_id": [f"p{p}/A01/f{i % 4:02d}/n{i:04d}" for i in range(per_plate)],
             "plate_id": f"p{p}", "well": [f"A{k + 1:02d}" for k in prot], "field_id": np.arange(per_plate) % 4,
             "gene": [f"G{k}" for k in prot], "ensg_id": [f"ENSG{k:011d}" for k in prot],
+            "localization": [("nucleoplasm", "membrane", "er", "golgi")[k % 4] for k in prot],
         })
         store.write_plate(f"p{p}", frames, table, {})
     splits = make_splits(store.catalog(), SplitConfig(0.75, 0.25, 0.0, "field", seed=0))
@@ -89,6 +91,16 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     assert "valid_total" in meta["final_metrics"] and model_cfg.num_embeddings == 16
     out = predict(params, model_cfg, store.read_frames("p0", [0, 1]), fields=("reconstruction", "indices"))
     assert out["reconstruction"].shape == (2, 100, 100, 1) and out["indices"].shape[:3] == (2, 25, 25)
+    # the command-line report on this model, compared with the uninterrupted twin
+    from assets_pkg.cli import main
+
+    rc = main(["report", "--checkpoint", str(tmp_path / "b"), "--compare", f"twin={tmp_path / 'a'}",
+               "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "report"), "--n-clusters", "3"])
+    assert rc == 0
+    scores = json.loads((tmp_path / "report" / "scores.json").read_text())
+    assert set(scores["scores"]) == {"b", "twin"} and scores["scores"]["b"]["proteins"] == 4
+    assert scores["provenance"]["models"]["b"]["checkpoint"] == str(tmp_path / "b")
+    assert (tmp_path / "report" / "figures" / "aligned_umaps.png").is_file()
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
