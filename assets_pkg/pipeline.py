@@ -38,43 +38,25 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True) -> int:
         new = [p for p in plates if p not in known]
         if new:
             instance.add_dynamic_partitions(plates_partitions.name, new)
-        ingest = defs.resolve_job_def("ingest_plate_job")
-        failed = []
-        for pk in plates:
-            res = ingest.execute_in_process(
-                instance=instance, partition_key=pk, run_config=_INFO_LOGS, raise_on_error=False
+        def run(job: str, tag: str, what: str, ops: dict | None = None, **kw):
+            res = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, run_config={"ops": ops or {}, **_INFO_LOGS}, raise_on_error=False, **kw
             )
-            print(f"[ingest] {pk}: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
-            if not res.success:
-                failed.append(pk)
-        dataset = defs.resolve_job_def("dataset_job")
-        res = dataset.execute_in_process(
-            instance=instance,
-            run_config={"ops": {"dataset_version": {"config": {"pin": pin, "push": pin}}}, **_INFO_LOGS},
-            raise_on_error=False,
-        )
-        print(f"[dataset] catalog + splits: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+            print(f"[{tag}] {what}: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+            return res
+
+        failed = [pk for pk in plates if not run("ingest_plate_job", "ingest", pk, partition_key=pk).success]
+        res = run("dataset_job", "dataset", "catalog + splits",
+                  {"dataset_version": {"config": {"pin": pin, "push": pin}}})
         if res.success and train:
-            res = defs.resolve_job_def("train_job").execute_in_process(
-                instance=instance,
-                run_config={"ops": {"localization_model": {"config": {"preset": "tiny"}}}, **_INFO_LOGS},
-                raise_on_error=False,
-            )
-            print(f"[model] tiny localization model: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+            res = run("train_job", "model", "tiny localization model", {"localization_model": {"config": {"preset": "tiny"}}})
             if res.success:
                 md = res.asset_materializations_for_node("localization_model")[0].metadata
                 print(f"[model] checkpoint and figures: {md['checkpoint_dir'].value}", flush=True)
-                res = defs.resolve_job_def("ablation_job").execute_in_process(
-                    instance=instance,
-                    run_config={"ops": {"localization_model_ablation": {"config": {"preset": "tiny"}}}, **_INFO_LOGS},
-                    raise_on_error=False,
-                )
-                print(f"[model] ablation without the head: {'ok' if res.success else 'FAILED'} (run {res.run_id})", flush=True)
+                res = run("ablation_job", "model", "ablation without the head",
+                          {"localization_model_ablation": {"config": {"preset": "tiny"}}})
             if res.success:
-                res = defs.resolve_job_def("atlas_job").execute_in_process(
-                    instance=instance, run_config=_INFO_LOGS, raise_on_error=False)
-                print(f"[atlas] embeddings, spectra, clusters, UMAP, report: {'ok' if res.success else 'FAILED'} "
-                      f"(run {res.run_id})", flush=True)
+                res = run("atlas_job", "atlas", "embeddings, spectra, clusters, UMAP, report")
                 if res.success:
                     md = res.asset_materializations_for_node("localization_report")[0].metadata
                     print(md["scores"].value, flush=True)
