@@ -107,17 +107,40 @@ class ModelAtlas:
     used_codes: np.ndarray
 
 
+def code_clusters(name: str, emb: Embeddings, n_clusters: int):
+    """Protein spectra, frame counts, the used codes and their clusters.
+
+    Codes no protein uses have no correlation with anything: they would all merge at
+    distance 1 and swallow ``maxclust``, so only used codes are clustered; ``clusters``
+    indexes into ``used``.
+
+    Returns
+    -------
+    (spectra DataFrame (P, K), counts Series, used ndarray of code ids, CodeClusters)
+    """
+    spectra, counts = analysis.protein_spectra(emb.histograms, emb.rows["gene"].astype(str).to_numpy())
+    values = spectra.to_numpy()
+    used = np.flatnonzero(values.max(axis=0) > values.min(axis=0))
+    if len(used) < 2:
+        raise CellscapeError(f"{name}: fewer than 2 codes vary across proteins (codebook collapse?)", field="histograms")
+    return spectra, counts, used, analysis.cluster_codes(values[:, used], min(n_clusters, len(used)))
+
+
+def cluster_figures(name: str, spectra: pd.DataFrame, used: np.ndarray, clusters, rows: pd.DataFrame) -> dict:
+    """The code-correlation heatmap (dendrogram, cluster bar) and mean spectra per class."""
+    single = analysis.single_localization(annotations_from_rows(rows))
+    prot_class = single[single.index.isin(spectra.index)]
+    return {
+        "code_correlation": analysis.plot_code_correlation(clusters, title=f"{name}: code-code correlation"),
+        "spectra_by_class": analysis.plot_spectra_by_class(spectra.iloc[:, used], prot_class, clusters,
+                                                           title=f"{name}: mean feature spectrum per class"),
+    }
+
+
 def model_atlas(name: str, emb: Embeddings, n_clusters: int, seed: int, k: int = 5,
                 coords: np.ndarray | None = None) -> ModelAtlas:
     """Spectra, code clusters, UMAP (unless ``coords`` given) and scores of one model."""
-    proteins = emb.rows["gene"].astype(str).to_numpy()
-    spectra, counts = analysis.protein_spectra(emb.histograms, proteins)
-    # codes no protein uses have no correlation with anything: they would all merge at
-    # distance 1 and swallow maxclust, so only used codes are clustered (``used_codes``)
-    used = np.flatnonzero(spectra.to_numpy().max(axis=0) > spectra.to_numpy().min(axis=0))
-    if len(used) < 2:
-        raise CellscapeError(f"{name}: fewer than 2 codes vary across proteins (codebook collapse?)", field="histograms")
-    clusters = analysis.cluster_codes(spectra.iloc[:, used].to_numpy(), min(n_clusters, len(used)))
+    spectra, counts, used, clusters = code_clusters(name, emb, n_clusters)
     if coords is None:
         coords = analysis.umap_projection(emb.histograms, seed=seed)
     ann = annotations_from_rows(emb.rows)
@@ -219,16 +242,10 @@ def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, 
 
 
 def _figures(a: ModelAtlas, e: Embeddings) -> dict:
-    ann = annotations_from_rows(e.rows)
-    single = analysis.single_localization(ann)
-    labels = e.rows["gene"].map(single).fillna("others").to_numpy()
-    prot_class = single[single.index.isin(a.spectra.index)]
-    return {
-        "code_correlation": analysis.plot_code_correlation(a.clusters, title=f"{a.name}: code-code correlation"),
-        "spectra_by_class": analysis.plot_spectra_by_class(a.spectra.iloc[:, a.used_codes], prot_class, a.clusters,
-                                                           title=f"{a.name}: mean feature spectrum per class"),
-        "umap": analysis.plot_umap(a.coords, labels, labels != "others", title=f"{a.name}: UMAP of codebook histograms"),
-    }
+    labels = e.rows["gene"].map(analysis.single_localization(annotations_from_rows(e.rows))).fillna("others").to_numpy()
+    figs = cluster_figures(a.name, a.spectra, a.used_codes, a.clusters, e.rows)
+    figs["umap"] = analysis.plot_umap(a.coords, labels, labels != "others", title=f"{a.name}: UMAP of codebook histograms")
+    return figs
 
 
 def scores_table(atlases: list[ModelAtlas]) -> pd.DataFrame:

@@ -119,16 +119,14 @@ def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: Cluster
     md = {}
     for name in models:
         emb = atlas.load_embeddings(path, name)
-        a = atlas.model_atlas(name, emb, config.n_clusters, seed=0, coords=np.zeros((len(emb.rows), 2), np.float32))
-        np.savez(path / f"{name}_code_clusters.npz", used_codes=a.used_codes, corr=a.clusters.corr,
-                 linkage=a.clusters.linkage, labels=a.clusters.labels, leaf_order=a.clusters.leaf_order)
-        figs = atlas._figures(a, emb)
-        for fname in ("code_correlation", "spectra_by_class"):
-            png = plots.save_png(figs[fname], path / "figures" / f"{name}_{fname}.png")
+        spectra, _, used, clusters = atlas.code_clusters(name, emb, config.n_clusters)
+        np.savez(path / f"{name}_code_clusters.npz", used_codes=used, corr=clusters.corr,
+                 linkage=clusters.linkage, labels=clusters.labels, leaf_order=clusters.leaf_order)
+        for fname, fig in atlas.cluster_figures(name, spectra, used, clusters, emb.rows).items():
+            png = plots.save_png(fig, path / "figures" / f"{name}_{fname}.png")
             md[f"{name}_{fname}"] = dg.MetadataValue.md(plots.png_markdown(png, fname))
-        plots.plt.close(figs["umap"])
-        md[f"{name}_used_codes"] = int(len(a.used_codes))
-        md[f"{name}_cluster_sizes"] = str(np.bincount(a.clusters.labels)[1:].tolist())
+        md[f"{name}_used_codes"] = int(len(used))
+        md[f"{name}_cluster_sizes"] = str(np.bincount(clusters.labels)[1:].tolist())
     return dg.MaterializeResult(metadata=md)
 
 
