@@ -283,6 +283,141 @@ def cmd_pipeline(a) -> int:
     return run_main_job(a.root.resolve(), pin=not a.no_dvc, train=not a.no_train)
 
 
+# ----------------------------------------------------------------------------- cells: simulate, segment, count
+def _add_simulate_cells(sub):
+    p = sub.add_parser("simulate-cells", help="write SIMCEP-like cell images with exact masks (BBBC005 naming)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the images (masks go to OUT/masks)")
+    p.add_argument("--images", type=int, required=True, help="simulated fields (each gives both stains)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--count", type=int, default=None, help="cells per field (default: drawn from BBBC005's counts)")
+    p.add_argument("--blur", type=int, nargs="+", default=[1, 23, 48], help="focus blur indices, used in turn")
+    p.add_argument("--size", type=int, nargs=2, default=[520, 696], metavar=("HEIGHT", "WIDTH"))
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_simulate_cells)
+
+
+def cmd_simulate_cells(a) -> int:
+    from .core.cellsim import simulate_cells
+
+    table = simulate_cells(a.out, a.images, seed=a.seed, size=tuple(a.size), counts=a.count,
+                           blur_levels=a.blur, overwrite=a.overwrite, progress=True)
+    print(f"{len(table)} images in {a.out} (masks in {Path(a.out) / 'masks'}), "
+          f"{int(table['count'].sum()) // 2} cells per stain")
+    return 0
+
+
+def _add_train_segmentation(sub):
+    p = sub.add_parser("train-segmentation", help="train the nucleus U-Net on images and instance masks")
+    p.add_argument("--images", required=True, type=Path, help="folder of images (.tif/.png, 8/16-bit)")
+    p.add_argument("--masks", required=True, type=Path,
+                   help="masks paired by file stem: label TIFFs, or BBBC039-style PNGs (channel 0, 0..3)")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
+    p.add_argument("--valid-images", type=Path, default=None, help="held-out images to tune the thresholds on")
+    p.add_argument("--valid-masks", type=Path, default=None)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--width", type=int, default=16, help="channels of the first level")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_segmentation)
+
+
+def cmd_train_segmentation(a) -> int:
+    from .core.segrun import training_pairs
+    from .core.segtrain import SegTrainConfig, save_model, train_segmentation
+
+    names, images, labels = training_pairs(a.images, a.masks)
+    valid = {}
+    if a.valid_images is not None:
+        if a.valid_masks is None:
+            raise ValueError("--valid-images needs --valid-masks")
+        _, vi, vl = training_pairs(a.valid_images, a.valid_masks)
+        valid = {"valid_images": vi, "valid_labels": vl}
+    cfg = SegTrainConfig(depth=a.depth, base_width=a.width, crop=a.crop, batch_size=a.batch_size, steps=a.steps,
+                         learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
+    print(f"training on {len(images)} images from {a.images}")
+    model = train_segmentation(images, labels, cfg, names=names, progress=True, **valid)
+    out = save_model(model, a.out, extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
+    t = model.info["tuning"]
+    print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s; thresholds "
+          f"{t['threshold']}/{t['marker_threshold']}, min area {t['min_area']} (F1@0.5 {t['f1']:.3f} on {t['on']})")
+    return 0
+
+
+def _add_segment(sub):
+    p = sub.add_parser("segment", help="write one uint16 instance-label TIFF per image (<stem>.tif)")
+    p.add_argument("images", type=Path, help="folder of images (.tif/.png, 8/16-bit)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the label images")
+    p.add_argument("--model", type=Path, default=None, help="U-Net model folder (default: classical baseline)")
+    p.add_argument("--preset", default=None, help="classical parameter preset (bbbc039, bbbc005_w1, bbbc005_w2)")
+    p.set_defaults(func=cmd_segment)
+
+
+def cmd_segment(a) -> int:
+    from .core.segrun import segment_folder
+
+    table = segment_folder(a.images, a.out, a.model, preset=a.preset, progress=True)
+    print(f"{len(table)} label images in {a.out} ({table['method'].iloc[0]}), "
+          f"{int(table['objects'].sum())} objects, {len(table) / table['seconds'].sum():.2f} images/s")
+    return 0
+
+
+def _add_train_counting(sub):
+    p = sub.add_parser("train-counting", help="train the counting CNN on BBBC005-style names (_C<count>_)")
+    p.add_argument("--images", required=True, type=Path, help="folder of images named <well>_C<count>_F<blur>_...")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--input-size", type=int, nargs=2, default=[256, 344], metavar=("HEIGHT", "WIDTH"),
+                   help="images are resized to this before the network")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_counting)
+
+
+def cmd_train_counting(a) -> int:
+    from .core.cellsets import load_image
+    from .core.segrun import count_table
+    from .core.segtrain import CountTrainConfig, save_model, train_counting
+
+    table = count_table(a.images)
+    images = [load_image(p) for p in table.path]
+    cfg = CountTrainConfig(input_shape=tuple(a.input_size), steps=a.steps, batch_size=a.batch_size,
+                           learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
+    print(f"training on {len(images)} images from {a.images} (counts {table['count'].min()}..{table['count'].max()})")
+    model = train_counting(images, table["count"], cfg, names=list(table.name), progress=True)
+    out = save_model(model, a.out, extra={"images": str(a.images.resolve())})
+    print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s, "
+          f"train MAE {model.info['train_mae']:.2f}")
+    return 0
+
+
+def _add_count(sub):
+    p = sub.add_parser("count", help="count cells per image into a CSV (image,count)")
+    p.add_argument("images", type=Path, help="folder of images (.tif/.png, 8/16-bit)")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write")
+    p.add_argument("--model", type=Path, default=None,
+                   help="counting or U-Net model folder (default: classical instances)")
+    p.add_argument("--preset", default=None, help="classical parameter preset when no model is given")
+    p.set_defaults(func=cmd_count)
+
+
+def cmd_count(a) -> int:
+    from .core.segrun import count_folder
+
+    table = count_folder(a.images, a.model, preset=a.preset, progress=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_name(f".{a.out.name}.tmp")
+    table[["image", "count"]].to_csv(tmp, index=False)
+    os.replace(tmp, a.out)
+    print(f"{len(table)} images counted ({table['method'].iloc[0]}): {a.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cellscape`` console script."""
     parser = argparse.ArgumentParser(prog="cellscape", description=__doc__)
@@ -294,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     _add_report(sub)
     _add_pipeline(sub)
+    _add_simulate_cells(sub)
+    _add_train_segmentation(sub)
+    _add_segment(sub)
+    _add_train_counting(sub)
+    _add_count(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

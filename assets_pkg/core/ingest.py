@@ -120,9 +120,22 @@ def _field_paths(plate: Plate) -> pd.DataFrame:
 
 
 def detect_plate_nuclei(
-    plate: Plate, params: IngestParams = IngestParams(), progress: Callable[[int, int], None] | None = None
+    plate: Plate,
+    params: IngestParams = IngestParams(),
+    progress: Callable[[int, int], None] | None = None,
+    segment_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
 ) -> list[FieldNuclei]:
     """Detect nuclei on every field's Hoechst channel.
+
+    Parameters
+    ----------
+    plate, params, progress
+        The plate, the nucleus diameter (``params.nucleus_diameter_um``) and a callback
+        ``progress(done, total)``.
+    segment_fn : callable, optional
+        ``segment_fn(image, nucleus_diameter_px) -> labels`` (for example a trained U-Net's
+        :meth:`~assets_pkg.core.segtrain.SegmentationModel.segment`); the classical
+        :func:`~assets_pkg.core.nuclei.detect_nuclei` when None.
 
     Returns one :class:`FieldNuclei` per field, in (well, field_id) order.
     """
@@ -131,7 +144,10 @@ def detect_plate_nuclei(
     out = []
     for i, row in enumerate(fields.itertuples(index=False)):
         nuc = read_image(plate.image_path(row.nucleus))
-        labels = detect_nuclei(nuc, pixel_size_um=px, nucleus_diameter_um=params.nucleus_diameter_um)
+        if segment_fn is None:
+            labels = detect_nuclei(nuc, pixel_size_um=px, nucleus_diameter_um=params.nucleus_diameter_um)
+        else:
+            labels = np.asarray(segment_fn(nuc, params.nucleus_diameter_um / px), np.int32)
         out.append(FieldNuclei(row.well, int(row.field_id), labels, nucleus_centres(labels)))
         if progress:
             progress(i + 1, len(fields))

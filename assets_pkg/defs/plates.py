@@ -4,6 +4,7 @@
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -29,12 +30,16 @@ PLATE_GROUP = "plates"
 
 
 class IngestConfig(dg.Config):
-    """Frame geometry and nucleus detection settings (see ``IngestParams``)."""
+    """Frame geometry and nucleus detection settings (see ``IngestParams``).  ``nucleus_segmenter="unet"``
+    uses a trained U-Net: the folder ``segmentation_model``, or when empty the latest
+    ``segmentation_model`` materialization; images are rescaled to the U-Net's nucleus size."""
 
     crop_size: int = 100
     target_um_per_px: float = 0.4
     downsample: float | None = None
     nucleus_diameter_um: float = 15.0
+    nucleus_segmenter: Literal["classical", "unet"] = "classical"
+    segmentation_model: str = ""
 
     def params(self) -> IngestParams:
         return IngestParams(
@@ -169,14 +174,25 @@ def nuclei_masks(
     pk = context.partition_key
     plate = read_plate(cellscape.plate_dir(pk))
     t0 = time.perf_counter()
-    nuclei = detect_plate_nuclei(plate, config.params(), progress=_progress(context, "nuclei"))
+    segment_fn, detector = None, "classical"
+    if config.nucleus_segmenter == "unet":
+        from ..core.segtrain import load_model
+        from .segmentation import latest_checkpoint, segmentation_model
+
+        ckpt = cellscape.path(config.segmentation_model) if config.segmentation_model else (
+            latest_checkpoint(context, segmentation_model))
+        if ckpt is None:
+            raise dg.Failure("nucleus_segmenter='unet' needs segmentation_model materialized or a model folder")
+        segment_fn, detector = load_model(ckpt, kind="segmentation").segment, f"unet:{ckpt}"
+        context.log.info(f"{pk}: nuclei by the U-Net in {ckpt}")
+    nuclei = detect_plate_nuclei(plate, config.params(), progress=_progress(context, "nuclei"), segment_fn=segment_fn)
     seconds = time.perf_counter() - t0
     store = cellscape.store()
     manifest = store.write_masks(
         pk,
         np.stack([n.labels for n in nuclei]).astype(np.int32),
         pd.DataFrame({"well": [n.well for n in nuclei], "field_id": [n.field_id for n in nuclei]}),
-        {"detector": "classical", "params": config.model_dump(), "content_sha256": plate_digest(plate)},
+        {"detector": detector, "params": config.model_dump(), "content_sha256": plate_digest(plate)},
     )
     counts = [len(n.centres) for n in nuclei]
     first = nuclei[int(np.argmax(counts))] if nuclei else None
@@ -186,6 +202,7 @@ def nuclei_masks(
         "nuclei_per_field_mean": float(np.mean(counts)) if counts else 0.0,
         "nuclei_per_field_min": int(min(counts, default=0)),
         "seconds": round(seconds, 2),
+        "detector": detector,
         "store_version": manifest.get("version", ""),
     }
     if first is not None:

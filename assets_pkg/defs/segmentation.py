@@ -1,0 +1,288 @@
+"""Segmentation branch: cell image sets, the nucleus U-Net, the counting CNN (pool ``gpu``),
+and their results scored beside the classical baseline."""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ..core import plots
+from ..core.segmetrics import count_metrics_by
+from ..core.segrun import (
+    cell_sets_table,
+    evaluate_segmentation,
+    write_label_stack,
+)
+from ..core.segtrain import (
+    CountTrainConfig,
+    SegTrainConfig,
+    load_model,
+    save_model,
+    train_counting,
+    train_segmentation,
+)
+from .resources import CellscapeResource
+
+SEG_GROUP = "segmentation"
+
+
+class CellImageSetsConfig(dg.Config):
+    """Folders of real images (relative to the project root or absolute); an empty folder
+    setting means simulated SIMCEP-like fields instead."""
+
+    segmentation_images: str = ""
+    segmentation_masks: str = ""
+    counting_images: str = ""
+    simulated_fields: int = 12
+    simulated_size: list[int] = [256, 320]
+    seed: int = 0
+    train_fraction: float = 2 / 3
+
+
+def _table_path(cellscape: CellscapeResource) -> Path:
+    return cellscape.path(cellscape.artifacts_dir) / "cells" / "sets.parquet"
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+@dg.asset(group_name=SEG_GROUP, kinds={"parquet"})
+def cell_image_sets(context: dg.AssetExecutionContext, config: CellImageSetsConfig,
+                    cellscape: CellscapeResource) -> dg.MaterializeResult:
+    """Segmentation (images + instance masks) and counting (images + true counts) sets with their splits."""
+    opt = {k: (str(cellscape.path(v)) if v else None) for k, v in (
+        ("segmentation_images", config.segmentation_images), ("segmentation_masks", config.segmentation_masks),
+        ("counting_images", config.counting_images))}
+    sim_dir = cellscape.path(cellscape.artifacts_dir) / "cells" / (
+        f"simulated-s{config.seed}-n{config.simulated_fields}-{config.simulated_size[0]}x{config.simulated_size[1]}")
+    table = cell_sets_table(**opt, simulated_dir=sim_dir, simulated_fields=config.simulated_fields,
+                            simulated_size=tuple(config.simulated_size), seed=config.seed,
+                            train_fraction=config.train_fraction)
+    path = _table_path(cellscape)
+    _atomic_parquet(table, path)
+    summary = table.groupby(["set", "split", "source"]).size().rename("images").reset_index()
+    context.log.info(f"cell image sets: {summary.to_dict('records')}")
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)),
+        "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+        "segmentation_images": int((table.set == "segmentation").sum()),
+        "counting_images": int((table.set == "counting").sum()),
+        "sources": ", ".join(sorted(set(table.source))),
+    }, data_version=dg.DataVersion(str(pd.util.hash_pandas_object(table).sum())))
+
+
+def _sets(context, cellscape: CellscapeResource) -> pd.DataFrame:
+    path = _table_path(cellscape)
+    if not path.is_file():
+        raise dg.Failure(f"cell_image_sets has not been materialized ({path} missing)")
+    return pd.read_parquet(path)
+
+
+def _load(rows: pd.DataFrame):
+    from ..core.cellsets import load_image, load_mask
+
+    images = [load_image(p) for p in rows.image_path]
+    masks = [load_mask(p) for p in rows.mask_path] if "mask_path" in rows and rows.mask_path.notna().all() else None
+    return images, masks
+
+
+def _model_dir(cellscape: CellscapeResource, name: str, context) -> Path:
+    return cellscape.path(cellscape.artifacts_dir) / "models" / name / context.run.run_id[:8]
+
+
+class SegmentationTrainingConfig(dg.Config):
+    """U-Net size and training length (see ``SegTrainConfig``); the defaults train in minutes on a CPU."""
+
+    depth: int = 3
+    base_width: int = 16
+    crop: int = 128
+    batch_size: int = 4
+    steps: int = 300
+    learning_rate: float = 2e-3
+    max_minutes: float | None = None
+    seed: int = 0
+
+
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
+def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTrainingConfig,
+                       cellscape: CellscapeResource) -> dg.MaterializeResult:
+    """Nucleus U-Net trained on the segmentation set's train split, thresholds tuned, saved with Orbax."""
+    sets = _sets(context, cellscape)
+    train = sets[(sets.set == "segmentation") & (sets.split == "train")]
+    if train.empty:
+        raise dg.Failure("the segmentation set has no training image")
+    images, masks = _load(train)
+    cfg = SegTrainConfig(depth=config.depth, base_width=config.base_width, crop=config.crop,
+                         batch_size=config.batch_size, steps=config.steps, learning_rate=config.learning_rate,
+                         max_minutes=config.max_minutes, seed=config.seed, log_every=max(1, config.steps // 20))
+    context.log.info(f"training the U-Net on {len(images)} images: {cfg}")
+    model = train_segmentation(images, masks, cfg, names=list(train.name), log=context.log.info)
+    out = save_model(model, _model_dir(cellscape, "segmentation_model", context),
+                     extra={"sets": str(_table_path(cellscape)), "sources": sorted(set(train.source)),
+                            "dagster_run_id": context.run.run_id})
+    curve = plots.save_png(plots.plot_loss_history(model.info["history"], ("loss", "bce", "distance_mse"),
+                                                   "U-Net training loss"), out.parent / f"{out.name}_loss.png")
+    t = model.info["tuning"]
+    return dg.MaterializeResult(metadata={
+        "checkpoint_dir": dg.MetadataValue.path(str(out)),
+        "steps": model.info["steps_done"],
+        "train_seconds": round(model.info["train_seconds"], 1),
+        "train_images": len(images),
+        "final_loss": float(model.info["history"][-1]["loss"]),
+        "threshold": t["threshold"], "marker_threshold": t["marker_threshold"], "min_area": t["min_area"],
+        "tuning_f1": t["f1"],
+        "object_diameter_px": float(model.object_diameter_px or 0.0),
+        "platform": model.info["platform"],
+        "loss_curve": dg.MetadataValue.md(plots.png_markdown(curve, "loss")),
+    })
+
+
+class CountingTrainingConfig(dg.Config):
+    """Counting CNN input size and training length (see ``CountTrainConfig``)."""
+
+    input_height: int = 256
+    input_width: int = 344
+    batch_size: int = 8
+    steps: int = 600
+    learning_rate: float = 2e-3
+    max_minutes: float | None = None
+    seed: int = 0
+
+
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
+def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingConfig,
+                   cellscape: CellscapeResource) -> dg.MaterializeResult:
+    """Counting regression CNN trained on the counting set's train split (L2 on true counts), saved with Orbax."""
+    sets = _sets(context, cellscape)
+    train = sets[(sets.set == "counting") & (sets.split == "train")]
+    if train.empty:
+        raise dg.Failure("the counting set has no training image")
+    images, _ = _load(train.drop(columns="mask_path"))
+    cfg = CountTrainConfig(input_shape=(config.input_height, config.input_width), batch_size=config.batch_size,
+                           steps=config.steps, learning_rate=config.learning_rate, max_minutes=config.max_minutes,
+                           seed=config.seed, log_every=max(1, config.steps // 20))
+    context.log.info(f"training the counting CNN on {len(images)} images: {cfg}")
+    model = train_counting(images, train["count"].to_numpy(), cfg, names=list(train.name), log=context.log.info)
+    out = save_model(model, _model_dir(cellscape, "counting_model", context),
+                     extra={"sets": str(_table_path(cellscape)), "sources": sorted(set(train.source)),
+                            "dagster_run_id": context.run.run_id})
+    curve = plots.save_png(plots.plot_loss_history(model.info["history"], ("loss",), "count MSE (cells²)"),
+                           out.parent / f"{out.name}_loss.png")
+    return dg.MaterializeResult(metadata={
+        "checkpoint_dir": dg.MetadataValue.path(str(out)),
+        "steps": model.info["steps_done"],
+        "train_seconds": round(model.info["train_seconds"], 1),
+        "train_images": len(images),
+        "train_mae": model.info["train_mae"],
+        "platform": model.info["platform"],
+        "loss_curve": dg.MetadataValue.md(plots.png_markdown(curve, "loss")),
+    })
+
+
+def latest_checkpoint(context, asset) -> Path | None:
+    """Model folder recorded by the latest materialization of ``asset`` (None if never)."""
+    ev = context.instance.get_latest_materialization_event(asset.key)
+    if ev is None:
+        return None
+    return Path(ev.asset_materialization.metadata["checkpoint_dir"].value)
+
+
+class SegmentationResultsConfig(dg.Config):
+    """Classical preset for the baseline (None: its defaults) and how many overlay rows to draw."""
+
+    classical_preset: str | None = None
+    overlay_images: int = 3
+
+
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets, segmentation_model, counting_model],
+          kinds={"tensorstore", "parquet"})
+def segmentation_results(context: dg.AssetExecutionContext, config: SegmentationResultsConfig,
+                         cellscape: CellscapeResource) -> dg.MaterializeResult:
+    """Test-split labels (TensorStore), per-image scores and counts for the U-Net, counting CNN and classical baseline."""
+    from ..core.segmentation import classical_count, classical_segment
+
+    sets = _sets(context, cellscape)
+    seg_model = load_model(latest_checkpoint(context, segmentation_model), kind="segmentation")
+    cnt_ckpt = latest_checkpoint(context, counting_model)
+    cnt_model = load_model(cnt_ckpt, kind="counting") if cnt_ckpt is not None else None
+    out = cellscape.path(cellscape.artifacts_dir) / "cells" / "results" / context.run.run_id[:8]
+    out.mkdir(parents=True, exist_ok=True)
+    md: dict = {"path": dg.MetadataValue.path(str(out))}
+
+    # --- segmentation: U-Net vs classical on the test split
+    test = sets[(sets.set == "segmentation") & (sets.split == "test")].reset_index(drop=True)
+    methods = {"unet": seg_model.segment,
+               "classical": lambda im: classical_segment(im, preset=config.classical_preset)}
+    scores, labels = evaluate_segmentation(test, methods)
+    context.log.info(f"segmented {len(test)} test images with {list(methods)}")
+    for m, labs in labels.items():
+        shape = write_label_stack(out / f"labels_{m}.zarr", labs)
+        md[f"labels_{m}"] = dg.MetadataValue.path(str(out / f"labels_{m}.zarr"))
+        context.log.info(f"labels_{m}: TensorStore array {shape}")
+    _atomic_parquet(scores, out / "segmentation_scores.parquet")
+    summary = []
+    for m, g in scores.groupby("method", sort=False):
+        tp, fp, fn = g.tp.sum(), g.fp.sum(), g.fn.sum()
+        summary.append({"method": m, "images": len(g), "f1_iou50": 2 * tp / max(2 * tp + fp + fn, 1),
+                        "f1_mean_per_image": g.f1.mean(), "mean_ap_50_95": g.ap_50_95.mean(),
+                        "pixel_accuracy": g.pixel_accuracy.mean(), "fg_iou": g.foreground_iou.mean(),
+                        "merges": int(g.merges.sum()), "splits": int(g.splits.sum()),
+                        "images_per_s": len(g) / max(g.seconds.sum(), 1e-9)})
+    summary = pd.DataFrame(summary)
+    md["segmentation_metrics"] = dg.MetadataValue.md(summary.round(4).to_markdown(index=False))
+    for r in summary.itertuples(index=False):
+        md[f"{r.method}_f1"] = float(r.f1_iou50)
+        md[f"{r.method}_mean_ap"] = float(r.mean_ap_50_95)
+    k = min(config.overlay_images, len(test))
+    if k:
+        from ..core.cellsets import load_image, load_mask
+
+        pick = np.linspace(0, len(test) - 1, k).round().astype(int)
+        f1 = {m: [float(scores[(scores.method == m)].f1.iloc[i]) for i in pick] for m in methods}
+        fig = plots.plot_segmentation_overlays(
+            [load_image(test.image_path[i]) for i in pick], [load_mask(test.mask_path[i]) for i in pick],
+            {m: [labels[m][i] for i in pick] for m in methods}, [test.name[i] for i in pick], f1)
+        png = plots.save_png(fig, out / "overlays.png")
+        md["overlays"] = dg.MetadataValue.md(plots.png_markdown(png, "overlays"))
+
+    # --- counting: CNN, U-Net instances and classical instances on the test split
+    ctest = sets[(sets.set == "counting") & (sets.split == "test")].reset_index(drop=True)
+    if len(ctest):
+        from ..core.cellsets import load_image
+
+        rows = []
+        for r in ctest.itertuples(index=False):
+            im = load_image(r.image_path)
+            row = {"name": r.name, "count": r.count, "blur": r.blur, "stain": r.stain,
+                   "classical_instances": classical_count(im, preset=f"bbbc005_w{int(r.stain)}")}
+            if cnt_model is not None:
+                row["counting_cnn"] = cnt_model.count(im)
+            rows.append(row)
+        counts = pd.DataFrame(rows)
+        _atomic_parquet(counts, out / "counts.parquet")
+        cols = [c for c in ("counting_cnn", "classical_instances") if c in counts]
+        table = pd.concat([count_metrics_by(counts, pred_col=c).assign(method=c) for c in cols], ignore_index=True)
+        md["count_metrics"] = dg.MetadataValue.md(table.round(3).to_markdown(index=False))
+        for c in cols:
+            md[f"{c}_mae"] = float(np.mean(np.abs(counts[c] - counts["count"])))
+        groups = [f"F{b} w{s}" for b, s in zip(counts.blur, counts.stain, strict=True)]
+        png = plots.save_png(plots.plot_counts(counts["count"], {c: counts[c] for c in cols}, groups,
+                                               "counts on the test split"), out / "counts.png")
+        md["counts_figure"] = dg.MetadataValue.md(plots.png_markdown(png, "counts"))
+    (out / "summary.json").write_text(json.dumps({"segmentation": summary.to_dict("records")}, indent=2,
+                                                 default=float) + "\n")
+    return dg.MaterializeResult(metadata=md)
+
+
+segmentation_job = dg.define_asset_job(
+    "segmentation_job",
+    selection=dg.AssetSelection.assets(cell_image_sets, segmentation_model, counting_model, segmentation_results),
+    description="Build the cell image sets, train the U-Net and the counting CNN, score both against the baseline.",
+)
