@@ -274,13 +274,14 @@ def _add_pipeline(sub):
     p.add_argument("--root", type=Path, default=Path.cwd(), help="project root (default: cwd)")
     p.add_argument("--no-dvc", action="store_true", help="skip re-pinning data/ with DVC")
     p.add_argument("--no-train", action="store_true", help="stop after the dataset (no tiny model)")
+    p.add_argument("--no-segmentation", action="store_true", help="skip the segmentation branch")
     p.set_defaults(func=cmd_pipeline)
 
 
 def cmd_pipeline(a) -> int:
     from .pipeline import run_main_job
 
-    return run_main_job(a.root.resolve(), pin=not a.no_dvc, train=not a.no_train)
+    return run_main_job(a.root.resolve(), pin=not a.no_dvc, train=not a.no_train, segment=not a.no_segmentation)
 
 
 # ----------------------------------------------------------------------------- cells: simulate, segment, count

@@ -13,9 +13,10 @@ from pathlib import Path
 _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def run_main_job(root: Path, pin: bool = True, train: bool = True) -> int:
+def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool = True) -> int:
     """Register every complete plate under ``data/plates``, ingest each, build the dataset,
-    then train the ``tiny`` localization model.
+    train the ``tiny`` localization model, its ablation and the atlas, then (``segment``) the
+    segmentation branch on its embedded defaults (simulated cells, short CPU trainings).
 
     Returns a process exit code: 0 when every run succeeded.
     """
@@ -61,6 +62,14 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True) -> int:
                     md = res.asset_materializations_for_node("localization_report")[0].metadata
                     print(md["scores"].value, flush=True)
                     print(f"[atlas] report, exports and figures: {md['path'].value}", flush=True)
+        if segment:
+            seg = run("segmentation_job", "segmentation", "cell image sets, U-Net, counting CNN, results")
+            if seg.success:
+                md = seg.asset_materializations_for_node("segmentation_results")[0].metadata
+                print(md["segmentation_metrics"].value, flush=True)
+                print(md["count_metrics"].value, flush=True)
+                print(f"[segmentation] labels, tables and figures: {md['path'].value}", flush=True)
+            res = res if not res.success else seg
     if failed:
         print(f"plates that failed (see their checks in the UI): {failed}", file=sys.stderr)
     return 0 if res.success and not failed else 1

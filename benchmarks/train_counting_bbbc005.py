@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--sim-only", action="store_true", help="train on simulated images only")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--save", default=None, help="keep the model folder here")
+    p.add_argument("--load", default=None, help="score this saved model instead of training one")
+    p.add_argument("--no-tta", action="store_true", help="no flip averaging at prediction")
     return p.parse_args(argv)
 
 
@@ -55,6 +58,12 @@ def main(argv=None) -> int:
     table["split"] = bbbc005_split(table)
     train, test = table[table.split == "train"], table[table.split == "test"]
     print(f"BBBC005: {len(train)} train / {len(test)} test images; jax on {jax.devices()[0].platform}")
+    if a.load:
+        from assets_pkg.core.segtrain import load_model
+
+        model = load_model(a.load, kind="counting")
+        a.sim_only = a.sim_only or False
+        return _score(a, model, test, t0)
     images = [] if a.sim_only else [load_image(p) for p in train.path]
     counts = [] if a.sim_only else list(train["count"])
     names = [] if a.sim_only else list(train.name)
@@ -72,10 +81,15 @@ def main(argv=None) -> int:
     model = train_counting(images, counts, cfg, names=names, progress=True, log=print)
     if a.save:
         print("saved", save_model(model, a.save))
+    return _score(a, model, test, t0)
+
+
+def _score(a, model, test, t0) -> int:
     test = test.copy()
     test_imgs = [load_image(p) for p in test.path]
     ts = time.perf_counter()
-    test["pred_count"] = [model.count(im) for im in test_imgs]
+    prep = np.stack([model.prepare(im) for im in test_imgs])
+    test["pred_count"] = model.predict_batch(prep, tta=not a.no_tta)
     cnn_ips = len(test) / (time.perf_counter() - ts)
     rows = [count_metrics_by(test).assign(method="counting CNN")]
     if not a.no_baseline:
@@ -86,7 +100,8 @@ def main(argv=None) -> int:
         rows.append(count_metrics_by(test, pred_col="classical").assign(method="classical instances"))
     res = pd.concat(rows, ignore_index=True)
     pd.set_option("display.width", 160)
-    print(f"\nTest {len(test)} BBBC005 images (train: {'simulated only' if a.sim_only else 'real train part'}"
+    print(f"\nTest {len(test)} BBBC005 images (model {a.load or 'trained here'}; flip averaging {not a.no_tta}; "
+          f"train: {'simulated only' if a.sim_only else 'real train part'}"
           f"{f' + {a.sim} simulated fields' if a.sim and not a.sim_only else ''}), {model.info['steps_done']} steps, "
           f"{model.info['train_seconds']:.0f}s training")
     print(res.round(3).to_string(index=False))

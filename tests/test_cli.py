@@ -64,7 +64,8 @@ def test_console_script_help():
     exe = Path(sys.executable).parent / "cellscape"
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    for cmd in ("simulate-plates", "validate", "ingest", "pipeline"):
+    for cmd in ("simulate-plates", "validate", "ingest", "pipeline", "simulate-cells", "train-segmentation",
+                "segment", "train-counting", "count"):
         assert cmd in r.stdout
 
 

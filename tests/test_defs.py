@@ -29,11 +29,13 @@ PLATE_ASSETS = [plates.plate_images, plates.plate_metadata, plates.plate_metadat
 def test_definitions_hold_the_ingest_graph():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"plate_images", "plate_metadata", "nuclei_masks", "plate_frames", "frame_catalog",
-            "dataset_splits", "dataset_version"} <= keys
+            "dataset_splits", "dataset_version", "cell_image_sets", "segmentation_model", "counting_model",
+            "segmentation_results"} <= keys
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert {"schema_suite", "provenance_suite", "checksums_suite", "geometry_suite", "splits_disjoint"} <= checks
     assert defs.resolve_sensor_def("new_plate_sensor") is not None
     assert defs.resolve_job_def("ingest_plate_job") is not None
+    assert defs.resolve_job_def("segmentation_job") is not None
 
 
 def test_dagster_definitions_validate_passes():

@@ -294,3 +294,41 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
         assert r2.success
         nm = r2.asset_materializations_for_node("nuclei_masks")[0].metadata
         assert nm["detector"].value.startswith("unet:")
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "bbbc039" / "masks").is_dir(), reason=f"BBBC039 data not found at {DATA}")
+def test_cli_trains_on_bbbc039_png_masks_and_segments_16bit_tiffs(tmp_path):
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    for p in sorted((DATA / "bbbc039" / "images").iterdir())[:2]:
+        (imgs / p.name).symlink_to(p)
+        (masks / f"{p.stem}.png").symlink_to(DATA / "bbbc039" / "masks" / f"{p.stem}.png")
+    out = tmp_path / "model"
+    assert cli(["train-segmentation", "--images", str(imgs), "--masks", str(masks), "--out", str(out),
+                "--steps", "3", "--crop", "64", "--depth", "2", "--width", "8"]) == 0
+    rec = json.loads((out / "model.json").read_text())
+    assert rec["info"]["data"]["n_images"] == 2 and 10 < rec["postprocessing"]["object_diameter_px"] < 40
+    assert cli(["segment", str(imgs), "--out", str(tmp_path / "labels"), "--model", str(out)]) == 0
+    lab = tifffile.imread(tmp_path / "labels" / f"{sorted(imgs.iterdir())[0].stem}.tif")
+    assert lab.dtype == np.uint16 and lab.shape == (520, 696)
+
+
+@pytest.mark.skipif(not (DATA / "bbbc005").is_dir(), reason=f"BBBC005 data not found at {DATA}")
+def test_cli_count_reads_bbbc005_8bit_names(tmp_path):
+    src = sorted((DATA / "bbbc005").glob("*_w1.TIF"))[:3]
+    d = tmp_path / "b5"
+    d.mkdir()
+    for p in src:
+        (d / p.name).symlink_to(p)
+    assert cli(["count", str(d), "--out", str(tmp_path / "c.csv"), "--preset", "bbbc005_w1"]) == 0
+    got = pd.read_csv(tmp_path / "c.csv")
+    truth = {p.name: int(p.name.split("_C")[1].split("_")[0]) for p in src}
+    assert set(got.image) == set(truth)
+    # the classical count is good on in-focus nuclei images (w1, F1): within 2 cells
+    for r in got.itertuples():
+        if "_F1_" in r.image:
+            assert abs(r.count - truth[r.image]) <= 2

@@ -476,9 +476,12 @@ class CountingModel:
         """Normalised, resized (H, W) float32 network input of one raw image."""
         return prepare_count_input(image, self.input_shape)
 
-    def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """Counts (N,) float32 of prepared inputs (N, H, W)."""
-        out = _count_forward(self.net, self.params, jnp.asarray(x[..., None], jnp.float32))
+    def predict_batch(self, x: np.ndarray, tta: bool = True) -> np.ndarray:
+        """Counts (N,) float32 of prepared inputs (N, H, W).
+
+        With ``tta`` the count is the mean over the four flips the network was trained with.
+        """
+        out = _count_forward(self.net, self.params, jnp.asarray(x[..., None], jnp.float32), tta)
         return np.asarray(out) * self.count_scale
 
     def count(self, image: np.ndarray) -> float:
@@ -494,9 +497,12 @@ class CountingModel:
         }
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _count_forward(net: CountingCNN, params, x):
-    return net.apply({"params": params}, x, train=False)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _count_forward(net: CountingCNN, params, x, tta: bool = True):
+    if not tta:
+        return net.apply({"params": params}, x, train=False)
+    views = jnp.concatenate([x, x[:, ::-1], x[:, :, ::-1], x[:, ::-1, ::-1]])
+    return net.apply({"params": params}, views, train=False).reshape(4, x.shape[0]).mean(axis=0)
 
 
 def prepare_count_input(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
