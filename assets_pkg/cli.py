@@ -354,13 +354,16 @@ def _add_segment(sub):
     p.add_argument("--out", required=True, type=Path, help="folder for the label images")
     p.add_argument("--model", type=Path, default=None, help="U-Net model folder (default: classical baseline)")
     p.add_argument("--preset", default=None, help="classical parameter preset (bbbc039, bbbc005_w1, bbbc005_w2)")
+    p.add_argument("--nucleus-diameter", type=float, default=None, metavar="PX",
+                   help="typical nucleus diameter in these images (the U-Net rescales to its training size)")
     p.set_defaults(func=cmd_segment)
 
 
 def cmd_segment(a) -> int:
     from .core.segrun import segment_folder
 
-    table = segment_folder(a.images, a.out, a.model, preset=a.preset, progress=True)
+    table = segment_folder(a.images, a.out, a.model, preset=a.preset, object_diameter_px=a.nucleus_diameter,
+                           progress=True)
     print(f"{len(table)} label images in {a.out} ({table['method'].iloc[0]}), "
           f"{int(table['objects'].sum())} objects, {len(table) / table['seconds'].sum():.2f} images/s")
     return 0
@@ -404,13 +407,15 @@ def _add_count(sub):
     p.add_argument("--model", type=Path, default=None,
                    help="counting or U-Net model folder (default: classical instances)")
     p.add_argument("--preset", default=None, help="classical parameter preset when no model is given")
+    p.add_argument("--nucleus-diameter", type=float, default=None, metavar="PX",
+                   help="typical nucleus diameter in these images (instance counting only)")
     p.set_defaults(func=cmd_count)
 
 
 def cmd_count(a) -> int:
     from .core.segrun import count_folder
 
-    table = count_folder(a.images, a.model, preset=a.preset, progress=True)
+    table = count_folder(a.images, a.model, preset=a.preset, object_diameter_px=a.nucleus_diameter, progress=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(f".{a.out.name}.tmp")
     table[["image", "count"]].to_csv(tmp, index=False)

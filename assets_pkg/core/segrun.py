@@ -42,8 +42,8 @@ __all__ = [
 ]
 
 
-def segmenter(model: str | Path | SegmentationModel | None = None, preset: str | None = None
-              ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+def segmenter(model: str | Path | SegmentationModel | None = None, preset: str | None = None,
+              object_diameter_px: float | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """A ``segment(image) -> labels`` callable and its method name.
 
     Parameters
@@ -54,16 +54,20 @@ def segmenter(model: str | Path | SegmentationModel | None = None, preset: str |
     preset : str, optional
         Classical preset (:data:`~assets_pkg.core.segmentation.CLASSICAL_PRESETS`) when no
         model is given.
+    object_diameter_px : float, optional
+        Typical nucleus diameter in the images, pixels: the U-Net rescales images to its
+        training scale, the classical baseline sizes its filters from it.
     """
     if model is None:
-        return (lambda im: classical_segment(im, preset=preset)), f"classical{'' if preset is None else ':' + preset}"
+        return ((lambda im: classical_segment(im, object_diameter_px, preset=preset)),
+                f"classical{'' if preset is None else ':' + preset}")
     if not isinstance(model, SegmentationModel):
         model = load_model(model, kind="segmentation")
-    return model.segment, "unet"
+    return (lambda im: model.segment(im, object_diameter_px)), "unet"
 
 
-def counter(model: str | Path | SegmentationModel | CountingModel | None = None, preset: str | None = None
-            ) -> tuple[Callable[[np.ndarray], float], str]:
+def counter(model: str | Path | SegmentationModel | CountingModel | None = None, preset: str | None = None,
+            object_diameter_px: float | None = None) -> tuple[Callable[[np.ndarray], float], str]:
     """A ``count(image) -> number`` callable and its method name.
 
     A counting model regresses the count; a segmentation model (or the classical baseline when
@@ -73,7 +77,7 @@ def counter(model: str | Path | SegmentationModel | CountingModel | None = None,
         model = load_model(model)
     if isinstance(model, CountingModel):
         return model.count, "counting-cnn"
-    seg, name = segmenter(model, preset)
+    seg, name = segmenter(model, preset, object_diameter_px)
     return (lambda im: int(seg(im).max())), f"{name}-instances"
 
 
@@ -112,6 +116,7 @@ def segment_folder(
     model: str | Path | SegmentationModel | None = None,
     *,
     preset: str | None = None,
+    object_diameter_px: float | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
@@ -127,6 +132,8 @@ def segment_folder(
         U-Net model folder; the classical baseline when None.
     preset : str, optional
         Classical preset when no model is given.
+    object_diameter_px : float, optional
+        Typical nucleus diameter in these images, pixels (see :func:`segmenter`).
     progress : bool
         tqdm bar.
     log : callable, optional
@@ -143,7 +150,7 @@ def segment_folder(
         raise CellSetError("the output folder must differ from the input folder (inputs are never overwritten)",
                            path=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seg, method = segmenter(model, preset)
+    seg, method = segmenter(model, preset, object_diameter_px)
     it = paths
     if progress:
         from tqdm import tqdm
@@ -169,6 +176,7 @@ def count_folder(
     model: str | Path | SegmentationModel | CountingModel | None = None,
     *,
     preset: str | None = None,
+    object_diameter_px: float | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Count the cells of every image of a folder.
@@ -180,7 +188,7 @@ def count_folder(
         (the model's unrounded output), ``method``, ``seconds``.
     """
     paths = _images(images_dir)
-    fn, method = counter(model, preset)
+    fn, method = counter(model, preset, object_diameter_px)
     it = paths
     if progress:
         from tqdm import tqdm

@@ -43,8 +43,7 @@ from .unet import (
     TrainState,
     UNet,
     UNetConfig,
-    augment_maps,
-    count_loss,
+    count_train_step,
     normalize_image,
     predict_maps,
     seg_targets,
@@ -85,6 +84,64 @@ def _log(log: Callable[[str], None] | None, msg: str) -> None:
 def _schedule(lr: float, warmup: int, steps: int):
     warmup = max(0, min(warmup, steps - 1))
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=lr * 0.01)
+
+
+def _train_loop(
+    step_once: Callable[[], dict],
+    steps: int,
+    log_every: int,
+    max_minutes: float | None,
+    desc: str,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    scale: Callable[[dict], dict] = lambda row: row,
+) -> tuple[list[dict], int, str, float]:
+    """Run ``step_once()`` (returns the step's metrics) up to ``steps`` times or ``max_minutes``.
+
+    Every ``log_every`` steps the metrics are averaged over the interval, passed through
+    ``scale``, appended to the history with ``step`` and ``seconds``, and logged; a non-finite
+    ``loss`` stops training with an error.
+
+    Returns
+    -------
+    (history, steps_done, stopped_by, train_seconds)
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="step")
+    budget = None if max_minutes is None else max_minutes * 60.0
+    history, acc, n_acc = [], {}, 0
+    t_train = t_log = time.perf_counter()
+    step, stopped = 0, "steps"
+    try:
+        while step < steps:
+            metrics = step_once()
+            step += 1
+            for k, v in metrics.items():
+                acc[k] = acc.get(k, 0.0) + v
+            n_acc += 1
+            if bar is not None:
+                bar.update(1)
+            if step % log_every == 0 or step == steps:
+                now = time.perf_counter()
+                row = {"step": step, **scale({k: float(v) / n_acc for k, v in acc.items()}), "seconds": now - t_train}
+                history.append(row)
+                shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "seconds"))
+                _log(log, f"{desc}: step {step}/{steps} {shown} ({n_acc / max(now - t_log, 1e-9):.2f} steps/s)")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                if not np.isfinite(row["loss"]):
+                    raise FloatingPointError(f"{desc}: loss is not finite at step {step}: {row}")
+                acc, n_acc, t_log = {}, 0, now
+            if budget is not None and time.perf_counter() - t_train > budget:
+                stopped = "time budget"
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return history, step, stopped, time.perf_counter() - t_train
 
 
 # ============================================================================ segmentation
@@ -346,45 +403,15 @@ def train_segmentation(
                 arr.append(src[i][y : y + c, x : x + c])
         return jnp.asarray(np.stack(out[0])[..., None]), jnp.asarray(np.stack(out[1])), jnp.asarray(np.stack(out[2]))
 
-    history, acc, n_acc = [], {}, 0
-    budget = None if config.max_minutes is None else config.max_minutes * 60.0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, desc="train U-Net", unit="step")
-    t_train = time.perf_counter()
-    t_log = t_train
-    step = 0
-    stopped = "steps"
-    while step < config.steps:
+    def step_once():
+        nonlocal state, key
         key, sub = jax.random.split(key)
         state, metrics = step_fn(state, batch(), sub)
-        step += 1
-        for k, v in metrics.items():
-            acc[k] = acc.get(k, 0.0) + v
-        n_acc += 1
-        if bar is not None:
-            bar.update(1)
-        if step % config.log_every == 0 or step == config.steps:
-            row = {"step": step, **{k: float(v) / n_acc for k, v in acc.items()}}
-            now = time.perf_counter()
-            row["seconds"] = now - t_train
-            history.append(row)
-            _log(log, f"step {step}/{config.steps} loss {row['loss']:.4f} bce {row['bce']:.4f} "
-                      f"dist_mse {row['distance_mse']:.4f} ({config.log_every / max(now - t_log, 1e-9):.2f} steps/s)")
-            if bar is not None:
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if not np.isfinite(row["loss"]):
-                raise FloatingPointError(f"U-Net loss is not finite at step {step}: {row}")
-            acc, n_acc, t_log = {}, 0, now
-        if budget is not None and time.perf_counter() - t_train > budget:
-            stopped = "time budget"
-            break
-    if bar is not None:
-        bar.close()
+        return metrics
+
+    history, step, stopped, train_s = _train_loop(step_once, config.steps, config.log_every, config.max_minutes,
+                                                  "train U-Net", progress, log)
     jax.block_until_ready(state.params)
-    train_s = time.perf_counter() - t_train
     seg = SegmentationModel(config=ucfg, params=state.params, object_diameter_px=median_diameter(labels))
     if valid_images is not None:
         tune_imgs, tune_labs, tuned_on = list(valid_images), list(valid_labels), "validation"
@@ -517,16 +544,6 @@ def prepare_count_input(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return img.astype(np.float32)
 
 
-def _count_step(state: TrainState, x, y, rng):
-    x = augment_maps(x, rng)
-
-    def loss_fn(params):
-        return count_loss(state.apply_fn({"params": params}, x, train=True), y)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads), loss
-
-
 def train_counting(
     images: Sequence[np.ndarray],
     counts: Sequence[float],
@@ -569,45 +586,21 @@ def train_counting(
     params = jax.jit(net.init)(init_key, jnp.zeros((1, *config.input_shape, 1), jnp.float32))["params"]
     tx = optax.adamw(_schedule(config.learning_rate, config.warmup_steps, config.steps), weight_decay=config.weight_decay)
     state = TrainState.create(apply_fn=net.apply, params=params, tx=tx)
-    step_fn = jax.jit(_count_step)
+    step_fn = jax.jit(count_train_step, static_argnames="do_augment")
     rng = np.random.default_rng(config.seed)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, desc="train counting CNN", unit="step")
-    history, acc, n_acc = [], 0.0, 0
-    budget = None if config.max_minutes is None else config.max_minutes * 60.0
-    t_train = t_log = time.perf_counter()
-    step, stopped = 0, "steps"
     j = config.intensity_jitter
-    while step < config.steps:
+
+    def step_once():
+        nonlocal state, key
         idx = rng.integers(0, len(x_all), config.batch_size)
         gain = 1.0 + rng.uniform(-j, j, (config.batch_size, 1, 1)).astype(np.float32) if j > 0 else 1.0
-        xb = jnp.asarray((x_all[idx] * gain)[..., None])
         key, sub = jax.random.split(key)
-        state, loss = step_fn(state, xb, jnp.asarray(y_all[idx]), sub)
-        step += 1
-        acc += loss
-        n_acc += 1
-        if bar is not None:
-            bar.update(1)
-        if step % config.log_every == 0 or step == config.steps:
-            mse = float(acc) / n_acc * scale**2
-            now = time.perf_counter()
-            history.append({"step": step, "loss": mse, "seconds": now - t_train})
-            _log(log, f"step {step}/{config.steps} count MSE {mse:.2f} cells^2 "
-                      f"({config.log_every / max(now - t_log, 1e-9):.1f} steps/s)")
-            if bar is not None:
-                bar.set_postfix(mse=f"{mse:.2f}")
-            if not np.isfinite(mse):
-                raise FloatingPointError(f"counting loss is not finite at step {step}")
-            acc, n_acc, t_log = 0.0, 0, now
-        if budget is not None and time.perf_counter() - t_train > budget:
-            stopped = "time budget"
-            break
-    if bar is not None:
-        bar.close()
+        state, metrics = step_fn(state, (jnp.asarray((x_all[idx] * gain)[..., None]), jnp.asarray(y_all[idx])), sub)
+        return metrics
+
+    history, step, stopped, train_s = _train_loop(
+        step_once, config.steps, config.log_every, config.max_minutes, "train counting CNN", progress, log,
+        scale=lambda row: {"loss": row["loss"] * scale**2})  # count MSE in cells^2
     jax.block_until_ready(state.params)
     model = CountingModel(net=net, params=state.params, input_shape=config.input_shape, count_scale=scale)
     pred = np.concatenate([model.predict_batch(x_all[i : i + 32]) for i in range(0, len(x_all), 32)])
@@ -618,7 +611,7 @@ def train_counting(
         "history": history,
         "steps_done": step,
         "stopped_by": stopped,
-        "train_seconds": time.perf_counter() - t_train,
+        "train_seconds": train_s,
         "total_seconds": time.perf_counter() - t_start,
         "train_mae": float(np.mean(np.abs(pred - counts))),
         "n_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(state.params))),
