@@ -667,12 +667,15 @@ def save_model(model: SegmentationModel | CountingModel, path: str | Path, extra
         ckptr = ocp.StandardCheckpointer()
         ckptr.save(tmp / "params", model.params)
         ckptr.wait_until_finished()
+        from .training import git_commit
+
         record = {
             "format": _FORMAT,
             "kind": model.kind,
             **model.record(),
             "info": model.info,
             "jax": jax.__version__,
+            "git_commit": git_commit(),
             **({"extra": extra} if extra else {}),
         }
         _write_record(tmp / MODEL_FILE, record)

@@ -93,6 +93,13 @@ def _load(rows: pd.DataFrame):
     return images, masks
 
 
+def _provenance(context, cellscape: CellscapeResource, train: pd.DataFrame) -> dict:
+    """What a model was trained on: the sets table, its content hash, sources, the run."""
+    return {"sets": str(_table_path(cellscape)), "sources": sorted(set(train.source)),
+            "train_table_sha": str(pd.util.hash_pandas_object(train, index=False).sum()),
+            "dagster_run_id": context.run.run_id}
+
+
 def _model_dir(cellscape: CellscapeResource, name: str, context) -> Path:
     return cellscape.path(cellscape.artifacts_dir) / "models" / name / context.run.run_id[:8]
 
@@ -125,8 +132,7 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
     context.log.info(f"training the U-Net on {len(images)} images: {cfg}")
     model = train_segmentation(images, masks, cfg, names=list(train.name), log=context.log.info)
     out = save_model(model, _model_dir(cellscape, "segmentation_model", context),
-                     extra={"sets": str(_table_path(cellscape)), "sources": sorted(set(train.source)),
-                            "dagster_run_id": context.run.run_id})
+                     extra=_provenance(context, cellscape, train))
     curve = plots.save_png(plots.plot_loss_history(model.info["history"], ("loss", "bce", "distance_mse"),
                                                    "U-Net training loss"), out.parent / f"{out.name}_loss.png")
     t = model.info["tuning"]
@@ -171,8 +177,7 @@ def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingCo
     context.log.info(f"training the counting CNN on {len(images)} images: {cfg}")
     model = train_counting(images, train["count"].to_numpy(), cfg, names=list(train.name), log=context.log.info)
     out = save_model(model, _model_dir(cellscape, "counting_model", context),
-                     extra={"sets": str(_table_path(cellscape)), "sources": sorted(set(train.source)),
-                            "dagster_run_id": context.run.run_id})
+                     extra=_provenance(context, cellscape, train))
     curve = plots.save_png(plots.plot_loss_history(model.info["history"], ("loss",), "count MSE (cells²)"),
                            out.parent / f"{out.name}_loss.png")
     return dg.MaterializeResult(metadata={
@@ -209,12 +214,17 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
     from ..core.segmentation import classical_count, classical_segment
 
     sets = _sets(context, cellscape)
-    seg_model = load_model(latest_checkpoint(context, segmentation_model), kind="segmentation")
+    seg_ckpt = latest_checkpoint(context, segmentation_model)
+    if seg_ckpt is None:
+        raise dg.Failure("segmentation_model has not been materialized")
+    seg_model = load_model(seg_ckpt, kind="segmentation")
     cnt_ckpt = latest_checkpoint(context, counting_model)
     cnt_model = load_model(cnt_ckpt, kind="counting") if cnt_ckpt is not None else None
     out = cellscape.path(cellscape.artifacts_dir) / "cells" / "results" / context.run.run_id[:8]
     out.mkdir(parents=True, exist_ok=True)
-    md: dict = {"path": dg.MetadataValue.path(str(out))}
+    md: dict = {"path": dg.MetadataValue.path(str(out)),
+                "segmentation_checkpoint": dg.MetadataValue.path(str(seg_ckpt)),
+                "counting_checkpoint": dg.MetadataValue.path(str(cnt_ckpt) if cnt_ckpt else "none")}
 
     # --- segmentation: U-Net vs classical on the test split
     test = sets[(sets.set == "segmentation") & (sets.split == "test")].reset_index(drop=True)
