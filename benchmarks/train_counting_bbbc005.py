@@ -48,6 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--save", default=None, help="keep the model folder here")
     p.add_argument("--load", default=None, help="score this saved model instead of training one")
     p.add_argument("--no-tta", action="store_true", help="no flip averaging at prediction")
+    p.add_argument("--seg-model", default=None,
+                   help="also count U-Net instances on the nucleus stain (w1) with this segmentation model")
+    p.add_argument("--nucleus-diameter", type=float, default=31.0,
+                   help="BBBC005 w1 nucleus diameter, px, for the U-Net's rescaling")
     return p.parse_args(argv)
 
 
@@ -98,6 +102,16 @@ def _score(a, model, test, t0) -> int:
                              zip(test_imgs, test.stain, strict=True)]
         cls_ips = len(test) / (time.perf_counter() - ts)
         rows.append(count_metrics_by(test, pred_col="classical").assign(method="classical instances"))
+    if a.seg_model:
+        from assets_pkg.core.segtrain import load_model
+
+        seg = load_model(a.seg_model, kind="segmentation")
+        w1 = test[test.stain == 1].copy()
+        ts = time.perf_counter()
+        w1["unet"] = [int(seg.segment(im, a.nucleus_diameter).max())
+                      for im, s in zip(test_imgs, test.stain, strict=True) if s == 1]
+        print(f"U-Net instances: {len(w1) / (time.perf_counter() - ts):.2f} images/s")
+        rows.append(count_metrics_by(w1, pred_col="unet").assign(method="U-Net instances (w1)"))
     res = pd.concat(rows, ignore_index=True)
     pd.set_option("display.width", 160)
     print(f"\nTest {len(test)} BBBC005 images (model {a.load or 'trained here'}; flip averaging {not a.no_tta}; "

@@ -36,7 +36,7 @@ class CellImageSetsConfig(dg.Config):
     segmentation_images: str = ""
     segmentation_masks: str = ""
     counting_images: str = ""
-    simulated_fields: int = 12
+    simulated_fields: int = 18
     simulated_size: list[int] = [256, 320]
     seed: int = 0
     train_fraction: float = 2 / 3
