@@ -166,8 +166,9 @@ def test_cli_segment_writes_one_uint16_tiff_per_input(cells, seg_model, tmp_path
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     # one 8-bit PNG and one 16-bit TIFF with an upper-case suffix
-    from assets_pkg.core.cellsets import load_image
     from skimage import io
+
+    from assets_pkg.core.cellsets import load_image
 
     src = load_image(table.path.iloc[0])
     io.imsave(imgs / "a.png", (src / max(src.max(), 1) * 255).astype(np.uint8), check_contrast=False)
