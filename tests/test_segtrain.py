@@ -275,12 +275,16 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
             instance=instance, resources={"cellscape": res}, run_config=run_config)
         assert result.success
         md = result.asset_materializations_for_node("segmentation_results")[0].metadata
-        assert {"unet_f1", "classical_f1", "counting_cnn_mae", "classical_instances_mae", "overlays",
+        assert {"unet_f1", "classical_f1", "counting_cnn_mae", "classical_instances_mae", "unet_instances_mae",
+                "overlays",
                 "counts_figure", "labels_unet", "labels_classical"} <= set(md)
         stack = read_label_stack(md["labels_unet"].value)
         assert stack.shape[0] == 1 and stack.dtype == np.uint16  # 1 test image of the 4 at blur <= 23
         scores = pd.read_parquet(Path(md["path"].value) / "segmentation_scores.parquet")
         assert set(scores.method) == {"unet", "classical"} and len(scores) == 2
+        counts = pd.read_parquet(Path(md["path"].value) / "counts.parquet")
+        assert counts.loc[counts.stain == 1, "unet_instances"].notna().all()
+        assert counts.loc[counts.stain == 2, "unet_instances"].isna().all()
         ckpt = result.asset_materializations_for_node("segmentation_model")[0].metadata["checkpoint_dir"].value
         assert (Path(ckpt) / "model.json").is_file()
 

@@ -257,14 +257,15 @@ def plot_counts(true: Sequence[float], predictions: dict[str, Sequence[float]],
     Parameters
     ----------
     true : sequence of number
-    predictions : dict of method -> sequence of number (same order as ``true``)
+    predictions : dict of method -> sequence of number (same order as ``true``; NaN where a
+        method gives no count, left out of its panel and its MAE)
     groups : sequence of str, optional
         A label per image (for example ``"F23 w1"``).
     """
     true = np.asarray(true, dtype=float)
     methods = list(predictions)
     fig, axes = plt.subplots(1, len(methods), figsize=(4.4 * len(methods), 4.2), squeeze=False)
-    hi = max(true.max(initial=1), *(np.max(np.asarray(p, float), initial=1) for p in predictions.values())) * 1.05
+    hi = max(true.max(initial=1), *(np.nanmax(np.append(np.asarray(p, float), 1.0)) for p in predictions.values())) * 1.05
     gs = np.asarray(groups if groups is not None else ["all"] * len(true))
     for ax, m in zip(axes[0], methods, strict=True):
         pred = np.asarray(predictions[m], dtype=float)
@@ -272,7 +273,7 @@ def plot_counts(true: Sequence[float], predictions: dict[str, Sequence[float]],
             sel = gs == g
             ax.scatter(true[sel], pred[sel], s=14, alpha=0.8, label=g)
         ax.plot([0, hi], [0, hi], color="0.5", lw=1)
-        mae = float(np.mean(np.abs(pred - true))) if len(true) else float("nan")
+        mae = float(np.nanmean(np.abs(pred - true))) if np.isfinite(pred).any() else float("nan")
         ax.set_title(f"{m}: MAE {mae:.2f}", fontsize=9)
         ax.set_xlabel("true count")
         ax.set_ylabel("predicted count")

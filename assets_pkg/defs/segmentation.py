@@ -200,10 +200,12 @@ def latest_checkpoint(context, asset) -> Path | None:
 
 
 class SegmentationResultsConfig(dg.Config):
-    """Classical preset for the baseline (None: its defaults) and how many overlay rows to draw."""
+    """Classical preset for the baseline (None: its defaults), overlay rows to draw, and the nucleus
+    diameter of the counting images when it differs from the U-Net's training images."""
 
     classical_preset: str | None = None
     overlay_images: int = 3
+    counting_nucleus_diameter_px: float | None = None
 
 
 @dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets, segmentation_model, counting_model],
@@ -274,14 +276,18 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
                    "classical_instances": classical_count(im, preset=f"bbbc005_w{int(r.stain)}")}
             if cnt_model is not None:
                 row["counting_cnn"] = cnt_model.count(im)
+            # the U-Net segments nuclei: its instances count the nucleus stain (1) only
+            row["unet_instances"] = (float(seg_model.segment(im, config.counting_nucleus_diameter_px).max())
+                                     if int(r.stain) == 1 else np.nan)
             rows.append(row)
         counts = pd.DataFrame(rows)
         _atomic_parquet(counts, out / "counts.parquet")
-        cols = [c for c in ("counting_cnn", "classical_instances") if c in counts]
-        table = pd.concat([count_metrics_by(counts, pred_col=c).assign(method=c) for c in cols], ignore_index=True)
+        cols = [c for c in ("counting_cnn", "unet_instances", "classical_instances") if c in counts]
+        table = pd.concat([count_metrics_by(counts[counts[c].notna()], pred_col=c).assign(method=c)
+                           for c in cols if counts[c].notna().any()], ignore_index=True)
         md["count_metrics"] = dg.MetadataValue.md(table.round(3).to_markdown(index=False))
         for c in cols:
-            md[f"{c}_mae"] = float(np.mean(np.abs(counts[c] - counts["count"])))
+            md[f"{c}_mae"] = float(np.nanmean(np.abs(counts[c] - counts["count"])))
         groups = [f"F{b} w{s}" for b, s in zip(counts.blur, counts.stain, strict=True)]
         png = plots.save_png(plots.plot_counts(counts["count"], {c: counts[c] for c in cols}, groups,
                                                "counts on the test split"), out / "counts.png")
