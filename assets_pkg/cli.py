@@ -384,11 +384,10 @@ def _add_train_counting(sub):
 
 
 def cmd_train_counting(a) -> int:
-    from .core.cellsets import load_image
-    from .core.segrun import count_table
+    from .core.cellsets import bbbc005_table, load_image
     from .core.segtrain import CountTrainConfig, save_model, train_counting
 
-    table = count_table(a.images)
+    table = bbbc005_table(a.images)
     images = [load_image(p) for p in table.path]
     cfg = CountTrainConfig(input_shape=tuple(a.input_size), steps=a.steps, batch_size=a.batch_size,
                            learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)

@@ -24,14 +24,17 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.cellsets import bbbc039_split, load_image, load_mask, read_bbbc039  # noqa: E402
 from assets_pkg.core.cellsim import simulate_cells  # noqa: E402
-from assets_pkg.core.segmentation import classical_segment  # noqa: E402
-from assets_pkg.core.segmetrics import average_precision_over_thresholds, match_instances  # noqa: E402
+from assets_pkg.core.segmentation import (
+    classical_segment,  # noqa: E402
+    score_folder,  # noqa: E402
+)
+from assets_pkg.core.segmetrics import summarise_scores  # noqa: E402
 from assets_pkg.core.segtrain import (  # noqa: E402
     SegTrainConfig,
     load_model,
@@ -57,20 +60,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tune-images", type=int, default=8, help="train images for the threshold grid")
     return p.parse_args(argv)
-
-
-def score(pred, true) -> tuple[int, int, int, float]:
-    """(TP, FP, FN) at IoU 0.5 and the mean TP/(TP+FP+FN) over IoU 0.50..0.95 of one image."""
-    m = match_instances(pred, true, 0.5)
-    return m["tp"], m["fp"], m["fn"], average_precision_over_thresholds(pred, true)
-
-
-def summarise(rows) -> tuple[float, float, float]:
-    """Micro F1 at IoU 0.5 (pooled counts), mean per-image F1, mean AP over 0.50..0.95."""
-    tp, fp, fn = (sum(r[i] for r in rows) for i in range(3))
-    micro = 2 * tp / max(2 * tp + fp + fn, 1)
-    per_image = np.mean([2 * r[0] / max(2 * r[0] + r[1] + r[2], 1) for r in rows])
-    return micro, float(per_image), float(np.mean([r[3] for r in rows]))
 
 
 def main(argv=None) -> int:
@@ -111,23 +100,18 @@ def main(argv=None) -> int:
         print(f"trained {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s "
               f"({model.info['n_params']:,} params); tuning {model.info['tuning']}")
 
-    test_items = list(test)
-    _ = model.segment(test_items[0][1], diameter)  # compile at full size
-    results = {}
+    _ = model.segment(test[0][1], diameter)  # compile at full size
+    rows = []
     for name, fn in (
         ("U-Net", lambda im: model.segment(im, diameter)),
         ("classical bbbc039", lambda im: classical_segment(im, preset="bbbc039")),
         ("classical default", lambda im: classical_segment(im, nucleus_diameter_px=23.0)),
     ):
-        rows, secs = [], 0.0
-        for _, image, labels in test_items:
-            ts = time.perf_counter()
-            pred = fn(image)
-            secs += time.perf_counter() - ts
-            rows.append(score(pred, labels))
-        results[name] = (*summarise(rows), len(test_items) / secs)
+        rows.append(score_folder(test, None, fn, extra={"method": name}))
+    summary = summarise_scores(pd.concat(rows, ignore_index=True)).set_index("method")
+    results = {m: (r.f1_iou50, r.f1_mean_per_image, r.mean_ap_50_95, r.images_per_s) for m, r in summary.iterrows()}
 
-    print(f"\nTest: {len(test_items)} BBBC039 fields (last 50 by name), full 520x696; inference time excludes scoring")
+    print(f"\nTest: {len(test)} BBBC039 fields (last 50 by name), full 520x696; inference time excludes scoring")
     print(f"{'method':<20} {'F1@0.5 (pooled)':>15} {'F1@0.5 (mean/img)':>17} {'mean TP/(TP+FP+FN) .50-.95':>27} {'images/s':>9}")
     for name, (micro, per_img, ap, ips) in results.items():
         print(f"{name:<20} {micro:>15.3f} {per_img:>17.3f} {ap:>27.3f} {ips:>9.2f}")

@@ -174,3 +174,22 @@ def test_count_metrics_by_groups():
     assert out.iloc[2]["blur"] == "all" and out.iloc[2]["n"] == 4
     with pytest.raises(ValueError, match="lacks"):
         sm.count_metrics_by(df, by="site")
+
+
+def test_summarise_scores_pools_objects_not_images():
+    rows = pd.DataFrame({
+        "method": ["a", "a", "b"],
+        "tp": [9, 1, 4], "fp": [1, 0, 0], "fn": [0, 3, 0],
+        "f1": [0.9, 0.4, 1.0], "ap_50_95": [0.5, 0.3, 0.7],
+        "merges": [1, 2, 0], "splits": [0, 1, 0], "seconds": [0.5, 1.5, 2.0],
+    })
+    out = sm.summarise_scores(rows).set_index("method")
+    # pooled: 2*10 / (2*10 + 1 + 3) = 20/24, not the mean of the per-image F1s (0.65)
+    assert out.loc["a", "f1_iou50"] == pytest.approx(20 / 24)
+    assert out.loc["a", "f1_mean_per_image"] == pytest.approx(0.65)
+    assert out.loc["a", "mean_ap_50_95"] == pytest.approx(0.4)
+    assert (out.loc["a", "merges"], out.loc["a", "splits"], out.loc["a", "images"]) == (3, 1, 2)
+    assert out.loc["a", "images_per_s"] == pytest.approx(1.0)
+    assert out.loc["b", "f1_iou50"] == 1.0
+    whole = sm.summarise_scores(rows, by=None)
+    assert whole.loc[0, "images"] == 3 and whole.loc[0, "f1_iou50"] == pytest.approx(28 / 32)

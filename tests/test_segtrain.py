@@ -11,6 +11,7 @@ import pytest
 import tifffile
 
 from assets_pkg.cli import main as cli
+from assets_pkg.core.cellsets import CellSetError
 from assets_pkg.core.cellsim import CellSimParams, simulate_cells
 from assets_pkg.core.segrun import (
     cell_sets_table,
@@ -242,7 +243,7 @@ def test_segment_folder_refuses_colliding_stems(tmp_path):
     d.mkdir()
     tifffile.imwrite(d / "a.tif", np.zeros((8, 8), np.uint8))
     tifffile.imwrite(d / "a.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(Exception, match="share the stem"):
+    with pytest.raises(CellSetError, match="share the stem"):
         segment_folder(d, tmp_path / "o")
 
 

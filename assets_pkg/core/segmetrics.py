@@ -454,3 +454,41 @@ def count_metrics_by(
     if overall:
         rows.append({**dict.fromkeys(by, "all"), **count_metrics(df[pred_col], df[true_col])})
     return pd.DataFrame(rows, columns=[*by, "n", "mae", "rmse", "r2", "bias"])
+
+
+def summarise_scores(scores: pd.DataFrame, by: str | None = "method") -> pd.DataFrame:
+    """Pool per-image rows of :func:`score_segmentation` into one row per group.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        One row per image (and method) with at least ``tp``, ``fp``, ``fn``, ``f1`` and
+        ``ap_50_95``; ``seconds``, ``pixel_accuracy``, ``foreground_iou``, ``merges`` and
+        ``splits`` are summarised when present.
+    by : str, optional
+        Grouping column (None: all rows together).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``images``; ``f1_iou50`` pooled over all objects (2 TP / (2 TP + FP + FN));
+        ``f1_mean_per_image``; ``mean_ap_50_95`` (mean per image of TP/(TP+FP+FN) over IoU
+        0.50..0.95); the means of ``pixel_accuracy`` and ``foreground_iou``; summed
+        ``merges`` and ``splits``; ``images_per_s`` from ``seconds``.
+    """
+    groups = scores.groupby(by, sort=False) if by else [("all", scores)]
+    rows = []
+    for key, g in groups:
+        tp, fp, fn = int(g["tp"].sum()), int(g["fp"].sum()), int(g["fn"].sum())
+        row = {by or "group": key, "images": len(g), "f1_iou50": 2 * tp / max(2 * tp + fp + fn, 1),
+               "f1_mean_per_image": float(g["f1"].mean()), "mean_ap_50_95": float(g["ap_50_95"].mean())}
+        for c in ("pixel_accuracy", "foreground_iou"):
+            if c in g:
+                row[c] = float(g[c].mean())
+        for c in ("merges", "splits"):
+            if c in g:
+                row[c] = int(g[c].sum())
+        if "seconds" in g:
+            row["images_per_s"] = len(g) / max(float(g["seconds"].sum()), 1e-9)
+        rows.append(row)
+    return pd.DataFrame(rows)

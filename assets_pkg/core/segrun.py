@@ -21,13 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cellsets import (
-    CellSetError,
-    list_images,
-    load_image,
-    parse_bbbc005_name,
-    read_image_mask_folder,
-)
+from .cellsets import CellSetError, load_image, pair_by_stem, read_image_mask_folder
 from .segmentation import classical_segment
 from .segtrain import CountingModel, SegmentationModel, load_model
 
@@ -37,7 +31,6 @@ __all__ = [
     "segment_folder",
     "count_folder",
     "training_pairs",
-    "count_table",
     "write_labels",
 ]
 
@@ -98,16 +91,9 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
 
 
 def _images(images_dir: str | Path) -> list[Path]:
-    paths = list_images(images_dir)
-    if not paths:
-        raise CellSetError("no image (.tif, .tiff, .png) in the folder", path=images_dir)
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise CellSetError(f"two images share the stem {p.stem!r} ({stems[p.stem].name}, {p.name}): "
-                               "their outputs would collide", path=p)
-        stems[p.stem] = p
-    return paths
+    """The images of a folder, sorted; no image, or two sharing a stem (their outputs would
+    collide), is an error naming the folder or the files."""
+    return [Path(p) for p in pair_by_stem(images_dir)["image_path"]]
 
 
 def segment_folder(
@@ -204,26 +190,6 @@ def count_folder(
     return pd.DataFrame(rows)
 
 
-def count_table(images_dir: str | Path) -> pd.DataFrame:
-    """Images of a BBBC005-style folder with their true counts from the names.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``name``, ``path``, ``count``, ``blur``, ``stain``; sorted by name.
-
-    Raises
-    ------
-    CellSetError
-        No image, or a name without ``_C<count>_`` (the message names the file).
-    """
-    rows = []
-    for p in _images(images_dir):
-        info = parse_bbbc005_name(p)
-        rows.append({"name": p.stem, "path": p, "count": info["count"], "blur": info["blur"], "stain": info["stain"]})
-    return pd.DataFrame(rows)
-
-
 def training_pairs(images_dir: str | Path, masks_dir: str | Path, mask_kind: str = "auto"
                    ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Names, images and instance labels of images paired with masks by file stem.
@@ -304,7 +270,7 @@ def cell_sets_table(
         Columns :data:`CELL_SET_COLUMNS`; ``set`` is ``"segmentation"`` or ``"counting"``,
         ``split`` ``"train"`` or ``"test"``, ``source`` ``"folder"`` or ``"simulated"``.
     """
-    from .cellsets import bbbc005_split, bbbc005_table, bbbc039_split, pair_by_stem
+    from .cellsets import bbbc005_split, bbbc005_table, bbbc039_split
     from .cellsim import simulate_cells
 
     sim = None

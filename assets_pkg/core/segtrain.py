@@ -40,11 +40,13 @@ from .errors import CellscapeError
 from .segmetrics import match_instances
 from .unet import (
     CountingCNN,
-    TrainState,
     UNet,
     UNetConfig,
     count_train_step,
+    create_count_state,
+    create_seg_state,
     normalize_image,
+    predict_instances,
     predict_maps,
     seg_targets,
     seg_train_step,
@@ -81,9 +83,12 @@ def _log(log: Callable[[str], None] | None, msg: str) -> None:
         log(msg)
 
 
-def _schedule(lr: float, warmup: int, steps: int):
-    warmup = max(0, min(warmup, steps - 1))
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=lr * 0.01)
+def _optimizer(config) -> optax.GradientTransformation:
+    """AdamW with linear warm-up then cosine decay to 1 % over ``config.steps``."""
+    lr, steps = config.learning_rate, config.steps
+    warmup = max(0, min(config.warmup_steps, steps - 1))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=lr * 0.01)
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 
 def _train_loop(
@@ -257,11 +262,8 @@ class SegmentationModel:
         return out
 
     def _segment(self, image: np.ndarray) -> np.ndarray:
-        fg, dist = self.maps(image)
-        return segmentation.instances_from_maps(
-            fg, dist, self.threshold, kind="distance", marker_threshold=self.marker_threshold,
-            min_area=self.min_area,
-        )
+        return predict_instances(self.params, self.config, image, self.threshold, self.marker_threshold,
+                                 self.min_area)
 
     def count(self, image: np.ndarray) -> int:
         """Number of predicted instances in one image."""
@@ -384,12 +386,9 @@ def train_segmentation(
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
     ucfg = config.unet
-    model = UNet(ucfg)
     key = jax.random.PRNGKey(config.seed)
     key, init_key = jax.random.split(key)
-    params = jax.jit(model.init)(init_key, jnp.zeros((1, c, c, 1), jnp.float32))["params"]
-    tx = optax.adamw(_schedule(config.learning_rate, config.warmup_steps, config.steps), weight_decay=config.weight_decay)
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    state = create_seg_state(ucfg, init_key, (c, c), tx=_optimizer(config))
     step_fn = jax.jit(seg_train_step, static_argnames="do_augment")
     rng = np.random.default_rng(config.seed)
 
@@ -583,9 +582,7 @@ def train_counting(
     net = CountingCNN(widths=config.widths, dense=config.dense, count_offset=float(y_all.mean()), dtype=config.dtype)
     key = jax.random.PRNGKey(config.seed)
     key, init_key = jax.random.split(key)
-    params = jax.jit(net.init)(init_key, jnp.zeros((1, *config.input_shape, 1), jnp.float32))["params"]
-    tx = optax.adamw(_schedule(config.learning_rate, config.warmup_steps, config.steps), weight_decay=config.weight_decay)
-    state = TrainState.create(apply_fn=net.apply, params=params, tx=tx)
+    state = create_count_state(net, init_key, (*config.input_shape, 1), tx=_optimizer(config))
     step_fn = jax.jit(count_train_step, static_argnames="do_augment")
     rng = np.random.default_rng(config.seed)
     j = config.intensity_jitter

@@ -305,13 +305,18 @@ class TrainState(train_state.TrainState):
 
 
 def create_seg_state(
-    config: UNetConfig, rng: jax.Array, sample_shape: tuple[int, int] = (64, 64), learning_rate: float = 1e-3
+    config: UNetConfig,
+    rng: jax.Array,
+    sample_shape: tuple[int, int] = (64, 64),
+    learning_rate: float = 1e-3,
+    tx: optax.GradientTransformation | None = None,
 ) -> TrainState:
-    """A fresh U-Net TrainState with Adam, parameters initialised from ``rng``."""
+    """A fresh U-Net TrainState, parameters initialised from ``rng``; ``tx`` (default Adam at
+    ``learning_rate``) is the optimiser."""
     model = UNet(config)
     x = jnp.zeros((1, *sample_shape, config.in_channels), jnp.float32)
     params = jax.jit(model.init)(rng, x)["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(learning_rate))
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx or optax.adam(learning_rate))
 
 
 def seg_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: bool = True):
@@ -391,11 +396,15 @@ def count_loss(pred, true) -> jax.Array:
 
 
 def create_count_state(
-    model: CountingCNN, rng: jax.Array, sample_shape: tuple[int, int, int] = (64, 64, 1), learning_rate: float = 1e-3
+    model: CountingCNN,
+    rng: jax.Array,
+    sample_shape: tuple[int, int, int] = (64, 64, 1),
+    learning_rate: float = 1e-3,
+    tx: optax.GradientTransformation | None = None,
 ) -> TrainState:
-    """A fresh CountingCNN TrainState with Adam."""
+    """A fresh CountingCNN TrainState; ``tx`` (default Adam at ``learning_rate``) is the optimiser."""
     params = jax.jit(model.init)(rng, jnp.zeros((1, *sample_shape), jnp.float32))["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(learning_rate))
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx or optax.adam(learning_rate))
 
 
 def count_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: bool = True):

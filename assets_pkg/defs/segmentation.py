@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
-from ..core.segmetrics import count_metrics_by
+from ..core.segmetrics import count_metrics_by, summarise_scores
 from ..core.segrun import (
     cell_sets_table,
     evaluate_segmentation,
@@ -78,11 +78,20 @@ def cell_image_sets(context: dg.AssetExecutionContext, config: CellImageSetsConf
     }, data_version=dg.DataVersion(str(pd.util.hash_pandas_object(table).sum())))
 
 
-def _sets(context, cellscape: CellscapeResource) -> pd.DataFrame:
+def _sets(cellscape: CellscapeResource) -> pd.DataFrame:
     path = _table_path(cellscape)
     if not path.is_file():
         raise dg.Failure(f"cell_image_sets has not been materialized ({path} missing)")
     return pd.read_parquet(path)
+
+
+def _train_split(cellscape: CellscapeResource, which: str) -> pd.DataFrame:
+    """The train rows of the ``segmentation`` or ``counting`` set (a failure when empty)."""
+    sets = _sets(cellscape)
+    train = sets[(sets.set == which) & (sets.split == "train")]
+    if train.empty:
+        raise dg.Failure(f"the {which} set has no training image")
+    return train
 
 
 def _load(rows: pd.DataFrame):
@@ -121,10 +130,7 @@ class SegmentationTrainingConfig(dg.Config):
 def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTrainingConfig,
                        cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Nucleus U-Net trained on the segmentation set's train split, thresholds tuned, saved with Orbax."""
-    sets = _sets(context, cellscape)
-    train = sets[(sets.set == "segmentation") & (sets.split == "train")]
-    if train.empty:
-        raise dg.Failure("the segmentation set has no training image")
+    train = _train_split(cellscape, "segmentation")
     images, masks = _load(train)
     cfg = SegTrainConfig(depth=config.depth, base_width=config.base_width, crop=config.crop,
                          batch_size=config.batch_size, steps=config.steps, learning_rate=config.learning_rate,
@@ -166,10 +172,7 @@ class CountingTrainingConfig(dg.Config):
 def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingConfig,
                    cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Counting regression CNN trained on the counting set's train split (L2 on true counts), saved with Orbax."""
-    sets = _sets(context, cellscape)
-    train = sets[(sets.set == "counting") & (sets.split == "train")]
-    if train.empty:
-        raise dg.Failure("the counting set has no training image")
+    train = _train_split(cellscape, "counting")
     images, _ = _load(train.drop(columns="mask_path"))
     cfg = CountTrainConfig(input_shape=(config.input_height, config.input_width), batch_size=config.batch_size,
                            steps=config.steps, learning_rate=config.learning_rate, max_minutes=config.max_minutes,
@@ -215,7 +218,7 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
     """Test-split labels (TensorStore), per-image scores and counts for the U-Net, counting CNN and classical baseline."""
     from ..core.segmentation import classical_count, classical_segment
 
-    sets = _sets(context, cellscape)
+    sets = _sets(cellscape)
     seg_ckpt = latest_checkpoint(context, segmentation_model)
     if seg_ckpt is None:
         raise dg.Failure("segmentation_model has not been materialized")
@@ -239,15 +242,7 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
         md[f"labels_{m}"] = dg.MetadataValue.path(str(out / f"labels_{m}.zarr"))
         context.log.info(f"labels_{m}: TensorStore array {shape}")
     _atomic_parquet(scores, out / "segmentation_scores.parquet")
-    summary = []
-    for m, g in scores.groupby("method", sort=False):
-        tp, fp, fn = g.tp.sum(), g.fp.sum(), g.fn.sum()
-        summary.append({"method": m, "images": len(g), "f1_iou50": 2 * tp / max(2 * tp + fp + fn, 1),
-                        "f1_mean_per_image": g.f1.mean(), "mean_ap_50_95": g.ap_50_95.mean(),
-                        "pixel_accuracy": g.pixel_accuracy.mean(), "fg_iou": g.foreground_iou.mean(),
-                        "merges": int(g.merges.sum()), "splits": int(g.splits.sum()),
-                        "images_per_s": len(g) / max(g.seconds.sum(), 1e-9)})
-    summary = pd.DataFrame(summary)
+    summary = summarise_scores(scores)
     md["segmentation_metrics"] = dg.MetadataValue.md(summary.round(4).to_markdown(index=False))
     for r in summary.itertuples(index=False):
         md[f"{r.method}_f1"] = float(r.f1_iou50)
