@@ -235,7 +235,11 @@ def test_cli_train_segmentation_reads_label_tiffs(cells, tmp_path):
 def test_count_folder_with_a_segmentation_model_counts_instances(cells, seg_model):
     d, table = cells
     got = count_folder(d, seg_model)
-    assert got.method.iloc[0] == "unet-instances" and (got["count"] == got.raw_count).all()
+    assert got.method.iloc[0] == "unet-instances" and len(got) == len(table)
+    from assets_pkg.core.cellsets import load_image
+
+    first = sorted(table.path)[0]
+    assert got.set_index("image").loc[Path(first).name, "count"] == seg_model.segment(load_image(first)).max()
 
 
 def test_segment_folder_refuses_colliding_stems(tmp_path):
@@ -257,6 +261,10 @@ def test_cell_sets_table_simulated_and_splits(tmp_path):
     # a second call reuses the simulated folder (no re-simulation, same table)
     t2 = cell_sets_table(simulated_dir=tmp_path / "sim", simulated_fields=6, simulated_size=SIZE, seed=1)
     pd.testing.assert_frame_equal(t, t2)
+    assert [p.name for p in tmp_path.iterdir()] == ["sim"]  # no temporary folder left
+    # a folder that does not hold what was asked for is an error, not silently reused
+    with pytest.raises(CellSetError, match="expected 14"):
+        cell_sets_table(simulated_dir=tmp_path / "sim", simulated_fields=7, simulated_size=SIZE, seed=1)
 
 
 # ----------------------------------------------------------------------------- assets

@@ -254,7 +254,8 @@ def cell_sets_table(
     counting_images : path-like, optional
         BBBC005-style names (``_C<count>_``).
     simulated_dir : path-like, optional
-        Where simulated fields go (required when a folder is missing).
+        Where simulated fields go (required when a folder is missing); an existing folder is
+        reused when it holds the expected number of images, which is checked.
     simulated_fields, simulated_size, seed
         The simulation (each field gives a nucleus and a cell image; counts from
         :func:`scaled_counts`).
@@ -278,12 +279,21 @@ def cell_sets_table(
         if simulated_dir is None:
             raise ValueError("simulated_dir is needed when a folder is not given")
         sim_dir = Path(simulated_dir)
-        if sim_dir.is_dir() and any(sim_dir.iterdir()):
-            sim = bbbc005_table(sim_dir, sim_dir / "masks")
-        else:
-            simulate_cells(sim_dir, simulated_fields, seed=seed, size=tuple(simulated_size),
-                           counts=scaled_counts(simulated_fields, simulated_size, seed), progress=progress)
-            sim = bbbc005_table(sim_dir, sim_dir / "masks")
+        if not sim_dir.is_dir():  # simulated beside, then renamed: a crash leaves no half folder
+            import shutil
+
+            tmp = sim_dir.with_name(f".{sim_dir.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                simulate_cells(tmp, simulated_fields, seed=seed, size=tuple(simulated_size),
+                               counts=scaled_counts(simulated_fields, simulated_size, seed), progress=progress)
+                os.replace(tmp, sim_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        sim = bbbc005_table(sim_dir, sim_dir / "masks")
+        if len(sim) != 2 * simulated_fields:
+            raise CellSetError(f"holds {len(sim)} images, expected {2 * simulated_fields} for "
+                               f"{simulated_fields} simulated fields; remove it to simulate again", path=sim_dir)
     parts = []
     if segmentation_images is not None:
         if segmentation_masks is None:
