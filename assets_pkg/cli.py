@@ -27,7 +27,7 @@ def _add_simulate(sub):
 
 
 def cmd_simulate(a) -> int:
-    from .core.simulator import simulate_plates
+    from .core.imaging.simulator import simulate_plates
 
     paths = simulate_plates(
         a.out, n_plates=a.plates, seed=a.seed, proteins=a.proteins, wells=a.wells,
@@ -48,7 +48,7 @@ def _add_validate(sub):
 
 
 def cmd_validate(a) -> int:
-    from .core.metadata import load_instrument_registry, validate_plate
+    from .core.qc.metadata import load_instrument_registry, validate_plate
 
     registry = load_instrument_registry(a.instruments)
     ok = True
@@ -78,7 +78,7 @@ def _add_ingest(sub):
 
 
 def open_store(spec: str):
-    from .core.store import FrameStore
+    from .core.store.frame_store import FrameStore
 
     return FrameStore(json.loads(spec) if spec.lstrip().startswith("{") else spec)
 
@@ -86,10 +86,10 @@ def open_store(spec: str):
 def cmd_ingest(a) -> int:
     from tqdm import tqdm
 
-    from .core.dvc import dataset_md5_or_none
     from .core.errors import ValidationFailed
-    from .core.ingest import IngestParams, ingest_plate
-    from .core.metadata import load_instrument_registry
+    from .core.qc.metadata import load_instrument_registry
+    from .core.store.dvc import dataset_md5_or_none
+    from .core.store.ingest import IngestParams, ingest_plate
 
     store = open_store(a.store)
     params = IngestParams(a.crop_size, a.target_um_per_px, a.downsample, a.nucleus_diameter_um)
@@ -139,7 +139,7 @@ def _add_import(sub):
 
 
 def cmd_import(a) -> int:
-    from .core.ingest import IngestParams, import_cytoself, ingest_image_folder
+    from .core.store.ingest import IngestParams, import_cytoself, ingest_image_folder
 
     store = open_store(a.store)
     if a.format == "cytoself":
@@ -173,15 +173,15 @@ def _add_train(sub):
 def cmd_train(a) -> int:
     from tqdm import tqdm
 
-    from .core.dvc import dataset_md5_or_none
     from .core.errors import StoreError
-    from .core.splits import SplitConfig, make_splits, split_version
-    from .core.training import (
+    from .core.localization.training import (
         describe_devices,
         fit,
         save_training_figures,
         train_config_from_preset,
     )
+    from .core.store.dvc import dataset_md5_or_none
+    from .core.store.splits import SplitConfig, make_splits, split_version
 
     store = open_store(a.frames)
     try:
@@ -235,7 +235,7 @@ def _add_report(sub):
 
 def _splits_of(store, seed: int):
     from .core.errors import StoreError
-    from .core.splits import SplitConfig, make_splits
+    from .core.store.splits import SplitConfig, make_splits
 
     try:
         return store.read_dataset_table("splits")
@@ -248,8 +248,8 @@ def _splits_of(store, seed: int):
 
 
 def cmd_report(a) -> int:
-    from .core.atlas import build_report
-    from .core.dvc import dataset_md5_or_none
+    from .core.localization.atlas import build_report
+    from .core.store.dvc import dataset_md5_or_none
 
     store = open_store(a.frames)
     models = {a.checkpoint.name or "model": a.checkpoint}
@@ -298,7 +298,7 @@ def _add_simulate_cells(sub):
 
 
 def cmd_simulate_cells(a) -> int:
-    from .core.cellsim import simulate_cells
+    from .core.imaging.cellsim import simulate_cells
 
     table = simulate_cells(a.out, a.images, seed=a.seed, size=tuple(a.size), counts=a.count,
                            blur_levels=a.blur, overwrite=a.overwrite, progress=True)
@@ -327,8 +327,8 @@ def _add_train_segmentation(sub):
 
 
 def cmd_train_segmentation(a) -> int:
-    from .core.segrun import training_pairs
-    from .core.segtrain import SegTrainConfig, save_model, train_segmentation
+    from .core.segmentation.run import training_pairs
+    from .core.segmentation.training import SegTrainConfig, save_model, train_segmentation
 
     names, images, labels = training_pairs(a.images, a.masks)
     valid = {}
@@ -360,7 +360,7 @@ def _add_segment(sub):
 
 
 def cmd_segment(a) -> int:
-    from .core.segrun import segment_folder
+    from .core.segmentation.run import segment_folder
 
     table = segment_folder(a.images, a.out, a.model, preset=a.preset, object_diameter_px=a.nucleus_diameter,
                            progress=True)
@@ -384,8 +384,8 @@ def _add_train_counting(sub):
 
 
 def cmd_train_counting(a) -> int:
-    from .core.cellsets import bbbc005_table, load_image
-    from .core.segtrain import CountTrainConfig, save_model, train_counting
+    from .core.segmentation.datasets import bbbc005_table, load_image
+    from .core.segmentation.training import CountTrainConfig, save_model, train_counting
 
     table = bbbc005_table(a.images)
     images = [load_image(p) for p in table.path]
@@ -412,7 +412,7 @@ def _add_count(sub):
 
 
 def cmd_count(a) -> int:
-    from .core.segrun import count_folder
+    from .core.segmentation.run import count_folder
 
     table = count_folder(a.images, a.model, preset=a.preset, object_diameter_px=a.nucleus_diameter, progress=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)

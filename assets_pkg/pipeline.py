@@ -24,7 +24,7 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool
     os.environ.setdefault("CELLSCAPE_ROOT", str(root))
     import dagster as dg
 
-    from .core.plates import list_plates
+    from .core.imaging.plates import list_plates
     from .definitions import defs
     from .defs.plates import plates_partitions
     from .defs.resources import CellscapeResource

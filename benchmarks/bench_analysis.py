@@ -40,7 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.analysis import (  # noqa: E402
+from assets_pkg.core.imaging.plates import LOCALIZATIONS  # noqa: E402
+from assets_pkg.core.localization.analysis import (  # noqa: E402
     cluster_codes,
     clustering_score,
     knn_localization_accuracy,
@@ -48,7 +49,6 @@ from assets_pkg.core.analysis import (  # noqa: E402
     protein_spectra,
     umap_projection,
 )
-from assets_pkg.core.plates import LOCALIZATIONS  # noqa: E402
 
 POSITIONS = 25 * 25
 

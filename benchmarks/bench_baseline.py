@@ -4,15 +4,15 @@ Usage::
 
     python benchmarks/bench_baseline.py [--data ../shared/data] [--tune] [--jobs 2]
 
-Splits (deterministic, by sorted file name; :mod:`assets_pkg.core.cellsets`):
+Splits (deterministic, by sorted file name; :mod:`assets_pkg.core.segmentation.datasets`):
 
 - BBBC039: the 150 fields of ``<data>/bbbc039``; first 100 = train, last 50 = test
-  (:func:`~assets_pkg.core.cellsets.bbbc039_split`).
+  (:func:`~assets_pkg.core.segmentation.datasets.bbbc039_split`).
 - BBBC005: the 180 files of ``<data>/bbbc005``; in each (blur, stain) group of 30 sorted by
   name, every third file is test (10 per group, 60 in all), the rest train
-  (:func:`~assets_pkg.core.cellsets.bbbc005_split`).
+  (:func:`~assets_pkg.core.segmentation.datasets.bbbc005_split`).
 
-Without ``--tune`` the baseline runs with :data:`assets_pkg.core.segmentation.CLASSICAL_PRESETS`.
+Without ``--tune`` the baseline runs with :data:`assets_pkg.core.segmentation.classical.CLASSICAL_PRESETS`.
 With ``--tune`` it first tunes ``detect_nuclei``'s parameters by coordinate search on the
 train parts only (BBBC039: mean F1 at IoU 0.5; BBBC005: count MAE per stain, all blur levels
 together), prints the search, then scores the tuned parameters; paste them into the presets.
@@ -34,9 +34,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets_pkg.core import cellsets as cs
-from assets_pkg.core.segmentation import CLASSICAL_PRESETS, classical_count, classical_segment
-from assets_pkg.core.segmetrics import count_metrics_by, score_segmentation
+from assets_pkg.core.segmentation import datasets as cs
+from assets_pkg.core.segmentation.classical import (
+    CLASSICAL_PRESETS,
+    classical_count,
+    classical_segment,
+)
+from assets_pkg.core.segmentation.metrics import count_metrics_by, score_segmentation
 
 # Data shared with worker processes (fork start method: inherited, never pickled).
 _IMAGES: list[np.ndarray] = []

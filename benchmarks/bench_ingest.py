@@ -3,7 +3,7 @@
 Run ``python benchmarks/bench_ingest.py [--quick]`` from the repository root.  It prints
 tables and ratios measured within one run (never compare absolute figures across machines):
 
-(a) throughput of :func:`assets_pkg.core.ingest.ingest_plate` on one simulated plate, in
+(a) throughput of :func:`assets_pkg.core.store.ingest.ingest_plate` on one simulated plate, in
     fields per second, and a breakdown over its steps, each timed on its own with the
     library's step functions: ``metadata.validate_plate`` (GX suites, checksums, TIFF
     geometry), ``plates.read_plate``, ``detect_plate_nuclei``, ``crop_plate_frames`` and
@@ -43,8 +43,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core import plates  # noqa: E402
-from assets_pkg.core.ingest import (  # noqa: E402
+from assets_pkg.core.imaging import plates  # noqa: E402
+from assets_pkg.core.imaging.simulator import simulate_plates  # noqa: E402
+from assets_pkg.core.qc.metadata import validate_plate  # noqa: E402
+from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
+from assets_pkg.core.store.ingest import (  # noqa: E402
     IngestParams,
     crop_plate_frames,
     detect_plate_nuclei,
@@ -52,9 +55,6 @@ from assets_pkg.core.ingest import (  # noqa: E402
     plate_digest,
     plate_pixel_size,
 )
-from assets_pkg.core.metadata import validate_plate  # noqa: E402
-from assets_pkg.core.simulator import simulate_plates  # noqa: E402
-from assets_pkg.core.store import FrameStore  # noqa: E402
 
 SEED = 20250101
 #: (b) plate writes timed per pass and N (each takes ~10 ms, so one sample is noisy).

@@ -29,10 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.cellsets import bbbc039_split, load_image, read_bbbc039  # noqa: E402
-from assets_pkg.core.segmentation import classical_segment  # noqa: E402
-from assets_pkg.core.segtrain import CountingModel, load_model, prepare_count_input  # noqa: E402
-from assets_pkg.core.unet import CountingCNN, UNet, UNetConfig, _forward, normalize_image  # noqa: E402
+from assets_pkg.core.segmentation.classical import classical_segment  # noqa: E402
+from assets_pkg.core.segmentation.datasets import bbbc039_split, load_image, read_bbbc039  # noqa: E402
+from assets_pkg.core.segmentation.training import CountingModel, load_model, prepare_count_input  # noqa: E402
+from assets_pkg.core.segmentation.unet import (  # noqa: E402
+    CountingCNN,
+    UNet,
+    UNetConfig,
+    _forward,
+    normalize_image,
+)
 
 
 def _images(data: Path, n: int) -> tuple[list[np.ndarray], str]:
@@ -40,7 +46,7 @@ def _images(data: Path, n: int) -> tuple[list[np.ndarray], str]:
         ds = read_bbbc039(data / "bbbc039")
         _, test = bbbc039_split(ds.names)
         return [im for _, im, _ in ds.subset(test[:n])], f"BBBC039 test fields ({n})"
-    from assets_pkg.core.cellsim import simulate_cells
+    from assets_pkg.core.imaging.cellsim import simulate_cells
 
     with tempfile.TemporaryDirectory() as tmp:
         t = simulate_cells(tmp, (n + 1) // 2, seed=1)

@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.store import DEFAULT_LAYOUT, ChunkLayout, FrameStore  # noqa: E402
+from assets_pkg.core.store.frame_store import DEFAULT_LAYOUT, ChunkLayout, FrameStore  # noqa: E402
 
 FRAME_SHAPE = (100, 100, 3)
 

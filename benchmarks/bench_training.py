@@ -23,7 +23,7 @@ The variants are interleaved (one window of each per round, order rotated every 
 each window is ``--warmup`` untimed steps (compile done beforehand; the warm-up lets the
 prefetch queue reach its steady state) then ``--steps`` timed steps, with
 ``block_until_ready`` on the final state before the clock stops.  No per-step block: like
-:func:`assets_pkg.core.training.fit`, the loop relies on async dispatch.  Ratios are taken per
+:func:`assets_pkg.core.localization.training.fit`, the loop relies on async dispatch.  Ratios are taken per
 round (paired) and the medians printed; absolute frames/s on a shared machine are noise.
 
 ``--memory`` runs, in a fresh subprocess, create_state + one jitted step (incl. compile) + 2
@@ -65,15 +65,15 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.loader import FrameLoader  # noqa: E402
-from assets_pkg.core.models import parameter_count  # noqa: E402
-from assets_pkg.core.store import FrameStore  # noqa: E402
-from assets_pkg.core.training import (  # noqa: E402
+from assets_pkg.core.localization.loader import FrameLoader  # noqa: E402
+from assets_pkg.core.localization.models import parameter_count  # noqa: E402
+from assets_pkg.core.localization.training import (  # noqa: E402
     Devices,
     _jitted_train,
     create_state,
     train_config_from_preset,
 )
+from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
 
 FRAME_SHAPE = (100, 100, 3)
 N_PLATES = 4

@@ -18,8 +18,8 @@ import numpy as np
 import tifffile
 
 from assets_pkg.core import plots
-from assets_pkg.core.frames import default_downsample, extract_frames
-from assets_pkg.core.nuclei import detect_nuclei
+from assets_pkg.core.segmentation.nuclei import detect_nuclei
+from assets_pkg.core.store.frames import default_downsample, extract_frames
 
 #: Inferred, not given by the data: 1024x1024 fields fit an Andor iXon 888 (13 um pixels)
 #: behind a 63x objective.

@@ -1,8 +1,8 @@
 """Train the counting CNN on BBBC005 and score count MAE per blur level and stain.
 
-Split: :func:`assets_pkg.core.cellsets.bbbc005_split` (every third image of each blur x stain
+Split: :func:`assets_pkg.core.segmentation.datasets.bbbc005_split` (every third image of each blur x stain
 group by sorted name is test: 120 train / 60 test of the 180 in ``../shared/data/bbbc005``).
-The counting CNN (:func:`assets_pkg.core.segtrain.train_counting`) is trained on the train
+The counting CNN (:func:`assets_pkg.core.segmentation.training.train_counting`) is trained on the train
 part (optionally plus ``--sim N`` simulated BBBC005-like fields, or ``--sim-only``), and scored
 on the test part beside the classical baseline's instance count (preset per stain) on the same
 images.  Prints MAE / RMSE / R² / bias per (blur, stain) and overall; ``--save DIR`` keeps the
@@ -26,11 +26,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.cellsets import bbbc005_split, bbbc005_table, load_image  # noqa: E402
-from assets_pkg.core.cellsim import simulate_cells  # noqa: E402
-from assets_pkg.core.segmentation import classical_count  # noqa: E402
-from assets_pkg.core.segmetrics import count_metrics_by  # noqa: E402
-from assets_pkg.core.segtrain import CountTrainConfig, save_model, train_counting  # noqa: E402
+from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
+from assets_pkg.core.segmentation.classical import classical_count  # noqa: E402
+from assets_pkg.core.segmentation.datasets import bbbc005_split, bbbc005_table, load_image  # noqa: E402
+from assets_pkg.core.segmentation.metrics import count_metrics_by  # noqa: E402
+from assets_pkg.core.segmentation.training import CountTrainConfig, save_model, train_counting  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     train, test = table[table.split == "train"], table[table.split == "test"]
     print(f"BBBC005: {len(train)} train / {len(test)} test images; jax on {jax.devices()[0].platform}")
     if a.load:
-        from assets_pkg.core.segtrain import load_model
+        from assets_pkg.core.segmentation.training import load_model
 
         model = load_model(a.load, kind="counting")
         a.sim_only = a.sim_only or False
@@ -103,7 +103,7 @@ def _score(a, model, test, t0) -> int:
         cls_ips = len(test) / (time.perf_counter() - ts)
         rows.append(count_metrics_by(test, pred_col="classical").assign(method="classical instances"))
     if a.seg_model:
-        from assets_pkg.core.segtrain import load_model
+        from assets_pkg.core.segmentation.training import load_model
 
         seg = load_model(a.seg_model, kind="segmentation")
         w1 = test[test.stain == 1].copy()

@@ -7,7 +7,7 @@ Run from the repository root::
     python benchmarks/train_unet_bbbc039.py --sim-only 120 --steps 1500       # simulated training only
 
 Split: :func:`bbbc039_split` (first 100 sorted names train, last 50 test).  Training is
-:func:`assets_pkg.core.segtrain.train_segmentation` (random ``--crop`` crops with the 8
+:func:`assets_pkg.core.segmentation.training.train_segmentation` (random ``--crop`` crops with the 8
 symmetries, AdamW with warm-up and cosine decay over ``--steps``); its post-processing
 thresholds are tuned on ``--tune-images`` TRAIN images only.  The 50 test images (full
 520x696) are scored with F1 at IoU 0.5 and the mean TP/(TP+FP+FN) over IoU 0.50..0.95, beside
@@ -28,14 +28,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.cellsets import bbbc039_split, load_image, load_mask, read_bbbc039  # noqa: E402
-from assets_pkg.core.cellsim import simulate_cells  # noqa: E402
-from assets_pkg.core.segmentation import (
+from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
+from assets_pkg.core.segmentation.classical import (
     classical_segment,  # noqa: E402
     score_folder,  # noqa: E402
 )
-from assets_pkg.core.segmetrics import summarise_scores  # noqa: E402
-from assets_pkg.core.segtrain import (  # noqa: E402
+from assets_pkg.core.segmentation.datasets import bbbc039_split, load_image, load_mask, read_bbbc039  # noqa: E402
+from assets_pkg.core.segmentation.metrics import summarise_scores  # noqa: E402
+from assets_pkg.core.segmentation.training import (  # noqa: E402
     SegTrainConfig,
     load_model,
     median_diameter,

@@ -1,4 +1,4 @@
-"""Small valid plates for tests, written with :func:`assets_pkg.core.plates.write_plate`, and
+"""Small valid plates for tests, written with :func:`assets_pkg.core.imaging.plates.write_plate`, and
 knobs to break them.
 
 ``make_plate`` writes a plate of synthetic fields: the ``nucleus`` channel holds Gaussian
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets_pkg.core import plates
+from assets_pkg.core.imaging import plates
 
 #: Provenance every row of a made plate carries (bit_depth 16 fits the uint16 images).
 DEFAULT_PROVENANCE: dict[str, object] = {

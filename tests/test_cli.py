@@ -17,7 +17,7 @@ import pytest
 from plate_factory import edit_plate_json, set_value, tree_state
 
 from assets_pkg.cli import main
-from assets_pkg.core.store import FrameStore
+from assets_pkg.core.store.frame_store import FrameStore
 
 #: Small plates: 2 wells x 1 field of 384 px, enough for a few frames per field.
 SMALL = ["--wells", "2", "--fields-per-well", "1", "--field-size", "384"]

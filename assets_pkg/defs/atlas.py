@@ -9,8 +9,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ..core import analysis, atlas, plots
-from ..core.training import load_checkpoint
+from ..core import plots
+from ..core.localization import analysis, atlas
+from ..core.localization.training import load_checkpoint
 from .dataset import dataset_splits
 from .model import localization_model, localization_model_ablation
 from .resources import CellscapeResource

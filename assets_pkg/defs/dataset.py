@@ -6,8 +6,14 @@ from typing import Literal
 import dagster as dg
 import pandas as pd
 
-from ..core.dvc import run_dvc
-from ..core.splits import SplitConfig, check_disjoint, make_splits, split_summary, split_version
+from ..core.store.dvc import run_dvc
+from ..core.store.splits import (
+    SplitConfig,
+    check_disjoint,
+    make_splits,
+    split_summary,
+    split_version,
+)
 from .plates import plate_frames, plate_images
 from .resources import CellscapeResource
 

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 
 from ..core import plots
-from ..core.training import fit, save_training_figures, train_config_from_preset
+from ..core.localization.training import fit, save_training_figures, train_config_from_preset
 from .dataset import dataset_splits, frame_catalog
 from .plates import plate_frames
 from .resources import CellscapeResource

@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
-from ..core.ingest import (
+from ..core.imaging.plates import list_plates, read_image, read_plate
+from ..core.qc.metadata import SUITES, validate_plate
+from ..core.segmentation.nuclei import nucleus_centres
+from ..core.store.ingest import (
     FieldNuclei,
     IngestParams,
     crop_plate_frames,
@@ -19,9 +22,6 @@ from ..core.ingest import (
     plate_digest,
     plate_pixel_size,
 )
-from ..core.metadata import SUITES, validate_plate
-from ..core.nuclei import nucleus_centres
-from ..core.plates import list_plates, read_image, read_plate
 from .resources import CellscapeResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -176,7 +176,7 @@ def nuclei_masks(
     t0 = time.perf_counter()
     segment_fn, detector = None, "classical"
     if config.nucleus_segmenter == "unet":
-        from ..core.segtrain import load_model
+        from ..core.segmentation.training import load_model
         from .segmentation import latest_checkpoint, segmentation_model
 
         ckpt = cellscape.path(config.segmentation_model) if config.segmentation_model else (

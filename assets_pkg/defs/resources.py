@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.dvc import dataset_md5_or_none
-from ..core.metadata import load_instrument_registry
-from ..core.store import FrameStore
+from ..core.qc.metadata import load_instrument_registry
+from ..core.store.dvc import dataset_md5_or_none
+from ..core.store.frame_store import FrameStore
 
 
 class CellscapeResource(dg.ConfigurableResource):

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
-from ..core.segmetrics import count_metrics_by, summarise_scores
-from ..core.segrun import (
+from ..core.segmentation.metrics import count_metrics_by, summarise_scores
+from ..core.segmentation.run import (
     cell_sets_table,
     evaluate_segmentation,
     write_label_stack,
 )
-from ..core.segtrain import (
+from ..core.segmentation.training import (
     CountTrainConfig,
     SegTrainConfig,
     load_model,
@@ -95,7 +95,7 @@ def _train_split(cellscape: CellscapeResource, which: str) -> pd.DataFrame:
 
 
 def _load(rows: pd.DataFrame):
-    from ..core.cellsets import load_image, load_mask
+    from ..core.segmentation.datasets import load_image, load_mask
 
     images = [load_image(p) for p in rows.image_path]
     masks = [load_mask(p) for p in rows.mask_path] if "mask_path" in rows and rows.mask_path.notna().all() else None
@@ -216,7 +216,7 @@ class SegmentationResultsConfig(dg.Config):
 def segmentation_results(context: dg.AssetExecutionContext, config: SegmentationResultsConfig,
                          cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Test-split labels (TensorStore), per-image scores and counts for the U-Net, counting CNN and classical baseline."""
-    from ..core.segmentation import classical_count, classical_segment
+    from ..core.segmentation.classical import classical_count, classical_segment
 
     sets = _sets(cellscape)
     seg_ckpt = latest_checkpoint(context, segmentation_model)
@@ -249,7 +249,7 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
         md[f"{r.method}_mean_ap"] = float(r.mean_ap_50_95)
     k = min(config.overlay_images, len(test))
     if k:
-        from ..core.cellsets import load_image, load_mask
+        from ..core.segmentation.datasets import load_image, load_mask
 
         pick = np.linspace(0, len(test) - 1, k).round().astype(int)
         f1 = {m: [float(scores[(scores.method == m)].f1.iloc[i]) for i in pick] for m in methods}
@@ -262,7 +262,7 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
     # --- counting: CNN, U-Net instances and classical instances on the test split
     ctest = sets[(sets.set == "counting") & (sets.split == "test")].reset_index(drop=True)
     if len(ctest):
-        from ..core.cellsets import load_image
+        from ..core.segmentation.datasets import load_image
 
         rows = []
         for r in ctest.itertuples(index=False):

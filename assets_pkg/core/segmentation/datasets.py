@@ -1,0 +1,474 @@
+"""Cell image sets on disk: BBBC005-style counting sets, BBBC039-style masks, label TIFFs.
+
+Formats recognised
+------------------
+- **Images**: single-channel ``.tif``/``.tiff``/``.png`` (any case), 8- or 16-bit (float
+  TIFFs too), read as 2-D arrays (height, width).  An RGB(A) file whose colour channels are
+  equal is read as its first channel.
+- **BBBC005 names** ``<well>_C<count>_F<blur>_s<site>_w<stain>.<ext>``, for example
+  ``A05_C18_F1_s01_w2.TIF``: the true cell count is in the name (and follows from the plate
+  column, :data:`BBBC005_COUNTS`); the blur index from the row (:data:`BBBC005_BLURS`).
+- **Masks**, read by :func:`load_mask` into int32 label images (0 = background, 1..N):
+
+  * *coloured* masks (BBBC039): a PNG whose channel 0 holds a few values (0..3), each
+    4-connected component of one non-zero value being one nucleus (touching nuclei differ in
+    value);
+  * *label images* (TIFF or PNG, 2-D, two or more non-zero values): each non-zero value is
+    one instance;
+  * *binary* masks (2-D, one non-zero value): each 4-connected component is one instance.
+
+- **Pairing**: an image and its mask share the file stem (name without extension);
+  ``images/x.tif`` pairs with ``masks/x.png`` or ``masks/x.tif``.
+
+Splits used by the benchmarks (deterministic, by sorted file name): :func:`bbbc039_split`
+(first 100 train, last 50 test) and :func:`bbbc005_split` (every third file of each blur x
+stain group is test).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage import measure, segmentation
+
+from ..errors import CellscapeError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+#: Cells per image of BBBC005 plate columns 1..24.
+BBBC005_COUNTS: tuple[int, ...] = (
+    1, 5, 10, 14, 18, 23, 27, 31, 35, 40, 44, 48,
+    53, 57, 61, 66, 70, 74, 78, 83, 87, 91, 96, 100,
+)  # fmt: skip
+
+#: Focus blur index F of BBBC005 plate rows A..P.
+BBBC005_BLURS: tuple[int, ...] = (1, 4, 7, 10, 14, 17, 20, 23, 26, 29, 32, 35, 39, 42, 45, 48)
+
+_ROWS = "ABCDEFGHIJKLMNOP"
+_BBBC005_RE = re.compile(
+    r"^(?P<well>(?P<row>[A-Pa-p])(?P<col>\d{1,2}))_C(?P<count>\d+)_F(?P<blur>\d+)"
+    r"_s(?P<site>\d+)_w(?P<stain>\d+)$"
+)
+
+class CellSetError(CellscapeError):
+    """A cell image set folder, file name, image or mask is malformed."""
+
+
+# ---------------------------------------------------------------------------- names
+def parse_bbbc005_name(name: str | Path) -> dict:
+    """Parse a BBBC005-style file name.
+
+    Parameters
+    ----------
+    name : str or Path
+        File name or path, for example ``"A05_C18_F1_s01_w2.TIF"``.
+
+    Returns
+    -------
+    dict
+        ``well`` (str, e.g. ``"A05"``), ``row`` (str), ``column`` (int), ``count`` (int, true
+        number of cells), ``blur`` (int, focus blur index F), ``site`` (int), ``stain`` (int).
+
+    Raises
+    ------
+    CellSetError
+        When the stem does not follow the pattern.
+    """
+    stem = Path(str(name)).stem
+    m = _BBBC005_RE.match(stem)
+    if m is None:
+        raise CellSetError(
+            "not a BBBC005-style name '<well>_C<count>_F<blur>_s<site>_w<stain>'",
+            path=name,
+            field="file_name",
+        )
+    return {
+        "well": m["well"].upper(),
+        "row": m["row"].upper(),
+        "column": int(m["col"]),
+        "count": int(m["count"]),
+        "blur": int(m["blur"]),
+        "site": int(m["site"]),
+        "stain": int(m["stain"]),
+    }
+
+
+def bbbc005_well(count: int, blur: int) -> str:
+    """The BBBC005 well of a (count, blur) pair: row from the blur, column from the count.
+
+    Values outside :data:`BBBC005_COUNTS` / :data:`BBBC005_BLURS` take the nearest entry's
+    row or column (the name still carries the exact count and blur).
+    """
+    col = int(np.argmin(np.abs(np.asarray(BBBC005_COUNTS) - int(count)))) + 1
+    row = _ROWS[int(np.argmin(np.abs(np.asarray(BBBC005_BLURS) - int(blur))))]
+    return f"{row}{col:02d}"
+
+
+def bbbc005_name(count: int, blur: int, site: int, stain: int, suffix: str = ".TIF") -> str:
+    """BBBC005-style file name, e.g. ``bbbc005_name(18, 1, 1, 2) == "A05_C18_F1_s01_w2.TIF"``."""
+    return f"{bbbc005_well(count, blur)}_C{int(count)}_F{int(blur)}_s{int(site):02d}_w{int(stain)}{suffix}"
+
+
+# ---------------------------------------------------------------------------- files
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of a folder (not recursive, no hidden files), sorted by name.
+
+    Raises
+    ------
+    CellSetError
+        When the folder does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CellSetError("image folder does not exist", path=folder)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _read_any(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise CellSetError("file is missing", path=path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        from skimage import io
+
+        return np.asarray(io.imread(path))
+    except Exception as e:  # readers raise many types for corrupt input; re-raised with the file
+        raise CellSetError(f"cannot read image ({type(e).__name__}: {e})", path=path) from e
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read a single-channel image.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.tif``/``.tiff``/``.png`` file, 8- or 16-bit integer or float.
+
+    Returns
+    -------
+    ndarray, shape (height, width)
+        The file's dtype.  An RGB(A) file with equal colour channels gives its first channel.
+
+    Raises
+    ------
+    CellSetError
+        When the file is missing or unreadable, or not a single-channel 2-D image.
+    """
+    path = Path(path)
+    img = _read_any(path)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        rgb = img[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            img = img[..., 0]
+    if img.ndim != 2:
+        raise CellSetError(
+            f"expected a single-channel 2-D image, got shape {img.shape}", path=path, field="shape"
+        )
+    if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+        raise CellSetError(f"unsupported pixel type {img.dtype}", path=path, field="dtype")
+    return img
+
+
+def labels_from_coloured(values: np.ndarray) -> np.ndarray:
+    """Instance labels of a coloured mask: each 4-connected region of one non-zero value.
+
+    Parameters
+    ----------
+    values : ndarray of int, shape (height, width)
+        0 = background; touching objects carry different values.
+
+    Returns
+    -------
+    ndarray of int32
+        1..N in raster order of each object's first pixel.
+    """
+    return measure.label(np.asarray(values), background=0, connectivity=1).astype(np.int32)
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """A label image renumbered 1..N (order of the original values), as int32."""
+    lab = np.asarray(labels)
+    if lab.size and lab.min() < 0:
+        raise ValueError("label images must not hold negative values")
+    out, _, _ = segmentation.relabel_sequential(lab.astype(np.int64, copy=False))
+    return out.astype(np.int32)
+
+
+def load_mask(path: str | Path, kind: str = "auto") -> np.ndarray:
+    """Read an instance mask in any of the recognised formats.
+
+    Parameters
+    ----------
+    path : path-like
+        PNG or TIFF.
+    kind : {"auto", "coloured", "labels"}
+        ``"coloured"``: channel 0 (or the 2-D array) holds a few values, each 4-connected
+        component of one value is one instance (BBBC039).  ``"labels"``: a 2-D image in which
+        each non-zero value is one instance.  ``"auto"``: a file with channels is coloured;
+        a 2-D file with one non-zero value (a binary mask) gives its 4-connected components;
+        any other 2-D file is a label image.  (A 2-D coloured map needs ``"coloured"``.)
+
+    Returns
+    -------
+    ndarray of int32, shape (height, width)
+        0 = background, 1..N = instances.
+
+    Raises
+    ------
+    CellSetError
+        When the file is missing or unreadable, has an unexpected shape or pixel type, or
+        ``kind`` is unknown.
+    """
+    path = Path(path)
+    if kind not in ("auto", "coloured", "labels"):
+        raise CellSetError(f"unknown mask kind {kind!r}", path=path, field="kind")
+    arr = _read_any(path)
+    if arr.ndim == 3:
+        if kind == "labels":
+            raise CellSetError(
+                f"a label image must be 2-D, got shape {arr.shape}", path=path, field="shape"
+            )
+        arr, kind = arr[..., 0], "coloured"
+    if arr.ndim != 2:
+        raise CellSetError(f"expected a 2-D mask, got shape {arr.shape}", path=path, field="shape")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise CellSetError(
+            f"masks must hold integers, got {arr.dtype}", path=path, field="dtype"
+        )
+    if arr.size and arr.min() < 0:
+        raise CellSetError("masks must not hold negative values", path=path, field="values")
+    if kind == "auto":
+        n_values = np.unique(arr).size - int(arr.size > 0 and arr.min() == 0)
+        kind = "coloured" if n_values <= 1 else "labels"
+    if kind == "coloured":
+        return labels_from_coloured(arr)
+    return relabel(arr)
+
+
+def pair_by_stem(
+    images_dir: str | Path, masks_dir: str | Path | None = None, require_masks: bool = False
+) -> pd.DataFrame:
+    """Pair the images of a folder with their masks by file stem.
+
+    Parameters
+    ----------
+    images_dir : path-like
+        Folder of images (see :func:`list_images`).
+    masks_dir : path-like, optional
+        Folder of masks; a mask pairs with the image of the same stem.  Masks without an
+        image are ignored.
+    require_masks : bool
+        Raise when an image has no mask.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``name`` (the stem), ``image_path``, ``mask_path`` (None where there is no
+        mask); sorted by name.
+
+    Raises
+    ------
+    CellSetError
+        When a folder is missing, holds no image, two files share a stem, or a mask is missing
+        while ``require_masks``.
+    """
+    images = _by_stem(list_images(images_dir))
+    if not images:
+        raise CellSetError("no image (.tif, .tiff, .png) in the folder", path=images_dir)
+    masks = _by_stem(list_images(masks_dir)) if masks_dir is not None else {}
+    missing = [s for s in images if s not in masks]
+    if require_masks and missing:
+        raise CellSetError(
+            f"{len(missing)} image(s) without a mask of the same stem, first {missing[:3]}",
+            path=masks_dir if masks_dir is not None else images_dir,
+            field="mask",
+        )
+    names = sorted(images)
+    return pd.DataFrame(
+        {
+            "name": names,
+            "image_path": [images[n] for n in names],
+            "mask_path": [masks.get(n) for n in names],
+        }
+    )
+
+
+def _by_stem(paths: list[Path]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in out:
+            raise CellSetError(
+                f"two files share the stem {p.stem!r}: {out[p.stem].name} and {p.name}",
+                path=p,
+                field="file_name",
+            )
+        out[p.stem] = p
+    return out
+
+
+class ImageMaskSet(Sequence):
+    """A lazily read list of ``(name, image, labels)``; ``labels`` is None without a mask.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``name``, ``image_path``, ``mask_path`` (see :func:`pair_by_stem`).
+    mask_kind : str
+        Passed to :func:`load_mask`.
+
+    Notes
+    -----
+    Images and masks are read on access (``s[i]``, iteration); nothing is cached.  Images
+    keep the file's dtype (uint16 for BBBC039); labels are int32.
+    """
+
+    def __init__(self, table: pd.DataFrame, mask_kind: str = "auto"):
+        self.table = table.reset_index(drop=True)
+        self.mask_kind = mask_kind
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ImageMaskSet(self.table.iloc[i], self.mask_kind)
+        row = self.table.iloc[i]
+        image = load_image(row["image_path"])
+        labels = None
+        if row["mask_path"] is not None and not pd.isna(row["mask_path"]):
+            labels = load_mask(row["mask_path"], self.mask_kind)
+            if labels.shape != image.shape:
+                raise CellSetError(
+                    f"mask shape {labels.shape} differs from image shape {image.shape}",
+                    path=row["mask_path"],
+                    field="shape",
+                )
+        return row["name"], image, labels
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.table["name"])
+
+    def subset(self, names: Sequence[str]) -> ImageMaskSet:
+        """The entries with the given names, in the order given."""
+        idx = self.table.set_index("name")
+        missing = [n for n in names if n not in idx.index]
+        if missing:
+            raise KeyError(f"not in the set: {missing[:3]}")
+        return ImageMaskSet(idx.loc[list(names)].reset_index(), self.mask_kind)
+
+
+def read_image_mask_folder(
+    images_dir: str | Path,
+    masks_dir: str | Path | None = None,
+    require_masks: bool = False,
+    mask_kind: str = "auto",
+) -> ImageMaskSet:
+    """A folder of images, with masks paired by stem where there are any.
+
+    See :func:`pair_by_stem` for the pairing and errors and :func:`load_mask` for the mask
+    formats.
+    """
+    return ImageMaskSet(pair_by_stem(images_dir, masks_dir, require_masks), mask_kind)
+
+
+def read_bbbc039(root: str | Path) -> ImageMaskSet:
+    """BBBC039 (or a folder laid out like it): ``root/images/*.tif`` and ``root/masks/*.png``.
+
+    Returns
+    -------
+    ImageMaskSet
+        Lazy ``(name, image uint16 (520, 696), labels int32)`` per field, sorted by name;
+        every image must have a mask.
+    """
+    root = Path(root)
+    return read_image_mask_folder(root / "images", root / "masks", require_masks=True)
+
+
+def bbbc005_table(folder: str | Path, masks_dir: str | Path | None = None) -> pd.DataFrame:
+    """Table of a BBBC005-style folder, true counts from the names.
+
+    Parameters
+    ----------
+    folder : path-like
+        Images named ``<well>_C<count>_F<blur>_s<site>_w<stain>.<ext>``.
+    masks_dir : path-like, optional
+        Folder of masks paired by stem (the simulator's ``masks/``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``name``, ``path``, ``well``, ``count``, ``blur``, ``site``, ``stain``,
+        ``mask_path`` (None without a mask); sorted by name.
+
+    Raises
+    ------
+    CellSetError
+        When the folder holds no image, or an image name does not follow the pattern (the
+        message names the file).
+    """
+    pairs = pair_by_stem(folder, masks_dir)
+    rows = []
+    for name, path, mask in pairs.itertuples(index=False):
+        info = parse_bbbc005_name(path)
+        rows.append(
+            {
+                "name": name,
+                "path": path,
+                "well": info["well"],
+                "count": info["count"],
+                "blur": info["blur"],
+                "site": info["site"],
+                "stain": info["stain"],
+                "mask_path": mask,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- splits
+def bbbc039_split(names: Sequence[str], n_train: int = 100) -> tuple[list[str], list[str]]:
+    """Deterministic train/test split by sorted name: the first ``n_train`` train, the rest test.
+
+    On the 150 BBBC039 fields of ``../shared/data`` this gives 100 train and 50 test fields.
+    """
+    names = sorted(names)
+    if not 0 <= n_train <= len(names):
+        raise ValueError(f"n_train must be in 0..{len(names)}, got {n_train}")
+    return names[:n_train], names[n_train:]
+
+
+def bbbc005_split(table: pd.DataFrame, test_every: int = 3) -> pd.Series:
+    """Deterministic train/test split of a BBBC005 table, stratified by blur and stain.
+
+    Within each (blur, stain) group sorted by name (hence by plate column, hence by count),
+    positions ``test_every - 1, 2 * test_every - 1, ...`` are test: a third of each group by
+    default, spread over the whole count range.
+
+    Returns
+    -------
+    pandas.Series of str
+        ``"train"`` or ``"test"``, indexed like ``table``.
+    """
+    if test_every < 2:
+        raise ValueError(f"test_every must be >= 2, got {test_every}")
+    pos = table.sort_values("name").groupby(["blur", "stain"]).cumcount()
+    split = np.where((pos + 1) % test_every == 0, "test", "train")
+    return pd.Series(split, index=pos.index).reindex(table.index).rename("split")

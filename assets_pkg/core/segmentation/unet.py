@@ -1,0 +1,423 @@
+"""Nucleus segmentation U-Net and the counting regression CNN, in Flax linen.
+
+The U-Net reads one-channel images of any size (N, H, W, C), axis order (image, y, x,
+channel); it reflect-pads H and W up to a multiple of ``2**depth`` and crops its output back.
+It predicts two maps per pixel (``UNetConfig.outputs = "foreground+distance"``):
+
+- channel 0: a foreground logit;
+- channel 1: a logit whose sigmoid regresses the distance to the nearest boundary, normalised
+  to [0, 1] within each instance (1 at the instance's centre), see :func:`seg_targets`.
+
+:func:`predict_instances` turns the two maps into instances by a distance watershed
+(:func:`assets_pkg.core.segmentation.classical.instances_from_maps` with ``kind="distance"``).
+
+:class:`CountingCNN` is the regression CNN of the book: strided convolutions, global pooling
+and dense layers to one scalar, the number of cells, trained with an L2 loss (:func:`count_loss`).
+
+Everything here apart from :func:`seg_targets` and :func:`predict_instances` is a pure function
+of its inputs and variables, so the training steps can be wrapped in ``jax.jit``.  The only
+variable collection is ``params`` (GroupNorm keeps no batch statistics).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from scipy import ndimage as ndi
+
+from . import classical
+
+__all__ = [
+    "UNetConfig",
+    "ConvBlock",
+    "UNet",
+    "CountingCNN",
+    "pad_to_multiple",
+    "crop_to",
+    "normalize_image",
+    "seg_targets",
+    "seg_loss",
+    "augment_maps",
+    "create_seg_state",
+    "seg_train_step",
+    "predict_maps",
+    "predict_instances",
+    "count_loss",
+    "create_count_state",
+    "count_train_step",
+]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_OUTPUTS = {"foreground+distance": 2}
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyper-parameters of :class:`UNet`.
+
+    Parameters
+    ----------
+    depth : int
+        Number of 2x down-samplings; images are padded to a multiple of ``2**depth``.
+    base_width : int
+        Channels of the first level; level ``i`` has ``base_width * 2**i``.
+    in_channels : int
+        Image channels.
+    outputs : {"foreground+distance"}
+        What the network predicts (see the module docstring).
+    dtype : {"float32", "bfloat16"}
+        Computation dtype; parameters and outputs stay float32.
+    """
+
+    depth: int = 4
+    base_width: int = 32
+    in_channels: int = 1
+    outputs: str = "foreground+distance"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.depth < 1 or self.base_width < 1 or self.in_channels < 1:
+            raise ValueError(f"depth, base_width and in_channels must be >= 1, got {self}")
+        if self.outputs not in _OUTPUTS:
+            raise ValueError(f"outputs must be one of {sorted(_OUTPUTS)}, got {self.outputs!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels of the network."""
+        return _OUTPUTS[self.outputs]
+
+    @property
+    def multiple(self) -> int:
+        """Image sides are padded to a multiple of this."""
+        return 2**self.depth
+
+
+def pad_to_multiple(x, multiple: int):
+    """Reflect-pad the H and W axes of ``x`` (..., H, W, C) at the bottom/right to a multiple.
+
+    Parameters
+    ----------
+    x : array, shape (..., H, W, C)
+    multiple : int
+
+    Returns
+    -------
+    array, shape (..., H', W', C)
+        ``H'`` and ``W'`` are the smallest multiples of ``multiple`` >= ``H`` and ``W``; the
+        original image is ``x[..., :H, :W, :]`` (see :func:`crop_to`).
+    """
+    h, w = x.shape[-3], x.shape[-2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    widths = [(0, 0)] * (x.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
+    mode = "reflect" if h > 1 and w > 1 else "edge"
+    xp = jnp if isinstance(x, jax.Array) else np
+    return xp.pad(x, widths, mode=mode)
+
+
+def crop_to(x, shape: tuple[int, int]):
+    """Crop the H and W axes of ``x`` (..., H', W', C) back to ``shape = (H, W)``."""
+    h, w = shape
+    return x[..., :h, :w, :]
+
+
+def _groups(features: int, max_groups: int = 8) -> int:
+    return math.gcd(features, max_groups)
+
+
+class ConvBlock(nn.Module):
+    """Two (3x3 conv, GroupNorm, swish) layers."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
+            x = nn.GroupNorm(num_groups=_groups(self.features), dtype=self.dtype)(x)
+            x = nn.swish(x)
+        return x
+
+
+class UNet(nn.Module):
+    """U-Net: conv blocks, max-pool down, bilinear up with skip concatenation.
+
+    ``__call__(x, train)`` maps (N, H, W, in_channels) images of any H, W to
+    (N, H, W, out_channels) float32 logits (see the module docstring).  ``train`` is accepted
+    for a uniform interface; the network has no train-only behaviour.
+    """
+
+    config: UNetConfig
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        cfg = self.config
+        dtype = _DTYPES[cfg.dtype]
+        if x.ndim != 4 or x.shape[-1] != cfg.in_channels:
+            raise ValueError(f"expected (N, H, W, {cfg.in_channels}) input, got {x.shape}")
+        size = x.shape[1:3]
+        x = pad_to_multiple(jnp.asarray(x, jnp.float32), cfg.multiple).astype(dtype)
+        skips = []
+        for level in range(cfg.depth):
+            x = ConvBlock(cfg.base_width * 2**level, dtype=dtype, name=f"down_{level}")(x)
+            skips.append(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = ConvBlock(cfg.base_width * 2**cfg.depth, dtype=dtype, name="bottom")(x)
+        for level in reversed(range(cfg.depth)):
+            skip = skips[level]
+            x = jax.image.resize(x, (x.shape[0], *skip.shape[1:3], x.shape[-1]), "bilinear")
+            x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+            x = ConvBlock(cfg.base_width * 2**level, dtype=dtype, name=f"up_{level}")(x)
+        x = nn.Conv(cfg.out_channels, (1, 1), dtype=dtype, name="head")(x)
+        return crop_to(x.astype(jnp.float32), size)
+
+
+class CountingCNN(nn.Module):
+    """Regression CNN for cell counts: strided convs, global mean pool, dense -> 1 scalar.
+
+    ``__call__(x (N, H, W, C), train)`` returns (N,) float32 predicted counts.  The final
+    bias starts at ``count_offset`` (e.g. the mean count of the training set).
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 64, 128)
+    dense: int = 64
+    count_offset: float = 0.0
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        dtype = _DTYPES[self.dtype]
+        x = jnp.asarray(x, jnp.float32).astype(dtype)
+        for i, width in enumerate(self.widths):
+            x = nn.Conv(width, (3, 3), strides=(2, 2), padding="SAME", dtype=dtype, name=f"conv_{i}")(x)
+            x = nn.GroupNorm(num_groups=_groups(width), dtype=dtype)(x)
+            x = nn.relu(x)
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.relu(nn.Dense(self.dense, dtype=dtype)(x))
+        bias_init = nn.initializers.constant(self.count_offset)
+        x = nn.Dense(1, dtype=dtype, bias_init=bias_init, name="out")(x)
+        return x[:, 0].astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- targets, loss
+
+
+def normalize_image(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Percentile-normalise an image (any dtype) to float32, ``low`` -> 0 and ``high`` -> 1."""
+    img = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(img, [low, high])
+    return ((img - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+
+
+def seg_targets(labels) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets of an instance-label image.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 = background, one positive id per instance.
+
+    Returns
+    -------
+    foreground : ndarray of float32, shape (H, W)
+        1 inside instances.
+    distance : ndarray of float32, shape (H, W)
+        Euclidean distance to the nearest background pixel or boundary with another
+        instance, divided by its maximum within each instance (so 1 at the centre, in (0, 1]
+        inside, 0 on boundaries between touching instances and outside).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    labels = labels.astype(np.int64)
+    fg = labels > 0
+    # Pixels 4-adjacent to a different instance separate touching instances.
+    touching = np.zeros_like(fg)
+    for a, b in (
+        (np.s_[1:, :], np.s_[:-1, :]),
+        (np.s_[:, 1:], np.s_[:, :-1]),
+    ):
+        diff = (labels[a] != labels[b]) & (labels[a] > 0) & (labels[b] > 0)
+        touching[a] |= diff
+        touching[b] |= diff
+    separated = fg & ~touching
+    dist = ndi.distance_transform_edt(separated).astype(np.float32)
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    maxima = np.asarray(ndi.maximum(dist, inverse, index=np.arange(ids.size)), np.float32)
+    denom = maxima[inverse]
+    distance = np.where(denom > 0, dist / np.where(denom > 0, denom, 1.0), 0.0).astype(np.float32)
+    return fg.astype(np.float32), distance
+
+
+def seg_loss(outputs, fg, dist) -> tuple[jax.Array, dict]:
+    """BCE of the foreground plus MSE of the normalised distance inside the foreground.
+
+    Parameters
+    ----------
+    outputs : array, shape (N, H, W, 2)
+        :class:`UNet` logits.
+    fg, dist : array, shape (N, H, W)
+        Targets from :func:`seg_targets`.
+
+    Returns
+    -------
+    (loss, metrics)
+        Scalar loss and a dict with ``loss``, ``bce`` and ``distance_mse``.
+    """
+    fg = jnp.asarray(fg, jnp.float32)
+    dist = jnp.asarray(dist, jnp.float32)
+    bce = jnp.mean(optax.sigmoid_binary_cross_entropy(outputs[..., 0], fg))
+    err = (jax.nn.sigmoid(outputs[..., 1]) - dist) ** 2
+    mse = jnp.sum(err * fg) / jnp.maximum(jnp.sum(fg), 1.0)
+    loss = bce + mse
+    return loss, {"loss": loss, "bce": bce, "distance_mse": mse}
+
+
+def augment_maps(x: jax.Array, rng: jax.Array) -> jax.Array:
+    """Random symmetry per image of (N, H, W, C) maps (image and targets stacked on C).
+
+    Square images get one of the 8 symmetries (90-degree rotations and flips); others one of
+    the 4 that keep the shape (flips and 180-degree rotation).
+    """
+    n = x.shape[0]
+    variants = [x, x[:, ::-1], x[:, :, ::-1], x[:, ::-1, ::-1]]
+    if x.shape[1] == x.shape[2]:
+        variants += [jnp.rot90(v, 1, axes=(1, 2)) for v in variants]
+    k = jax.random.randint(rng, (n,), 0, len(variants))
+    return jnp.stack(variants)[k, jnp.arange(n)]
+
+
+class TrainState(train_state.TrainState):
+    """Flax TrainState (params, optimizer state, step)."""
+
+
+def create_seg_state(
+    config: UNetConfig,
+    rng: jax.Array,
+    sample_shape: tuple[int, int] = (64, 64),
+    learning_rate: float = 1e-3,
+    tx: optax.GradientTransformation | None = None,
+) -> TrainState:
+    """A fresh U-Net TrainState, parameters initialised from ``rng``; ``tx`` (default Adam at
+    ``learning_rate``) is the optimiser."""
+    model = UNet(config)
+    x = jnp.zeros((1, *sample_shape, config.in_channels), jnp.float32)
+    params = jax.jit(model.init)(rng, x)["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx or optax.adam(learning_rate))
+
+
+def seg_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: bool = True):
+    """One optimisation step of the U-Net; pure (jit it with ``do_augment`` static).
+
+    Parameters
+    ----------
+    state : TrainState
+    batch : (images, fg, dist)
+        images (N, H, W, C) float32 (normalised, see :func:`normalize_image`); fg and dist
+        (N, H, W) float32 from :func:`seg_targets`.
+    rng : jax.Array
+        Key for the augmentation.
+
+    Returns
+    -------
+    (TrainState, dict)
+        The updated state and the batch's metrics (see :func:`seg_loss`).
+    """
+    images, fg, dist = batch
+    c = images.shape[-1]
+    if do_augment:
+        stacked = jnp.concatenate([images, fg[..., None], dist[..., None]], axis=-1)
+        stacked = augment_maps(stacked, rng)
+        images, fg, dist = stacked[..., :c], stacked[..., c], stacked[..., c + 1]
+
+    def loss_fn(params):
+        out = state.apply_fn({"params": params}, images, train=True)
+        return seg_loss(out, fg, dist)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads), metrics
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _forward(params, config: UNetConfig, x):
+    out = UNet(config).apply({"params": params}, x, train=False)
+    return jax.nn.sigmoid(out[..., 0]), jax.nn.sigmoid(out[..., 1])
+
+
+def predict_maps(params, config: UNetConfig, image) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground probability and normalised distance maps (H, W) of one image.
+
+    ``image`` is (H, W) or (H, W, C), raw intensities; it is percentile-normalised here.
+    """
+    img = normalize_image(image)
+    if img.ndim == 2:
+        img = img[..., None]
+    fg, dist = _forward(params, config, jnp.asarray(img[None]))
+    return np.asarray(fg[0]), np.asarray(dist[0])
+
+
+def predict_instances(
+    params,
+    config: UNetConfig,
+    image,
+    threshold: float = 0.5,
+    marker_threshold: float = 0.5,
+    min_area: int = 0,
+) -> np.ndarray:
+    """Instance labels (H, W) int32 of one image: U-Net maps, then a distance watershed.
+
+    See :func:`assets_pkg.core.segmentation.classical.instances_from_maps` for the thresholds.
+    """
+    fg, dist = predict_maps(params, config, image)
+    return classical.instances_from_maps(
+        fg, dist, threshold, kind="distance", marker_threshold=marker_threshold, min_area=min_area
+    )
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def count_loss(pred, true) -> jax.Array:
+    """Mean squared error (L2) between predicted and true counts."""
+    return jnp.mean((jnp.asarray(pred, jnp.float32) - jnp.asarray(true, jnp.float32)) ** 2)
+
+
+def create_count_state(
+    model: CountingCNN,
+    rng: jax.Array,
+    sample_shape: tuple[int, int, int] = (64, 64, 1),
+    learning_rate: float = 1e-3,
+    tx: optax.GradientTransformation | None = None,
+) -> TrainState:
+    """A fresh CountingCNN TrainState; ``tx`` (default Adam at ``learning_rate``) is the optimiser."""
+    params = jax.jit(model.init)(rng, jnp.zeros((1, *sample_shape), jnp.float32))["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx or optax.adam(learning_rate))
+
+
+def count_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: bool = True):
+    """One optimisation step of the counting CNN; pure (jit with ``do_augment`` static).
+
+    ``batch = (images (N, H, W, C) float32, counts (N,))``; returns ``(state, {"loss": ...})``.
+    """
+    images, counts = batch
+    if do_augment:
+        images = augment_maps(images, rng)
+
+    def loss_fn(params):
+        return count_loss(state.apply_fn({"params": params}, images, train=True), counts)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), {"loss": loss}

@@ -1,0 +1,232 @@
+"""The Dagster layer: definitions load, assets materialize on a temporary instance, checks block,
+the sensor picks up complete plates only."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from plate_factory import set_value
+
+from assets_pkg.core.imaging.plates import METADATA_CSV, read_plate
+from assets_pkg.core.imaging.simulator import simulate_plates
+from assets_pkg.core.store.frame_store import FrameStore
+from assets_pkg.definitions import defs
+from assets_pkg.defs import atlas, dataset, model, plates
+from assets_pkg.defs.automation import new_plate_sensor
+from assets_pkg.defs.resources import CellscapeResource
+
+REPO = Path(__file__).resolve().parents[2]
+PLATE_ASSETS = [plates.plate_images, plates.plate_metadata, plates.plate_metadata_suites, plates.nuclei_masks, plates.plate_frames]
+
+
+def test_definitions_hold_the_ingest_graph():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"plate_images", "plate_metadata", "nuclei_masks", "plate_frames", "frame_catalog",
+            "dataset_splits", "dataset_version", "cell_image_sets", "segmentation_model", "counting_model",
+            "segmentation_results"} <= keys
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert {"schema_suite", "provenance_suite", "checksums_suite", "geometry_suite", "splits_disjoint"} <= checks
+    assert defs.resolve_sensor_def("new_plate_sensor") is not None
+    assert defs.resolve_job_def("ingest_plate_job") is not None
+    assert defs.resolve_job_def("segmentation_job") is not None
+
+
+def test_dagster_definitions_validate_passes():
+    env = dict(os.environ, DAGSTER_HOME=str(REPO / "dagster_home"))
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project root with two small simulated plates under data/plates."""
+    root = tmp_path / "project"
+    simulate_plates(root / "data" / "plates", n_plates=2, seed=5, wells=2, fields_per_well=1, field_size=320)
+    return root
+
+
+def _materialize_plate(root: Path, pk: str, instance) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        PLATE_ASSETS,
+        partition_key=pk,
+        instance=instance,
+        resources={"cellscape": CellscapeResource(root=str(root))},
+        raise_on_error=False,
+    )
+
+
+def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01", "plate02"])
+        res = _materialize_plate(project, "plate01", instance)
+        assert res.success
+        mats = {e.asset_key.to_user_string(): e for e in res.get_asset_materialization_events()}
+        assert set(mats) == {"plate_images", "plate_metadata", "nuclei_masks", "plate_frames"}
+        checks = res.get_asset_check_evaluations()
+        assert len(checks) == 4 and all(c.passed for c in checks)
+        md = res.asset_materializations_for_node("plate_frames")[0].metadata
+        assert md["frames"].value > 0 and "frames_figure" in md
+        assert (project / "artifacts" / "figures" / "plate01" / "frames_grid.png").stat().st_size > 10_000
+        assert (project / "artifacts" / "figures" / "plate01" / "nuclei_field.png").stat().st_size > 10_000
+
+        store = FrameStore(str(project / "artifacts" / "frames"))
+        before = store.read_table("plate01")
+        frames_before = store.read_frames("plate01", np.arange(len(before)))
+        assert frames_before.shape == (len(before), 100, 100, 3)
+        assert np.isfinite(frames_before).all()
+
+        # plate02 gets a checksum mismatch: the checks fail, frames are never cut
+        plate02 = project / "data" / "plates" / "plate02"
+        name = read_plate(plate02).metadata["file_name"].iloc[0]
+        set_value(plate02, name, "sha256", "0" * 64)
+        raw_before = {p.name: p.read_bytes() for p in plate02.iterdir()}
+        res2 = _materialize_plate(project, "plate02", instance)
+        assert not res2.success
+        failed = [c for c in res2.get_asset_check_evaluations() if not c.passed]
+        assert [c.check_name for c in failed] == ["checksums_suite"]
+        assert "sha256" in failed[0].metadata["failures"].value
+        done = {e.asset_key.to_user_string() for e in res2.get_asset_materialization_events()}
+        assert "plate_frames" not in done and "nuclei_masks" not in done
+        # the earlier plate is intact and nothing was stored for plate02; raw folder untouched
+        assert store.plate_ids() == ["plate01"]
+        pd.testing.assert_frame_equal(store.read_table("plate01"), before)
+        np.testing.assert_array_equal(store.read_frames("plate01", np.arange(len(before))), frames_before)
+        assert {p.name: p.read_bytes() for p in plate02.iterdir()} == raw_before
+
+
+def _dvc(root: Path, *args: str):
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run([str(dvc), *args], cwd=root, check=True, capture_output=True, text=True)
+
+
+def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
+    _dvc(project, "init", "--no-scm", "-q")
+    _dvc(project, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    _dvc(project, "add", "-q", "data")
+    resources = {"cellscape": CellscapeResource(root=str(project))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01", "plate02"])
+        for pk in ("plate01", "plate02"):
+            assert _materialize_plate(project, pk, instance).success
+        res = dg.materialize(
+            [dataset.dataset_version, dataset.frame_catalog, dataset.dataset_splits],
+            instance=instance, resources=resources,
+            run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
+        )
+        assert res.success
+        md5 = res.asset_materializations_for_node("dataset_version")[0].metadata["dataset_md5"].value
+        assert md5.endswith(".dir") and md5 in (project / "data.dvc").read_text()
+        assert any((tmp_path / "remote").rglob("*")), "dvc push put nothing in the remote"
+        store = FrameStore(str(project / "artifacts" / "frames"))
+        cat = store.read_catalog()
+        assert len(cat) == sum(len(store.read_table(p)) for p in ("plate01", "plate02"))
+        assert cat["protein_id"].nunique() == cat["ensg_id"].nunique() == 4
+        assert store.read_catalog_manifest()["provenance"]["dataset_md5"] == md5
+        splits = store.read_dataset_table("splits")
+        assert set(splits["split"]) <= {"train", "valid"} and len(splits) == len(cat)
+        check = res.get_asset_check_evaluations()[0]
+        assert check.check_name == "splits_disjoint" and check.passed
+
+
+def test_new_plate_sensor_picks_complete_settled_plates_only(project):
+    plates_dir = project / "data" / "plates"
+    old = time.time() - 60
+    for p in plates_dir.rglob("*"):
+        os.utime(p, (old, old))
+    # a half-copied plate: metadata lists a file that is not there yet
+    half = plates_dir / "plate03"
+    shutil.copytree(plates_dir / "plate02", half)
+    (half / "plate.json").write_text((half / "plate.json").read_text().replace("plate02", "plate03"))
+    meta = (half / METADATA_CSV).read_text().replace("plate02", "plate03")
+    (half / METADATA_CSV).write_text(meta)
+    next(half.glob("*_protein.tif")).unlink()
+    for p in half.rglob("*"):
+        os.utime(p, (old, old))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01"])
+        ctx = dg.build_sensor_context(instance=instance, resources={"cellscape": CellscapeResource(root=str(project))})
+        result = new_plate_sensor(ctx)
+        assert [r.partition_key for r in result.run_requests] == ["plate02"]
+        assert result.dynamic_partitions_requests[0].partition_keys == ["plate02"]
+        # a plate still being written (fresh mtime) waits for the next tick
+        (plates_dir / "plate02" / "plate.json").touch()
+        result = new_plate_sensor(dg.build_sensor_context(instance=instance, resources={"cellscape": CellscapeResource(root=str(project))}))
+        assert isinstance(result, dg.SkipReason)
+
+
+def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plates(project, tmp_path):
+    _dvc(project, "init", "--no-scm", "-q")
+    _dvc(project, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    _dvc(project, "add", "-q", "data")
+    resources = {"cellscape": CellscapeResource(root=str(project))}
+    small = {"preset": "tiny", "epochs": 2, "batch_size": 8}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01", "plate02"])
+        for pk in ("plate01", "plate02"):
+            assert _materialize_plate(project, pk, instance).success
+        ctx = dg.build_schedule_context(instance=instance)
+        assert isinstance(model.retrain_schedule(ctx), dg.RunRequest)  # plates, no model yet
+        res = dg.materialize(
+            [dataset.dataset_version, dataset.frame_catalog, dataset.dataset_splits,
+             model.localization_model, model.localization_model_ablation],
+            instance=instance, resources=resources,
+            run_config={"ops": {
+                "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}},
+                "localization_model": {"config": small},
+                "localization_model_ablation": {"config": small},
+            }},
+        )
+        assert res.success
+        for name, weight in (("localization_model", 1.0), ("localization_model_ablation", 0.0)):
+            md = res.asset_materializations_for_node(name)[0].metadata
+            assert md["classification_weight"].value == weight
+            ckpt = Path(md["checkpoint_dir"].value)
+            assert (ckpt / "metrics.json").is_file() and (ckpt / "checkpoints").is_dir()
+            assert (ckpt / "figures" / "reconstructions.png").stat().st_size > 5_000
+            assert (ckpt / "figures" / "curves.png").stat().st_size > 5_000
+            assert "data:image/png;base64" in md["reconstructions"].value
+        checks = {c.asset_key.to_user_string(): c for c in res.get_asset_check_evaluations() if c.check_name == "model_health"}
+        assert set(checks) == {"localization_model", "localization_model_ablation"}
+        for c in checks.values():
+            assert c.metadata["perplexity"].value > 0
+        # the atlas from both models: embeddings, spectra, code clusters, aligned UMAP, report
+        res = dg.materialize(
+            [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
+             atlas.umap_projection, atlas.localization_report],
+            instance=instance, resources=resources,
+            run_config={"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 4}},
+                                "localization_report": {"config": {"n_clusters": 4, "k": 2}},
+                                "umap_projection": {"config": {"n_neighbors": 5}}}},
+        )
+        assert res.success
+        md = res.asset_materializations_for_node("localization_report")[0].metadata
+        report = Path(md["path"].value)
+        assert "localization_model_ablation" in md["scores"].value
+        for name in ("localization_model", "localization_model_ablation"):
+            assert 0 <= md[f"{name}_knn_accuracy"].value <= 1
+            assert (report / f"{name}_spectra.parquet").is_file() and (report / f"{name}_matrices.npz").is_file()
+            with np.load(report / f"{name}_matrices.npz", allow_pickle=False) as z:
+                assert "model" in str(z["provenance"]) and z["leaf_order"].size == z["used_codes"].size
+        assert (report / "figures" / "aligned_umaps.png").stat().st_size > 5_000
+        scores = __import__("json").loads((report / "scores.json").read_text())
+        assert set(scores["scores"]) == {"localization_model", "localization_model_ablation"}
+        # nothing new since the model: the nightly schedule skips; a re-ingested plate triggers it
+        assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+        assert _materialize_plate(project, "plate01", instance).success
+        assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+
+
+def test_dvc_yaml_and_params_parse():
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {"validate", "ingest", "train", "report"} <= {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}

@@ -1,0 +1,172 @@
+"""Tests of the segmentation U-Net and the counting CNN (tiny configs, CPU)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from assets_pkg.core.segmentation import unet
+from assets_pkg.core.segmentation.unet import (
+    CountingCNN,
+    UNet,
+    UNetConfig,
+    create_count_state,
+    create_seg_state,
+    crop_to,
+    pad_to_multiple,
+    predict_instances,
+    seg_loss,
+    seg_targets,
+)
+
+TINY = UNetConfig(depth=2, base_width=8)
+H, W = 40, 52
+
+
+def _key(seed: int) -> jax.Array:
+    # The "rbg" generator compiles much faster on CPU than threefry, which keeps the tests short.
+    return jax.random.key(seed, impl="rbg")
+
+
+def _discs(shape=(H, W), centres=((12, 14), (26, 36)), radius=7) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = i
+    return labels
+
+
+@pytest.fixture(scope="module")
+def disc_batch():
+    labels = _discs()
+    fg, dist = seg_targets(labels)
+    rng = np.random.default_rng(0)
+    image = (fg * 0.8 + 0.1 + rng.normal(0, 0.05, fg.shape)).astype(np.float32)
+    return labels, image, fg, dist
+
+
+@pytest.mark.parametrize("shape", [(37, 51), (40, 52), (1, 5), (16, 16)])
+def test_pad_crop_round_trip(shape):
+    x = np.random.default_rng(1).normal(size=(2, *shape, 3)).astype(np.float32)
+    padded = pad_to_multiple(x, 8)
+    assert padded.shape[1] % 8 == 0 and padded.shape[2] % 8 == 0
+    assert padded.shape[1] - shape[0] < 8 and padded.shape[2] - shape[1] < 8
+    np.testing.assert_array_equal(crop_to(padded, shape), x)
+    # Reflect padding: the first padded row mirrors the row before the last one.
+    if shape[0] > 1 and padded.shape[1] > shape[0]:
+        np.testing.assert_array_equal(padded[:, shape[0], : shape[1]], x[:, shape[0] - 2])
+    jp = pad_to_multiple(jnp.asarray(x), 8)
+    np.testing.assert_allclose(np.asarray(jp), padded)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        UNetConfig(dtype="float16")
+    with pytest.raises(ValueError):
+        UNetConfig(outputs="boundary")
+    assert UNetConfig().depth == 4 and UNetConfig().base_width == 32
+
+
+def test_unet_output_shape_odd_sizes():
+    x = jnp.ones((2, 37, 51, 1))
+    params = jax.jit(UNet(TINY).init)(_key(0), x)["params"]
+    for dtype in ("float32", "bfloat16"):
+        model = UNet(UNetConfig(depth=2, base_width=8, dtype=dtype))
+        out = jax.jit(model.apply)({"params": params}, x)
+        assert out.shape == (2, 37, 51, 2)
+        assert out.dtype == jnp.float32
+        assert np.isfinite(np.asarray(out)).all()
+
+
+def test_seg_targets_two_discs(disc_batch):
+    labels, _, fg, dist = disc_batch
+    assert fg.dtype == np.float32 and dist.dtype == np.float32
+    np.testing.assert_array_equal(fg, (labels > 0).astype(np.float32))
+    assert (dist[labels == 0] == 0).all()
+    assert (dist[labels > 0] > 0).all() and dist.max() == 1.0
+    for i, (cy, cx) in enumerate(((12, 14), (26, 36)), start=1):
+        assert dist[cy, cx] == pytest.approx(1.0)
+        assert dist[labels == i].max() == pytest.approx(1.0)
+        assert (dist[labels == i] < 1.0).sum() == (labels == i).sum() - 1
+
+
+def test_seg_targets_touching_instances():
+    labels = np.zeros((9, 12), np.int32)
+    labels[2:7, 1:6] = 3
+    labels[2:7, 6:11] = 8
+    fg, dist = seg_targets(labels)
+    assert fg.sum() == 50
+    # The line where the two instances touch is a boundary: distance 0 there, peak 1 inside.
+    assert (dist[2:7, 5] == 0).all() and (dist[2:7, 6] == 0).all()
+    assert dist[labels == 3].max() == 1.0 and dist[labels == 8].max() == 1.0
+
+
+def test_seg_loss_perfect_vs_wrong(disc_batch):
+    _, _, fg, dist = disc_batch
+    logit = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))  # noqa: E731
+    good = np.stack([logit(fg) * 3, logit(dist)], -1)[None]
+    bad = -good
+    lg, mg = seg_loss(jnp.asarray(good), fg[None], dist[None])
+    lb, _ = seg_loss(jnp.asarray(bad), fg[None], dist[None])
+    assert float(lg) < 0.01 < float(lb)
+    assert set(mg) == {"loss", "bce", "distance_mse"}
+
+
+def test_train_steps_lower_loss_and_predict(disc_batch):
+    labels, image, fg, dist = disc_batch
+    state = create_seg_state(TINY, _key(0), (H, W), learning_rate=1e-2)
+    forward = jax.jit(state.apply_fn)
+    batch = (jnp.asarray(image)[None, ..., None], jnp.asarray(fg)[None], jnp.asarray(dist)[None])
+    step = jax.jit(unet.seg_train_step, static_argnames="do_augment")
+
+    def eval_loss(params):
+        return float(seg_loss(forward({"params": params}, batch[0]), fg[None], dist[None])[0])
+
+    before = eval_loss(state.params)
+    rng = _key(1)
+    for _ in range(15):
+        rng, sub = jax.random.split(rng)
+        state, metrics = step(state, batch, sub)
+        assert np.isfinite(float(metrics["loss"]))
+    after = eval_loss(state.params)
+    assert after < 0.8 * before
+
+    pred = predict_instances(state.params, TINY, image * 1000)
+    assert pred.shape == (H, W) and pred.dtype == np.int32
+    assert pred.min() >= 0
+
+
+def test_augment_maps_square_and_not():
+    rng = _key(3)
+    x = jnp.arange(2 * 4 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 4, 2)
+    y = unet.augment_maps(x, rng)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(np.sort(np.asarray(y).ravel()), np.sort(np.asarray(x).ravel()))
+    z = unet.augment_maps(jnp.ones((3, 4, 6, 1)), rng)
+    assert z.shape == (3, 4, 6, 1)
+
+
+def test_counting_cnn_shape_and_step():
+    rng = np.random.default_rng(0)
+    counts = np.array([1, 2, 4, 6], np.float32)
+    images = np.zeros((4, 32, 32, 1), np.float32)
+    for i, n in enumerate(counts.astype(int)):
+        for _ in range(n):
+            y, x = rng.integers(3, 29, size=2)
+            images[i, y - 2 : y + 3, x - 2 : x + 3, 0] = 1.0
+    model = CountingCNN(widths=(8, 16, 16), dense=16, count_offset=float(counts.mean()))
+    state = create_count_state(model, _key(0), (32, 32, 1), learning_rate=3e-3)
+    forward = jax.jit(state.apply_fn)
+    out = forward({"params": state.params}, jnp.asarray(images))
+    assert out.shape == (4,) and out.dtype == jnp.float32
+    batch = (jnp.asarray(images), jnp.asarray(counts))
+    step = jax.jit(unet.count_train_step, static_argnames="do_augment")
+    before = float(unet.count_loss(out, counts))
+    key = _key(1)
+    for _ in range(20):
+        key, sub = jax.random.split(key)
+        state, metrics = step(state, batch, sub)
+    after = float(unet.count_loss(forward({"params": state.params}, batch[0]), counts))
+    assert after < before
