@@ -224,15 +224,15 @@ def test_panel_cycles_across_plates(tmp_path):
 
 
 def test_acquisition_time_deterministic():
-    start = sim._parse_start("2026-01-05T09:00:00Z")
+    start = sim.parse_start_time("2026-01-05T09:00:00Z")
     assert sim.acquisition_time(start, 0, 0, 0) == "2026-01-05T09:00:00Z"
     assert sim.acquisition_time(start, 1, 2, 1) == "2026-01-06T09:04:15Z"
     assert (
-        sim.acquisition_time(sim._parse_start("2026-01-05T10:00:00+01:00"), 0, 0, 0)
+        sim.acquisition_time(sim.parse_start_time("2026-01-05T10:00:00+01:00"), 0, 0, 0)
         == "2026-01-05T09:00:00Z"
     )
     with pytest.raises(ValueError, match="time zone"):
-        sim._parse_start("2026-01-05T09:00:00")
+        sim.parse_start_time("2026-01-05T09:00:00")
 
 
 # --------------------------------------------------------------------------------------
