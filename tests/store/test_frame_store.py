@@ -120,7 +120,7 @@ def test_failure_before_manifest_swap_keeps_previous_version(store, monkeypatch)
     def boom(_table):
         raise RuntimeError("disk full while writing the table")
 
-    monkeypatch.setattr(store_mod, "_table_to_parquet", boom)
+    monkeypatch.setattr(store_mod, "table_to_parquet", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         store.write_plate("P1", frames_for(12, seed=2), table_for("P1", 12), {"run": 2})
     monkeypatch.undo()

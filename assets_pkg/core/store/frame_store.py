@@ -35,20 +35,17 @@ Arrays are opened with ``fill_missing_data_reads=False`` and written with
 ``store_data_equal_to_fill_value=True``: a missing chunk is an error, never silent zeros.
 A reader that holds a plate's array when the plate is rewritten gets that error on its next
 read, re-reads the manifest and retries once.
+
+The module holds what is about plates (:class:`FrameStore`: plate arrays and tables, batched
+reads, the catalog, nucleus masks); the kvstore, versions and manifests are
+:class:`~.versioned.VersionedStore`, its base, and the chunking is :mod:`.layout`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,184 +54,34 @@ import tensorstore as ts
 from ..errors import StoreError
 from ..imaging.plates import check_plate_id
 from .frames import FRAME_CHANNELS
+from .layout import AXES, DEFAULT_LAYOUT, DEFAULT_SHARD_FRAMES, ChunkLayout
+from .versioned import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    VersionedStore,
+    check_provenance,
+    now_iso,
+    table_to_parquet,
+)
 
-MANIFEST_SCHEMA_VERSION = 1
+__all__ = [
+    "AXES",
+    "DEFAULT_LAYOUT",
+    "DEFAULT_SHARD_FRAMES",
+    "ChunkLayout",
+    "FrameStore",
+]
+
 PLATES_PREFIX = "plates/"
 CATALOG_NAME = "catalog"
-MANIFEST_NAME = "manifest.json"
 ARRAY_NAME = "frames"
 TABLE_NAME = "frames.parquet"
 MASKS_PREFIX = "masks/"
 MASKS_ARRAY_NAME = "labels"
 MASKS_TABLE_NAME = "fields.parquet"
-AXES = ("frame", "y", "x", "channel")
 
 
-@dataclass(frozen=True)
-class ChunkLayout:
-    """How a plate array is cut into stored objects.
-
-    Attributes
-    ----------
-    chunk_frames : int
-        Frames per zarr chunk (the unit read): with sharding, frames per inner chunk.
-    shard_frames : int or None
-        Frames per shard (the unit stored as one object), a multiple of ``chunk_frames``;
-        None stores every chunk as its own object.
-    compression : {"zstd", None}
-        Chunk compression (zstd at ``level``) or none.
-    level : int
-        zstd level.
-    """
-
-    chunk_frames: int = 1
-    shard_frames: int | None = 256
-    compression: str | None = None
-    level: int = 1
-
-    def __post_init__(self):
-        if self.chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
-        if self.shard_frames is not None and (
-            self.shard_frames < self.chunk_frames or self.shard_frames % self.chunk_frames
-        ):
-            raise ValueError(
-                f"shard_frames ({self.shard_frames}) must be a multiple of chunk_frames "
-                f"({self.chunk_frames})"
-            )
-        if self.compression not in (None, "zstd"):
-            raise ValueError(f"compression must be 'zstd' or None, got {self.compression!r}")
-
-    def _bytes_codecs(self) -> list[dict]:
-        codecs: list[dict] = [{"name": "bytes", "configuration": {"endian": "little"}}]
-        if self.compression == "zstd":
-            codecs.append({"name": "zstd", "configuration": {"level": int(self.level)}})
-        return codecs
-
-    def metadata(self, shape: Sequence[int], dtype: str = "float32") -> dict:
-        """Zarr v3 array metadata for an array of ``shape`` = (N, H, W, C)."""
-        frame_shape = [int(s) for s in shape[1:]]
-        outer = self.shard_frames if self.shard_frames is not None else self.chunk_frames
-        if self.shard_frames is None:
-            codecs = self._bytes_codecs()
-        else:
-            codecs = [
-                {
-                    "name": "sharding_indexed",
-                    "configuration": {
-                        "chunk_shape": [self.chunk_frames, *frame_shape],
-                        "codecs": self._bytes_codecs(),
-                        "index_codecs": [
-                            {"name": "bytes", "configuration": {"endian": "little"}},
-                            {"name": "crc32c"},
-                        ],
-                        "index_location": "end",
-                    },
-                }
-            ]
-        return {
-            "shape": [int(s) for s in shape],
-            "data_type": dtype,
-            "chunk_grid": {
-                "name": "regular",
-                "configuration": {"chunk_shape": [outer, *frame_shape]},
-            },
-            "chunk_key_encoding": {"name": "default"},
-            "fill_value": 0.0,
-            "codecs": codecs,
-            "dimension_names": list(AXES),
-        }
-
-    def describe(self) -> str:
-        s = f"chunk {self.chunk_frames} frame(s)"
-        if self.shard_frames is not None:
-            s += f" in shards of {self.shard_frames}"
-        return s + (f", zstd-{self.level}" if self.compression else ", uncompressed")
-
-
-#: Frames per shard of the default layout.
-DEFAULT_SHARD_FRAMES = 256
-
-#: Default layout, chosen by ``benchmarks/bench_store.py`` (one run, default settings: 2048
-#: synthetic 100x100x3 float32 frames, 246 MB, local disk, 2 shared CPU cores, page cache
-#: warm, 20 random batches of 256 frames, median of 3 passes):
-#:
-#: ===================  ==========  =============  =======  ===============================
-#: layout               write MB/s  read frames/s  objects  read ratio vs 1 frame/chunk
-#: ===================  ==========  =============  =======  ===============================
-#: 1 frame / chunk             127          9,395     2051  1.00
-#: 8 frames / chunk            428          3,789      259  0.40
-#: 32 frames / chunk           519          2,424       67  0.26
-#: 64 frames / chunk           682          1,881       35  0.20
-#: shard 64 x 1 frame          377         11,798       35  1.26
-#: shard 256 x 1 frame         539         11,288       11  1.20
-#: same, zstd-1                304          3,093       11  0.33 (stored 8 % smaller)
-#: ===================  ==========  =============  =======  ===============================
-#:
-#: Plain chunks of k frames read k frames per wanted frame (a random batch touches ~256
-#: chunks), so reads fall as k grows; one frame per chunk reads fast but writes one object
-#: per frame.  Sharding keeps one-frame reads and writes one object per 256 frames (4x the
-#: write speed of 1-frame chunks here, and far fewer requests on a cloud store).  zstd saved
-#: little on float32 frames and cost two thirds of the read speed, so frames are stored
-#: uncompressed.  The same run measured the default store at 0.18x the frames/s of a NumPy
-#: memmap of the same frames (13.4k vs 73.8k frames/s; the memmap is a warm-cache memcpy).
-DEFAULT_LAYOUT = ChunkLayout(chunk_frames=1, shard_frames=DEFAULT_SHARD_FRAMES, compression=None)
-
-
-def _kvstore_spec(root: str | os.PathLike | Mapping) -> Any:
-    """TensorStore kvstore spec (JSON dict or URL) for a store root."""
-    if isinstance(root, Mapping):
-        spec = dict(root)
-        if "driver" not in spec:
-            raise StoreError("kvstore spec needs a 'driver'", field="root")
-        path = spec.get("path", "")
-        if path and not path.endswith("/"):
-            spec["path"] = path + "/"
-        return spec
-    root = os.fspath(root)
-    if "://" in root:
-        return root if root.endswith("/") else root + "/"
-    return {"driver": "file", "path": str(Path(root).expanduser().resolve()) + "/"}
-
-
-def _prefix_range(prefix: str) -> ts.KvStore.KeyRange:
-    """Key range of all keys starting with ``prefix`` (which ends with '/'; '' = all keys)."""
-    if not prefix:
-        return ts.KvStore.KeyRange()
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=end)
-
-
-def _new_version() -> str:
-    """A fresh, time-ordered version id like ``v20250102T030405123456Z-1a2b3c4d``."""
-    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"v{now}-{uuid.uuid4().hex[:8]}"
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _table_to_parquet(table: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False, engine="pyarrow")
-    return buf.getvalue()
-
-
-def _json_bytes(obj: Mapping) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _check_provenance(provenance: Mapping | None) -> dict:
-    prov = dict(provenance or {})
-    try:
-        json.dumps(prov)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"provenance must be JSON-serialisable: {e}", field="provenance") from e
-    return prov
-
-
-class FrameStore:
+class FrameStore(VersionedStore):
     """Frames of many plates, one versioned zarr3 array per plate (see module notes).
 
     Parameters
@@ -258,62 +105,8 @@ class FrameStore:
         context: ts.Context | None = None,
     ):
         self.layout = layout
-        self.context = context if context is not None else ts.Context()
-        self._spec = _kvstore_spec(root)
-        try:
-            self._kv = ts.KvStore.open(self._spec, context=self.context).result()
-        except ValueError as e:
-            raise StoreError(f"cannot open kvstore {self._spec!r}: {e}", field="root") from e
+        super().__init__(root, context)
         self._arrays: dict[str, tuple[dict, ts.TensorStore]] = {}
-
-    def __repr__(self) -> str:
-        return f"FrameStore({self.url!r})"
-
-    @property
-    def url(self) -> str:
-        """The root as a kvstore URL (or JSON spec text where the driver has no URL form)."""
-        try:
-            return self._kv.url
-        except (ValueError, AttributeError):
-            return json.dumps(self._kv.spec().to_json())
-
-    # ------------------------------------------------------------------ raw key-value I/O
-    def _read_bytes(self, key: str) -> bytes | None:
-        r = self._kv.read(key).result()
-        return None if r.state == "missing" else bytes(r.value)
-
-    def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        futures = [self._kv.read(k) for k in keys]
-        out = []
-        for f in futures:
-            r = f.result()
-            out.append(None if r.state == "missing" else bytes(r.value))
-        return out
-
-    def _write_bytes(self, key: str, data: bytes) -> None:
-        self._kv.write(key, data).result()
-
-    def _delete_prefix(self, prefix: str) -> None:
-        self._kv.delete_range(_prefix_range(prefix)).result()
-
-    def _list(self, prefix: str) -> list[str]:
-        keys = self._kv.list(_prefix_range(prefix), strip_prefix_length=len(prefix)).result()
-        return [k.decode("utf-8") for k in keys]
-
-    def _read_json(self, key: str) -> dict | None:
-        raw = self._read_bytes(key)
-        if raw is None:
-            return None
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"not valid JSON: {e}", path=self._where(key)) from e
-        if not isinstance(obj, dict):
-            raise StoreError("must hold a JSON object", path=self._where(key))
-        return obj
-
-    def _where(self, key: str) -> str:
-        return f"{self.url.rstrip('/')}/{key}"
 
     # ------------------------------------------------------------------ plate keys
     @staticmethod
@@ -322,23 +115,6 @@ class FrameStore:
 
     def _manifest_key(self, plate_id: str) -> str:
         return self._plate_prefix(plate_id) + MANIFEST_NAME
-
-    def _open_array_at(self, path: str, transaction: ts.Transaction | None = None, **create) -> ts.TensorStore:
-        spec: dict[str, Any] = {
-            "driver": "zarr3",
-            "fill_missing_data_reads": False,
-            "store_data_equal_to_fill_value": True,
-        }
-        if create:
-            spec["metadata"] = create["metadata"]
-        return ts.open(
-            spec,
-            kvstore=self._kv / path,
-            context=self.context,
-            transaction=transaction,
-            create=bool(create),
-            open=not create,
-        ).result()
 
     # ------------------------------------------------------------------ writing
     def write_plate(
@@ -391,7 +167,7 @@ class FrameStore:
         frames = np.ascontiguousarray(frames, dtype=np.float32)
         n = frames.shape[0]
         table = self._check_table(plate_id, table, n)
-        prov = _check_provenance(provenance)
+        prov = check_provenance(provenance)
         if channels is None:
             channels = FRAME_CHANNELS if frames.shape[-1] == len(FRAME_CHANNELS) else None
         elif len(channels) != frames.shape[-1]:
@@ -405,7 +181,7 @@ class FrameStore:
             array_path = prefix + ARRAY_NAME + "/"
             self._write_array(array_path, frames, metadata)
             table_path = prefix + TABLE_NAME
-            table_bytes = _table_to_parquet(table)
+            table_bytes = table_to_parquet(table)
             self._write_bytes(table_path, table_bytes)
             return {
                 "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -419,7 +195,7 @@ class FrameStore:
                 "dtype": "float32",
                 "axes": list(AXES),
                 "channels": None if channels is None else list(channels),
-                "created": _now_iso(),
+                "created": now_iso(),
                 "array_path": array_path,
                 "table_path": table_path,
                 "table_sha256": hashlib.sha256(table_bytes).hexdigest(),
@@ -431,47 +207,6 @@ class FrameStore:
         manifest = self._versioned_write(self._plate_prefix(plate_id), build)
         self._arrays.pop(plate_id, None)
         return manifest
-
-    def _write_array(self, path: str, data: np.ndarray, metadata: dict) -> None:
-        """Create a zarr3 array at ``path`` and write ``data`` in one TensorStore transaction."""
-        txn = ts.Transaction()
-        arr = self._open_array_at(path, transaction=txn, metadata=metadata)
-        if data.size:
-            arr.write(data).result()
-        txn.commit_async().result()
-
-    def _versioned_write(self, parent: str, build) -> dict:
-        """Write a new version under ``parent``, swap the manifest, delete older versions.
-
-        ``build(prefix, version)`` writes the version's data under ``prefix`` and returns its
-        manifest.  Until the manifest write (one key, atomic) the previous version stays
-        current; on any failure before it, the partial version is removed (best effort).
-        """
-        version = _new_version()
-        prefix = parent + version + "/"
-        try:
-            manifest = build(prefix, version)
-            self._write_bytes(parent + MANIFEST_NAME, _json_bytes(manifest))  # the swap
-        except BaseException:
-            try:
-                self._delete_prefix(prefix)
-            except Exception:  # noqa: BLE001 - best effort; the next write sweeps orphans
-                pass
-            raise
-        self._delete_other_versions(parent, keep=version)
-        return manifest
-
-    def _delete_other_versions(self, parent: str, keep: str) -> None:
-        """Delete versions older than ``keep``, sparing whatever the manifest names now.
-
-        Version ids sort by creation time, so a concurrent writer's newer version (still
-        being written, or already current) is never removed by an older writer's cleanup.
-        """
-        current = (self._read_json(parent + MANIFEST_NAME) or {}).get("version")
-        versions = {k.split("/", 1)[0] for k in self._list(parent) if "/" in k}
-        for v in sorted(versions):
-            if v < keep and v != current:
-                self._delete_prefix(parent + v + "/")
 
     @staticmethod
     def _check_table(plate_id: str, table: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -525,16 +260,6 @@ class FrameStore:
     def read_table(self, plate_id: str) -> pd.DataFrame:
         """The frame table of a plate's current version."""
         return self._table_from_manifest(self.read_manifest(plate_id))
-
-    def _table_from_manifest(self, man: dict, raw: bytes | None = None) -> pd.DataFrame:
-        key = man["table_path"]
-        if raw is None:
-            raw = self._read_bytes(key)
-        if raw is None:
-            raise StoreError("frame table is missing", path=self._where(key))
-        if hashlib.sha256(raw).hexdigest() != man.get("table_sha256"):
-            raise StoreError("frame table checksum differs from the manifest", path=self._where(key))
-        return pd.read_parquet(io.BytesIO(raw), engine="pyarrow")
 
     def open_array(self, plate_id: str) -> ts.TensorStore:
         """The current version's array, (N, H, W, C) float32, axes (frame, y, x, channel)."""
@@ -715,49 +440,6 @@ class FrameStore:
         cat.insert(0, "row_id", np.arange(len(cat), dtype=np.int64))
         return cat
 
-    def write_dataset_table(self, name: str, df: pd.DataFrame, provenance: Mapping | None = None) -> dict:
-        """Store a dataset-level table (catalog, splits, ...) versioned like a plate.
-
-        The table lands at ``<name>/<version>/<name>.parquet`` and ``<name>/manifest.json``
-        points at it; the previous version stays current until the manifest swap.
-        """
-        if not isinstance(df, pd.DataFrame):
-            raise StoreError(f"{name} must be a DataFrame, got {type(df).__name__}", field=name)
-        check_plate_id(name)
-        prov = _check_provenance(provenance)
-        df = df.reset_index(drop=True)
-
-        def build(prefix: str, version: str) -> dict:
-            key = f"{prefix}{name}.parquet"
-            raw = _table_to_parquet(df)
-            self._write_bytes(key, raw)
-            return {
-                "schema_version": MANIFEST_SCHEMA_VERSION,
-                "kind": name,
-                "version": version,
-                "n_rows": int(len(df)),
-                "n_plates": int(df["plate_id"].nunique()) if "plate_id" in df else None,
-                "columns": [str(c) for c in df.columns],
-                "created": _now_iso(),
-                "table_path": key,
-                "table_sha256": hashlib.sha256(raw).hexdigest(),
-                "provenance": prov,
-            }
-
-        return self._versioned_write(f"{name}/", build)
-
-    def read_dataset_manifest(self, name: str) -> dict:
-        """The current manifest of a dataset-level table."""
-        key = f"{name}/{MANIFEST_NAME}"
-        man = self._read_json(key)
-        if man is None:
-            raise StoreError(f"no {name} table has been written", path=self._where(key))
-        return man
-
-    def read_dataset_table(self, name: str) -> pd.DataFrame:
-        """The dataset-level table last stored with :meth:`write_dataset_table`."""
-        return self._table_from_manifest(self.read_dataset_manifest(name))
-
     def write_catalog(self, df: pd.DataFrame, provenance: Mapping | None = None) -> dict:
         """Store the frame catalog; return its manifest."""
         return self.write_dataset_table(CATALOG_NAME, df, provenance)
@@ -811,7 +493,7 @@ class FrameStore:
                 f"table must be a DataFrame with one row per field ({len(masks)})", field="table"
             )
         table = table.reset_index(drop=True)
-        prov = _check_provenance(provenance)
+        prov = check_provenance(provenance)
         shape = [int(x) for x in masks.shape]
         metadata = {
             "shape": shape,
@@ -830,7 +512,7 @@ class FrameStore:
             array_path = prefix + MASKS_ARRAY_NAME + "/"
             self._write_array(array_path, masks, metadata)
             table_path = prefix + MASKS_TABLE_NAME
-            raw = _table_to_parquet(table)
+            raw = table_to_parquet(table)
             self._write_bytes(table_path, raw)
             return {
                 "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -841,7 +523,7 @@ class FrameStore:
                 "shape": shape,
                 "dtype": "int32",
                 "axes": ["field", "y", "x"],
-                "created": _now_iso(),
+                "created": now_iso(),
                 "array_path": array_path,
                 "table_path": table_path,
                 "table_sha256": hashlib.sha256(raw).hexdigest(),
