@@ -1,4 +1,4 @@
-"""Tests of the VQ-VAE library layer (assets_pkg.core.localization.models).
+"""Tests of the VQ-VAE library layer (assets_pkg.core.localization: models, layers, quantizer).
 
 Tolerances: float32 throughout; the quantizer is compared with an independent NumPy
 reference (brute-force nearest codes by ``np.linalg.norm``) to ``atol = 1e-5`` / ``rtol = 1e-5``;
@@ -12,22 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from assets_pkg.core.localization.models import (
-    VQVAE,
+from assets_pkg.core.localization.layers import (
     ClassificationHead,
     Decoder,
     Encoder,
     GlobalEncoder,
+)
+from assets_pkg.core.localization.models import (
+    VQVAE,
     ModelConfig,
     ModelOutput,
-    VectorQuantizer,
-    VQOutput,
-    codebook_histogram,
     compute_losses,
     init_model,
     model_presets,
     parameter_count,
 )
+from assets_pkg.core.localization.quantizer import VectorQuantizer, VQOutput, codebook_histogram
 
 ATOL = 1e-5
 RTOL = 1e-5

@@ -15,16 +15,16 @@ quantized map before decoding, after cytoself's two-stage model (Kobayashi et al
 into ``num_splits`` groups of ``D // num_splits`` channels, each quantized with the same
 codebook (cytoself's split quantization).
 
-The vector quantizer follows van den Oord et al. 2017 (codebook learned by gradient, straight-
-through estimator) as in the Haiku and Sonnet VQ-VAE.  Everything here is a pure function of
-its inputs and variables, so a training step can be wrapped in ``jax.jit``.  The only
-variable collection is ``params``; the only random stream is ``dropout`` (train mode).
+This module holds the configuration, the assembled :class:`VQVAE` and its objective; the
+building blocks live in :mod:`.layers` and the vector quantizer (van den Oord et al. 2017, as
+in the Haiku and Sonnet VQ-VAE) in :mod:`.quantizer`, both re-exported here.  Everything is a
+pure function of its inputs and variables, so a training step can be wrapped in ``jax.jit``.
+The only variable collection is ``params``; the only random stream is ``dropout`` (train mode).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+
+from .layers import ClassificationHead, Decoder, Encoder, GlobalEncoder, ResidualBlock
+from .quantizer import VectorQuantizer, VQOutput, codebook_histogram
 
 __all__ = [
     "ModelConfig",
@@ -56,9 +59,6 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-#: Side of the coarse (global) map of a two-level model.
-GLOBAL_MAP_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -215,38 +215,6 @@ def model_presets() -> dict[str, dict[str, Any]]:
 
 
 @struct.dataclass
-class VQOutput:
-    """What a :class:`VectorQuantizer` returns (a pytree; every field is a JAX array).
-
-    Attributes
-    ----------
-    quantized : float32 array, same shape as the input
-        Straight-through quantized vectors: the nearest codes in the forward pass, the
-        identity in the backward pass (no gradient reaches the codebook through it).
-    encoding_indices : int32 array
-        Index of the nearest code for each vector: shape ``x.shape[:-1]`` without splits,
-        ``x.shape[:-1] + (num_splits,)`` with splits.
-    codebook_loss : float32 scalar
-        ``mean((stop_gradient(x) - q) ** 2)``: moves the codes towards the encoder outputs.
-    commitment_loss : float32 scalar
-        ``commitment_cost * mean((x - stop_gradient(q)) ** 2)``: keeps the encoder close to
-        its codes (already weighted).
-    perplexity : float32 scalar
-        ``exp(entropy)`` of the code usage over all vectors of the batch, in
-        ``[1, num_embeddings]``.
-    code_usage : float32 array, shape (num_embeddings,)
-        Fraction of the batch's vectors assigned to each code (sums to 1).
-    """
-
-    quantized: jax.Array
-    encoding_indices: jax.Array
-    codebook_loss: jax.Array
-    commitment_loss: jax.Array
-    perplexity: jax.Array
-    code_usage: jax.Array
-
-
-@struct.dataclass
 class ModelOutput:
     """What :class:`VQVAE` returns (a pytree).
 
@@ -272,12 +240,7 @@ class ModelOutput:
 
 
 # --------------------------------------------------------------------------------------------
-# Building blocks
-
-
-def _num_groups(channels: int) -> int:
-    """GroupNorm groups: the largest of 32, 16, ... that divides ``channels``."""
-    return math.gcd(channels, 32)
+# Inputs
 
 
 def select_input_channels(frames: jax.Array, input_channels: tuple[int, ...]) -> jax.Array:
@@ -310,263 +273,6 @@ def select_input_channels(frames: jax.Array, input_channels: tuple[int, ...]) ->
     if tuple(input_channels) == tuple(range(frames.shape[-1])):
         return frames.astype(jnp.float32)
     return jnp.take(frames, jnp.asarray(input_channels), axis=-1).astype(jnp.float32)
-
-
-class ResidualBlock(nn.Module):
-    """Pre-activation residual block: GroupNorm, swish, conv 3x3, swish, conv 1x1, skip.
-
-    Attributes
-    ----------
-    hidden : int
-        Width of the inner 3x3 convolution.
-    dtype : dtype
-        Computation dtype (parameters stay float32).
-    """
-
-    hidden: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Apply the block to ``x`` of shape (N, H, W, C); returns the same shape."""
-        channels = x.shape[-1]
-        h = nn.GroupNorm(num_groups=_num_groups(channels), dtype=self.dtype)(x)
-        h = nn.swish(h)
-        h = nn.Conv(self.hidden, (3, 3), padding="SAME", dtype=self.dtype)(h)
-        h = nn.swish(h)
-        h = nn.Conv(channels, (1, 1), dtype=self.dtype)(h)
-        return x + h
-
-
-class Encoder(nn.Module):
-    """Local encoder: (N, H, W, C) frames to an (N, H/4, W/4, embedding_dim) latent map.
-
-    Conv 4x4 stride 2 (embedding_dim // 2) + ReLU, conv 4x4 stride 2 (embedding_dim) + ReLU,
-    conv 3x3, two residual blocks, swish, and a linear 1x1 projection (pre-quantization).
-    Padding 1 on each side makes the strided convolutions halve even sizes exactly
-    (100 -> 50 -> 25).
-
-    Attributes
-    ----------
-    embedding_dim : int
-        Output channels D.
-    residual_hidden : int
-        Hidden width of the residual blocks.
-    dtype : dtype
-        Computation dtype.  The output is cast to float32.
-    """
-
-    embedding_dim: int
-    residual_hidden: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Encode ``x`` (N, H, W, C), H and W divisible by 4; returns float32 (N, H/4, W/4, D)."""
-        pad = ((1, 1), (1, 1))
-        h = nn.Conv(self.embedding_dim // 2, (4, 4), strides=(2, 2), padding=pad,
-                    dtype=self.dtype)(x)
-        h = nn.relu(h)
-        h = nn.Conv(self.embedding_dim, (4, 4), strides=(2, 2), padding=pad, dtype=self.dtype)(h)
-        h = nn.relu(h)
-        h = nn.Conv(self.embedding_dim, (3, 3), padding="SAME", dtype=self.dtype)(h)
-        h = ResidualBlock(self.residual_hidden, dtype=self.dtype)(h)
-        h = ResidualBlock(self.residual_hidden, dtype=self.dtype)(h)
-        h = nn.swish(h)
-        h = nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype, name="pre_quantization")(h)
-        return h.astype(jnp.float32)
-
-
-class GlobalEncoder(nn.Module):
-    """Coarse encoder of a two-level model: local latent map to a (N, 4, 4, G) map.
-
-    Three conv 3x3 stride 2 (SAME) + ReLU layers (25 -> 13 -> 7 -> 4), a residual block,
-    swish and a linear 1x1 projection.  Inputs of other sizes are resized to 4x4 at the end.
-
-    Attributes
-    ----------
-    embedding_dim : int
-        Output channels G.
-    residual_hidden : int
-        Hidden width of the residual block.
-    dtype : dtype
-        Computation dtype.  The output is cast to float32.
-    """
-
-    embedding_dim: int
-    residual_hidden: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
-        """Encode the local map ``z`` (N, h, w, D); returns float32 (N, 4, 4, G)."""
-        h = z
-        for _ in range(3):
-            h = nn.Conv(self.embedding_dim, (3, 3), strides=(2, 2), padding="SAME",
-                        dtype=self.dtype)(h)
-            h = nn.relu(h)
-        if h.shape[1:3] != (GLOBAL_MAP_SIZE, GLOBAL_MAP_SIZE):
-            h = jax.image.resize(
-                h, (h.shape[0], GLOBAL_MAP_SIZE, GLOBAL_MAP_SIZE, h.shape[-1]), "linear"
-            )
-        h = ResidualBlock(self.residual_hidden, dtype=self.dtype)(h)
-        h = nn.swish(h)
-        h = nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype, name="pre_quantization")(h)
-        return h.astype(jnp.float32)
-
-
-class VectorQuantizer(nn.Module):
-    """Vector quantization with a learned codebook and a straight-through estimator.
-
-    The last axis of the input is the vector space; every other axis is a batch axis.  With
-    ``num_splits > 1`` the last axis (length ``num_splits * embedding_dim``) is reshaped to
-    ``(num_splits, embedding_dim)`` and every split is quantized with the same codebook.
-    The nearest code is found by squared Euclidean distance in the expanded form
-    ``||x||^2 - 2 x.E^T + ||E||^2`` (one matmul, float32 at highest precision).
-    All computation is float32 whatever the input dtype.
-
-    Attributes
-    ----------
-    num_embeddings : int
-        Codes K in the codebook.
-    embedding_dim : int
-        Dimension of one code vector.
-    commitment_cost : float
-        Weight beta of the commitment loss.
-    num_splits : int
-        Groups per input vector sharing the codebook.
-
-    Notes
-    -----
-    The codebook parameter ``codebook`` has shape (K, embedding_dim), initialized uniformly
-    in ``+-sqrt(3 / embedding_dim)`` (variance scaling, unit scale, fan-in = embedding_dim).
-    It receives gradient only from ``codebook_loss``.
-    """
-
-    num_embeddings: int
-    embedding_dim: int
-    commitment_cost: float = 0.25
-    num_splits: int = 1
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> VQOutput:
-        """Quantize ``x`` of shape (..., num_splits * embedding_dim); see :class:`VQOutput`."""
-        width = self.num_splits * self.embedding_dim
-        if x.shape[-1] != width:
-            raise ValueError(
-                f"VectorQuantizer expects a last axis of {width} = num_splits "
-                f"({self.num_splits}) x embedding_dim ({self.embedding_dim}); got shape {x.shape}"
-            )
-        codebook = self.param(
-            "codebook",
-            nn.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=-1, out_axis=-2),
-            (self.num_embeddings, self.embedding_dim),
-            jnp.float32,
-        )
-        x = x.astype(jnp.float32)
-        if self.num_splits > 1:
-            index_shape = x.shape[:-1] + (self.num_splits,)
-        else:
-            index_shape = x.shape[:-1]
-        flat = x.reshape(-1, self.embedding_dim)
-
-        distances = (
-            jnp.sum(flat**2, axis=1, keepdims=True)
-            - 2.0 * jnp.matmul(flat, codebook.T, precision=jax.lax.Precision.HIGHEST)
-            + jnp.sum(codebook**2, axis=1)[None, :]
-        )
-        indices = jnp.argmin(distances, axis=1).astype(jnp.int32)
-        q = jnp.take(codebook, indices, axis=0).reshape(x.shape)
-
-        codebook_loss = jnp.mean((jax.lax.stop_gradient(x) - q) ** 2)
-        commitment_loss = self.commitment_cost * jnp.mean((x - jax.lax.stop_gradient(q)) ** 2)
-        quantized = x + jax.lax.stop_gradient(q - x)
-
-        counts = jnp.bincount(indices, length=self.num_embeddings).astype(jnp.float32)
-        usage = counts / indices.shape[0]
-        perplexity = jnp.exp(jnp.sum(jax.scipy.special.entr(usage)))
-        return VQOutput(
-            quantized=quantized,
-            encoding_indices=indices.reshape(index_shape),
-            codebook_loss=codebook_loss,
-            commitment_loss=commitment_loss,
-            perplexity=perplexity,
-            code_usage=usage,
-        )
-
-
-class Decoder(nn.Module):
-    """Decoder: (N, h, w, D') quantized map to (N, 4h, 4w, out_channels) frames.
-
-    Conv 3x3 to ``width``, two residual blocks, swish, then twice [bilinear resize x2,
-    conv 3x3 (``width // 2``), ReLU], and a final linear conv 3x3 to ``out_channels``.
-
-    Attributes
-    ----------
-    out_channels : int
-        Reconstructed channels.
-    width : int
-        Channels of the 25x25 stage (the local embedding_dim).
-    residual_hidden : int
-        Hidden width of the residual blocks.
-    dtype : dtype
-        Computation dtype.  The output is cast to float32.
-    """
-
-    out_channels: int
-    width: int
-    residual_hidden: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, q: jax.Array) -> jax.Array:
-        """Decode ``q`` (N, h, w, D'); returns float32 (N, 4h, 4w, out_channels)."""
-        h = nn.Conv(self.width, (3, 3), padding="SAME", dtype=self.dtype)(q)
-        h = ResidualBlock(self.residual_hidden, dtype=self.dtype)(h)
-        h = ResidualBlock(self.residual_hidden, dtype=self.dtype)(h)
-        h = nn.swish(h)
-        for _ in range(2):
-            n, hh, ww, c = h.shape
-            h = jax.image.resize(h, (n, 2 * hh, 2 * ww, c), "bilinear")
-            h = nn.Conv(max(self.width // 2, 1), (3, 3), padding="SAME", dtype=self.dtype)(h)
-            h = nn.relu(h)
-        h = nn.Conv(self.out_channels, (3, 3), padding="SAME", dtype=self.dtype,
-                    name="output")(h)
-        return h.astype(jnp.float32)
-
-
-class ClassificationHead(nn.Module):
-    """MLP on the flattened quantized map: ``layers`` x [Dense, ReLU, Dropout], Dense.
-
-    Attributes
-    ----------
-    num_classes : int
-        Output classes.
-    hidden : int
-        Width of the hidden layers.
-    layers : int
-        Number of hidden layers.
-    dropout : float
-        Dropout rate after every hidden layer (train mode only; uses the ``dropout`` rng).
-    dtype : dtype
-        Computation dtype.  Logits are cast to float32.
-    """
-
-    num_classes: int
-    hidden: int
-    layers: int
-    dropout: float
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, q: jax.Array, train: bool) -> jax.Array:
-        """Logits (N, num_classes), float32, for a map ``q`` of shape (N, ...)."""
-        h = q.reshape(q.shape[0], -1)
-        for _ in range(self.layers):
-            h = nn.Dense(self.hidden, dtype=self.dtype)(h)
-            h = nn.relu(h)
-            h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(jnp.float32)
 
 
 class VQVAE(nn.Module):
@@ -689,28 +395,6 @@ def compute_losses(
     if "global" in output.vq:
         metrics["perplexity_global"] = output.vq["global"].perplexity
     return total, metrics
-
-
-def codebook_histogram(indices: jax.Array, num_embeddings: int) -> jax.Array:
-    """Per-frame histogram of code usage (the basis of cytoself's feature spectra).
-
-    Parameters
-    ----------
-    indices : int array, shape (N, ...)
-        Code indices of each frame, e.g. ``VQOutput.encoding_indices`` of shape (N, 25, 25) or
-        (N, 25, 25, num_splits).
-    num_embeddings : int
-        Codebook size K.
-
-    Returns
-    -------
-    float32 array, shape (N, K)
-        Count of each code over all positions (and splits) of each frame; rows sum to the
-        number of indices per frame.
-    """
-    indices = jnp.asarray(indices).reshape(jnp.shape(indices)[0], -1).astype(jnp.int32)
-    count = jax.vmap(lambda row: jnp.bincount(row, length=num_embeddings))
-    return count(indices).astype(jnp.float32)
 
 
 def init_model(config: ModelConfig, rng: jax.Array, sample_frames: jax.Array) -> dict:
