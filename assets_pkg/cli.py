@@ -384,7 +384,8 @@ def _add_train_counting(sub):
 
 
 def cmd_train_counting(a) -> int:
-    from .core.segmentation.datasets import bbbc005_table, load_image
+    from .core.imaging.io import read_image as load_image
+    from .core.segmentation.datasets import bbbc005_table
     from .core.segmentation.training import CountTrainConfig, save_model, train_counting
 
     table = bbbc005_table(a.images)

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from skimage import io
 
-from assets_pkg.core.imaging.plates import write_tiff
+from assets_pkg.core.imaging.io import write_tiff
 from assets_pkg.core.segmentation import datasets as cs
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -139,17 +139,6 @@ def test_mask_shape_mismatch_is_reported(tmp_path):
     s = cs.read_image_mask_folder(tmp_path / "i", tmp_path / "m")
     with pytest.raises(cs.CellSetError, match="differs from image shape"):
         s[0]
-
-
-def test_load_image_rejects_colour(tmp_path):
-    rgb = np.zeros((4, 4, 3), np.uint8)
-    rgb[..., 0] = 5
-    io.imsave(tmp_path / "c.png", rgb, check_contrast=False)
-    with pytest.raises(cs.CellSetError, match="single-channel"):
-        cs.load_image(tmp_path / "c.png")
-    grey = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4)[..., None], 3, axis=2)
-    io.imsave(tmp_path / "g.png", grey, check_contrast=False)
-    np.testing.assert_array_equal(cs.load_image(tmp_path / "g.png"), grey[..., 0])
 
 
 def test_bbbc005_table_and_split(tmp_path):

@@ -31,7 +31,7 @@ page: a Gaussian of sigma ``0.25 * F`` truncated at a diameter of ``F`` pixels (
 
 Byte-reproducible: image ``i`` draws from ``SeedSequence(seed).spawn(n)[i]`` only (so it does
 not depend on ``n_images``), and TIFFs are written without timestamps
-(:func:`assets_pkg.core.imaging.plates.write_tiff`).
+(:func:`assets_pkg.core.imaging.io.write_tiff`).
 
 Images are 2-D (height, width) uint8; label images uint16 with 0 = background.
 """
@@ -51,7 +51,7 @@ from skimage import draw
 
 from ..errors import CellscapeError
 from ..segmentation.datasets import BBBC005_COUNTS, bbbc005_name
-from .plates import write_tiff
+from .io import write_tiff
 
 MASKS_DIR = "masks"
 

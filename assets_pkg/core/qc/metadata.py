@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io
 import logging
 import math
 import os
@@ -47,8 +46,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CellscapeError, PlateFormatError
+from ..errors import CellscapeError, ImageFormatError, PlateFormatError
 from ..imaging import plates
+from ..imaging.io import TIFF_SUFFIXES, inspect_image
 
 __all__ = [
     "SUITES",
@@ -96,7 +96,6 @@ _WELL_RE = r"^[A-P](0[1-9]|1[0-9]|2[0-4])$"
 _NUMERIC = tuple(c for c, t in plates.METADATA_COLUMNS.items() if t in ("Int64", "Float64"))
 _INTEGER = tuple(c for c, t in plates.METADATA_COLUMNS.items() if t == "Int64")
 _TEXT = tuple(c for c in plates.METADATA_COLUMNS if c not in _NUMERIC)
-_IMAGE_SUFFIXES = (".tif", ".tiff")
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,7 +566,7 @@ def _checks() -> list[_Check]:
           {"column": "_image.ndim", "value_set": [2]}, "image is not 2-D",
           lambda c, i: f"image is not 2-D: shape {c.val(i, '_image.shape')}"),
         C("geometry.dtype", "geometry", "rows", "bit_depth", "ExpectColumnValuesToBeInSet",
-          {"column": "_image.dtype", "value_set": ["uint8", "uint16"]}, "pixels are not uint8 or uint16",
+          {"column": "_image.dtype", "value_set": list(plates.PIXEL_DTYPES)}, "pixels are not uint8 or uint16",
           lambda c, i: f"pixels are {c.val(i, '_image.dtype')}, expected uint8 or uint16"),
         C("geometry.dtype_bit_depth", "geometry", "rows", "bit_depth", "ExpectColumnValuesToBeInSet",
           _in_set("_image.dtype_ok"), "pixel type inconsistent with bit_depth",
@@ -746,32 +745,16 @@ def _inspect_file(plate_dir: Path, name: str | None, want_hash: bool, want_tiff:
     if want_hash:
         facts.sha256 = hashlib.sha256(data).hexdigest()
     if want_tiff:
-        _inspect_tiff(data, facts)
+        try:
+            info = inspect_image(path, data=data, verify=True)
+        except ImageFormatError as e:
+            facts.tiff_error = e.reason
+            return facts
+        if info.format != "tiff":
+            facts.tiff_error = f"not a TIFF file ({info.format.upper()} data)"
+            return facts
+        facts.shape, facts.ndim, facts.dtype = info.shape, info.ndim, info.dtype
     return facts
-
-
-def _inspect_tiff(data: bytes, facts: _FileFacts) -> None:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tf:
-            if not tf.series:
-                facts.tiff_error = "TIFF holds no image"
-                return
-            series = tf.series[0]
-            facts.shape = tuple(int(s) for s in series.shape)
-            facts.ndim = len(facts.shape)
-            facts.dtype = str(series.dtype)
-            for page in tf.pages:
-                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
-                if ends and max(ends) > len(data):
-                    facts.tiff_error = (
-                        f"truncated TIFF: image data ends at byte {max(ends)} but the file has {len(data)}"
-                    )
-                    return
-            tf.asarray()
-    except Exception as e:  # tifffile raises many types on corrupt input; recorded as a failure
-        facts.tiff_error = f"cannot read TIFF ({type(e).__name__}: {e})"
 
 
 def _inspect_files(
@@ -958,7 +941,7 @@ def _files_frame(plate_dir: Path, listed: Iterable[str | None]) -> pd.DataFrame:
     names = sorted(
         p.name
         for p in plate_dir.iterdir()
-        if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )
     return pd.DataFrame(
         {"_row": np.arange(len(names)), "file_name": _obj(names), "_listed": _obj(n in listed for n in names)}

@@ -3,8 +3,8 @@
 Formats recognised
 ------------------
 - **Images**: single-channel ``.tif``/``.tiff``/``.png`` (any case), 8- or 16-bit (float
-  TIFFs too), read as 2-D arrays (height, width).  An RGB(A) file whose colour channels are
-  equal is read as its first channel.
+  TIFFs too), read by :func:`assets_pkg.core.imaging.io.read_image` as 2-D arrays (height,
+  width).  An RGB(A) file whose colour channels are equal is read as its first channel.
 - **BBBC005 names** ``<well>_C<count>_F<blur>_s<site>_w<stain>.<ext>``, for example
   ``A05_C18_F1_s01_w2.TIF``: the true cell count is in the name (and follows from the plate
   column, :data:`BBBC005_COUNTS`); the blur index from the row (:data:`BBBC005_BLURS`).
@@ -35,9 +35,8 @@ import numpy as np
 import pandas as pd
 from skimage import measure, segmentation
 
-from ..errors import CellscapeError
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+from ..errors import CellSetError
+from ..imaging.io import IMAGE_SUFFIXES, read_array, read_image
 
 #: Cells per image of BBBC005 plate columns 1..24.
 BBBC005_COUNTS: tuple[int, ...] = (
@@ -53,10 +52,6 @@ _BBBC005_RE = re.compile(
     r"^(?P<well>(?P<row>[A-Pa-p])(?P<col>\d{1,2}))_C(?P<count>\d+)_F(?P<blur>\d+)"
     r"_s(?P<site>\d+)_w(?P<stain>\d+)$"
 )
-
-class CellSetError(CellscapeError):
-    """A cell image set folder, file name, image or mask is malformed."""
-
 
 # ---------------------------------------------------------------------------- names
 def parse_bbbc005_name(name: str | Path) -> dict:
@@ -132,54 +127,6 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
-def _read_any(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise CellSetError("file is missing", path=path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        from skimage import io
-
-        return np.asarray(io.imread(path))
-    except Exception as e:  # readers raise many types for corrupt input; re-raised with the file
-        raise CellSetError(f"cannot read image ({type(e).__name__}: {e})", path=path) from e
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read a single-channel image.
-
-    Parameters
-    ----------
-    path : path-like
-        ``.tif``/``.tiff``/``.png`` file, 8- or 16-bit integer or float.
-
-    Returns
-    -------
-    ndarray, shape (height, width)
-        The file's dtype.  An RGB(A) file with equal colour channels gives its first channel.
-
-    Raises
-    ------
-    CellSetError
-        When the file is missing or unreadable, or not a single-channel 2-D image.
-    """
-    path = Path(path)
-    img = _read_any(path)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        rgb = img[..., :3]
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-            img = img[..., 0]
-    if img.ndim != 2:
-        raise CellSetError(
-            f"expected a single-channel 2-D image, got shape {img.shape}", path=path, field="shape"
-        )
-    if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
-        raise CellSetError(f"unsupported pixel type {img.dtype}", path=path, field="dtype")
-    return img
-
-
 def labels_from_coloured(values: np.ndarray) -> np.ndarray:
     """Instance labels of a coloured mask: each 4-connected region of one non-zero value.
 
@@ -233,7 +180,7 @@ def load_mask(path: str | Path, kind: str = "auto") -> np.ndarray:
     path = Path(path)
     if kind not in ("auto", "coloured", "labels"):
         raise CellSetError(f"unknown mask kind {kind!r}", path=path, field="kind")
-    arr = _read_any(path)
+    arr = read_array(path)
     if arr.ndim == 3:
         if kind == "labels":
             raise CellSetError(
@@ -346,7 +293,7 @@ class ImageMaskSet(Sequence):
         if isinstance(i, slice):
             return ImageMaskSet(self.table.iloc[i], self.mask_kind)
         row = self.table.iloc[i]
-        image = load_image(row["image_path"])
+        image = read_image(row["image_path"])
         labels = None
         if row["mask_path"] is not None and not pd.isna(row["mask_path"]):
             labels = load_mask(row["mask_path"], self.mask_kind)
