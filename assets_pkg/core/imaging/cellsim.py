@@ -50,7 +50,7 @@ from scipy.interpolate import splev, splprep
 from skimage import draw
 
 from ..errors import CellscapeError
-from ..segmentation.datasets import BBBC005_COUNTS, bbbc005_name
+from .bbbc import BBBC005_COUNTS, bbbc005_name
 from .io import write_tiff
 
 MASKS_DIR = "masks"
@@ -526,7 +526,7 @@ def simulate_cells(
         (height, width), default BBBC005's 520 x 696.
     counts : int or sequence of int, optional
         Cells per field: one number for all, one per field, or None to draw each from
-        BBBC005's counts (:data:`assets_pkg.core.segmentation.datasets.BBBC005_COUNTS`).
+        BBBC005's counts (:data:`assets_pkg.core.imaging.bbbc.BBBC005_COUNTS`).
     blur_levels : sequence of int
         Focus blur indices F, used in turn (field ``i`` gets ``blur_levels[i % len]``).
     params : CellSimParams, optional

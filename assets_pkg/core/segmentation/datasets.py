@@ -6,8 +6,8 @@ Formats recognised
   TIFFs too), read by :func:`assets_pkg.core.imaging.io.read_image` as 2-D arrays (height,
   width).  An RGB(A) file whose colour channels are equal is read as its first channel.
 - **BBBC005 names** ``<well>_C<count>_F<blur>_s<site>_w<stain>.<ext>``, for example
-  ``A05_C18_F1_s01_w2.TIF``: the true cell count is in the name (and follows from the plate
-  column, :data:`BBBC005_COUNTS`); the blur index from the row (:data:`BBBC005_BLURS`).
+  ``A05_C18_F1_s01_w2.TIF``: the true cell count is in the name (see
+  :mod:`assets_pkg.core.imaging.bbbc`), read by :func:`bbbc005_table`.
 - **Masks**, read by :func:`load_mask` into int32 label images (0 = background, 1..N):
 
   * *coloured* masks (BBBC039): a PNG whose channel 0 holds a few values (0..3), each
@@ -27,7 +27,6 @@ stain group is test).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,76 +35,8 @@ import pandas as pd
 from skimage import measure, segmentation
 
 from ..errors import CellSetError
+from ..imaging.bbbc import parse_bbbc005_name
 from ..imaging.io import IMAGE_SUFFIXES, read_array, read_image
-
-#: Cells per image of BBBC005 plate columns 1..24.
-BBBC005_COUNTS: tuple[int, ...] = (
-    1, 5, 10, 14, 18, 23, 27, 31, 35, 40, 44, 48,
-    53, 57, 61, 66, 70, 74, 78, 83, 87, 91, 96, 100,
-)  # fmt: skip
-
-#: Focus blur index F of BBBC005 plate rows A..P.
-BBBC005_BLURS: tuple[int, ...] = (1, 4, 7, 10, 14, 17, 20, 23, 26, 29, 32, 35, 39, 42, 45, 48)
-
-_ROWS = "ABCDEFGHIJKLMNOP"
-_BBBC005_RE = re.compile(
-    r"^(?P<well>(?P<row>[A-Pa-p])(?P<col>\d{1,2}))_C(?P<count>\d+)_F(?P<blur>\d+)"
-    r"_s(?P<site>\d+)_w(?P<stain>\d+)$"
-)
-
-# ---------------------------------------------------------------------------- names
-def parse_bbbc005_name(name: str | Path) -> dict:
-    """Parse a BBBC005-style file name.
-
-    Parameters
-    ----------
-    name : str or Path
-        File name or path, for example ``"A05_C18_F1_s01_w2.TIF"``.
-
-    Returns
-    -------
-    dict
-        ``well`` (str, e.g. ``"A05"``), ``row`` (str), ``column`` (int), ``count`` (int, true
-        number of cells), ``blur`` (int, focus blur index F), ``site`` (int), ``stain`` (int).
-
-    Raises
-    ------
-    CellSetError
-        When the stem does not follow the pattern.
-    """
-    stem = Path(str(name)).stem
-    m = _BBBC005_RE.match(stem)
-    if m is None:
-        raise CellSetError(
-            "not a BBBC005-style name '<well>_C<count>_F<blur>_s<site>_w<stain>'",
-            path=name,
-            field="file_name",
-        )
-    return {
-        "well": m["well"].upper(),
-        "row": m["row"].upper(),
-        "column": int(m["col"]),
-        "count": int(m["count"]),
-        "blur": int(m["blur"]),
-        "site": int(m["site"]),
-        "stain": int(m["stain"]),
-    }
-
-
-def bbbc005_well(count: int, blur: int) -> str:
-    """The BBBC005 well of a (count, blur) pair: row from the blur, column from the count.
-
-    Values outside :data:`BBBC005_COUNTS` / :data:`BBBC005_BLURS` take the nearest entry's
-    row or column (the name still carries the exact count and blur).
-    """
-    col = int(np.argmin(np.abs(np.asarray(BBBC005_COUNTS) - int(count)))) + 1
-    row = _ROWS[int(np.argmin(np.abs(np.asarray(BBBC005_BLURS) - int(blur))))]
-    return f"{row}{col:02d}"
-
-
-def bbbc005_name(count: int, blur: int, site: int, stain: int, suffix: str = ".TIF") -> str:
-    """BBBC005-style file name, e.g. ``bbbc005_name(18, 1, 1, 2) == "A05_C18_F1_s01_w2.TIF"``."""
-    return f"{bbbc005_well(count, blur)}_C{int(count)}_F{int(blur)}_s{int(site):02d}_w{int(stain)}{suffix}"
 
 
 # ---------------------------------------------------------------------------- files

@@ -223,7 +223,7 @@ def scaled_counts(n: int, size: tuple[int, int], seed: int) -> list[int]:
     BBBC005 fields are 520 x 696 pixels; a smaller field gets proportionally fewer cells (at
     least 1) so that cells keep BBBC005's size and density.
     """
-    from .datasets import BBBC005_COUNTS
+    from ..imaging.bbbc import BBBC005_COUNTS
 
     ratio = min(1.0, size[0] * size[1] / (520 * 696))
     drawn = np.random.default_rng(seed).choice(BBBC005_COUNTS, size=n)
