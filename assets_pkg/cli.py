@@ -48,7 +48,8 @@ def _add_validate(sub):
 
 
 def cmd_validate(a) -> int:
-    from .core.qc.metadata import load_instrument_registry, validate_plate
+    from .core.qc.instruments import load_instrument_registry
+    from .core.qc.validate import validate_plate
 
     registry = load_instrument_registry(a.instruments)
     ok = True
@@ -87,7 +88,7 @@ def cmd_ingest(a) -> int:
     from tqdm import tqdm
 
     from .core.errors import ValidationFailed
-    from .core.qc.metadata import load_instrument_registry
+    from .core.qc.instruments import load_instrument_registry
     from .core.store.dvc import dataset_md5_or_none
     from .core.store.ingest import IngestParams, ingest_plate
 

@@ -17,7 +17,7 @@ from assets_pkg.core.imaging import plates
 from assets_pkg.core.imaging import simulator as sim
 from assets_pkg.core.imaging.io import read_image
 from assets_pkg.core.imaging.proteins import PanelError, default_panel_path, load_panel
-from assets_pkg.core.qc.metadata import REGISTRY_PATH
+from assets_pkg.core.qc.instruments import REGISTRY_PATH
 
 OPENCELL_CSV = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "opencell" / "annotations.csv"

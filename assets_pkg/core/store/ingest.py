@@ -233,11 +233,11 @@ def ingest_plate(
     ------
     ValidationFailed
         When any metadata suite fails; the store is not touched.  ``.report`` holds the
-        :class:`~assets_pkg.core.qc.metadata.ValidationReport`.
+        :class:`~assets_pkg.core.qc.report.ValidationReport`.
     PlateFormatError
         When the folder is unreadable.
     """
-    from ..qc.metadata import validate_plate
+    from ..qc.validate import validate_plate
 
     t0 = time.perf_counter()
     report = validate_plate(plate_dir, registry=registry)
