@@ -256,15 +256,15 @@ def inspect_image(path: str | Path, data: bytes | None = None, verify: bool = Fa
     head = data[:8] if data is not None else _read_head(path)
     fmt = image_format(path, head)
     if fmt == "tiff":
-        info = _inspect_tiff(path, data)
-    else:
-        info = _inspect_png(path, data[:33] if data is not None else _read_head(path, 33))
+        return _inspect_tiff(path, data, verify)
+    info = _inspect_png(path, data[:33] if data is not None else _read_head(path, 33))
     if verify:
         _decode(fmt, BytesIO(data) if data is not None else path, path)
     return info
 
 
-def _inspect_tiff(path: Path, data: bytes | None) -> ImageInfo:
+def _inspect_tiff(path: Path, data: bytes | None, verify: bool) -> ImageInfo:
+    """TIFF facts from the header (every page's), and a full decode when ``verify``."""
     import tifffile
 
     try:
@@ -284,6 +284,8 @@ def _inspect_tiff(path: Path, data: bytes | None) -> ImageInfo:
                         path=path,
                     )
             bits = getattr(pages[0], "bitspersample", None) if pages else None
+            if verify:
+                tf.asarray()
     except ImageFormatError:
         raise
     except Exception as e:  # tifffile raises many types on corrupt headers; re-raised naming the file
