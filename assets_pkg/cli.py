@@ -48,7 +48,8 @@ def _add_validate(sub):
 
 
 def cmd_validate(a) -> int:
-    from .core.qc.metadata import load_instrument_registry, validate_plate
+    from .core.qc.instruments import load_instrument_registry
+    from .core.qc.validate import validate_plate
 
     registry = load_instrument_registry(a.instruments)
     ok = True
@@ -87,7 +88,7 @@ def cmd_ingest(a) -> int:
     from tqdm import tqdm
 
     from .core.errors import ValidationFailed
-    from .core.qc.metadata import load_instrument_registry
+    from .core.qc.instruments import load_instrument_registry
     from .core.store.dvc import dataset_md5_or_none
     from .core.store.ingest import IngestParams, ingest_plate
 
@@ -384,7 +385,8 @@ def _add_train_counting(sub):
 
 
 def cmd_train_counting(a) -> int:
-    from .core.segmentation.datasets import bbbc005_table, load_image
+    from .core.imaging.io import read_image as load_image
+    from .core.segmentation.datasets import bbbc005_table
     from .core.segmentation.training import CountTrainConfig, save_model, train_counting
 
     table = bbbc005_table(a.images)

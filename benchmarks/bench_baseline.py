@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from assets_pkg.core.imaging.io import read_image
 from assets_pkg.core.segmentation import datasets as cs
 from assets_pkg.core.segmentation.classical import (
     CLASSICAL_PRESETS,
@@ -175,7 +176,7 @@ def bbbc005(data: Path, tune: bool, jobs: int) -> None:
     global _IMAGES, _MASKS
     t = cs.bbbc005_table(data / "bbbc005")
     t["split"] = cs.bbbc005_split(t)
-    _IMAGES = [cs.load_image(p) for p in t["path"]]
+    _IMAGES = [read_image(p) for p in t["path"]]
     _MASKS = [None] * len(t)
     print(f"\nBBBC005: {len(t)} images; split: every third file of each (blur, stain) group by "
           f"sorted name is test -> {dict(t['split'].value_counts())}")

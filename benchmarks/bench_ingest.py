@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.imaging import plates  # noqa: E402
 from assets_pkg.core.imaging.simulator import simulate_plates  # noqa: E402
-from assets_pkg.core.qc.metadata import validate_plate  # noqa: E402
+from assets_pkg.core.qc.validate import validate_plate  # noqa: E402
 from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
 from assets_pkg.core.store.ingest import (  # noqa: E402
     IngestParams,

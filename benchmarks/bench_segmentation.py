@@ -29,8 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assets_pkg.core.imaging.io import read_image  # noqa: E402
 from assets_pkg.core.segmentation.classical import classical_segment  # noqa: E402
-from assets_pkg.core.segmentation.datasets import bbbc039_split, load_image, read_bbbc039  # noqa: E402
+from assets_pkg.core.segmentation.datasets import bbbc039_split, read_bbbc039  # noqa: E402
 from assets_pkg.core.segmentation.training import CountingModel, load_model, prepare_count_input  # noqa: E402
 from assets_pkg.core.segmentation.unet import (  # noqa: E402
     CountingCNN,
@@ -50,7 +51,7 @@ def _images(data: Path, n: int) -> tuple[list[np.ndarray], str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = simulate_cells(tmp, (n + 1) // 2, seed=1)
-        return [load_image(p) for p in t.path[:n]], f"simulated 520x696 fields ({n})"
+        return [read_image(p) for p in t.path[:n]], f"simulated 520x696 fields ({n})"
 
 
 def _rate(fn, items, repeat: int = 1) -> float:

@@ -27,8 +27,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
+from assets_pkg.core.imaging.io import read_image  # noqa: E402
 from assets_pkg.core.segmentation.classical import classical_count  # noqa: E402
-from assets_pkg.core.segmentation.datasets import bbbc005_split, bbbc005_table, load_image  # noqa: E402
+from assets_pkg.core.segmentation.datasets import bbbc005_split, bbbc005_table  # noqa: E402
 from assets_pkg.core.segmentation.metrics import count_metrics_by  # noqa: E402
 from assets_pkg.core.segmentation.training import CountTrainConfig, save_model, train_counting  # noqa: E402
 
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         model = load_model(a.load, kind="counting")
         a.sim_only = a.sim_only or False
         return _score(a, model, test, t0)
-    images = [] if a.sim_only else [load_image(p) for p in train.path]
+    images = [] if a.sim_only else [read_image(p) for p in train.path]
     counts = [] if a.sim_only else list(train["count"])
     names = [] if a.sim_only else list(train.name)
     if a.sim or a.sim_only:
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             ts = time.perf_counter()
             sim = simulate_cells(tmp, n_sim, seed=a.seed + 1000, progress=True)
-            images += [load_image(p) for p in sim.path]
+            images += [read_image(p) for p in sim.path]
             counts += list(sim["count"])
             names += list(sim.name)
             print(f"simulated {len(sim)} images in {time.perf_counter() - ts:.0f}s")
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
 
 def _score(a, model, test, t0) -> int:
     test = test.copy()
-    test_imgs = [load_image(p) for p in test.path]
+    test_imgs = [read_image(p) for p in test.path]
     ts = time.perf_counter()
     prep = np.stack([model.prepare(im) for im in test_imgs])
     test["pred_count"] = model.predict_batch(prep, tta=not a.no_tta)

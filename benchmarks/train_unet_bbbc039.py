@@ -29,11 +29,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
+from assets_pkg.core.imaging.io import read_image  # noqa: E402
 from assets_pkg.core.segmentation.classical import (
     classical_segment,  # noqa: E402
     score_folder,  # noqa: E402
 )
-from assets_pkg.core.segmentation.datasets import bbbc039_split, load_image, load_mask, read_bbbc039  # noqa: E402
+from assets_pkg.core.segmentation.datasets import bbbc039_split, load_mask, read_bbbc039  # noqa: E402
 from assets_pkg.core.segmentation.metrics import summarise_scores  # noqa: E402
 from assets_pkg.core.segmentation.training import (  # noqa: E402
     SegTrainConfig,
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
                 sim = simulate_cells(tmp, args.sim_only, seed=args.seed + 7, progress=True)
                 nuc = sim[sim.stain == 1]
                 names = list(nuc.name)
-                images = [load_image(p) for p in nuc.path]
+                images = [read_image(p) for p in nuc.path]
                 labels = [load_mask(p) for p in nuc.mask_path]
             # BBBC039's nuclei measured on its train masks; the simulated model rescales to its own size
             diameter = median_diameter([lab for _, _, lab in train])

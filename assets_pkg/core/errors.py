@@ -35,6 +35,19 @@ class PlateFormatError(CellscapeError):
     """A plate folder, its metadata or one of its images is malformed."""
 
 
+class CellSetError(CellscapeError):
+    """A cell image set folder, file name, image or mask is malformed."""
+
+
+class ImageFormatError(PlateFormatError, CellSetError):
+    """An image file is missing, cannot be decoded, or is not the image expected.
+
+    Raised by :mod:`assets_pkg.core.imaging.io`, which reads plate fields and cell image sets
+    alike; it is both a :class:`PlateFormatError` and a :class:`CellSetError`, so callers that
+    catch either for a bad image keep catching it.
+    """
+
+
 class ValidationFailed(CellscapeError):
     """A plate failed its Great Expectations suites; ``report`` holds the details."""
 

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
-from ..core.imaging.plates import list_plates, read_image, read_plate
-from ..core.qc.metadata import SUITES, validate_plate
+from ..core.imaging.io import read_image
+from ..core.imaging.plates import list_plates, read_plate
+from ..core.qc.suites import SUITES
+from ..core.qc.validate import validate_plate
 from ..core.segmentation.nuclei import nucleus_centres
 from ..core.store.ingest import (
     FieldNuclei,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.qc.metadata import load_instrument_registry
+from ..core.qc.instruments import load_instrument_registry
 from ..core.store.dvc import dataset_md5_or_none
 from ..core.store.frame_store import FrameStore
 

@@ -95,9 +95,10 @@ def _train_split(cellscape: CellscapeResource, which: str) -> pd.DataFrame:
 
 
 def _load(rows: pd.DataFrame):
-    from ..core.segmentation.datasets import load_image, load_mask
+    from ..core.imaging.io import read_image
+    from ..core.segmentation.datasets import load_mask
 
-    images = [load_image(p) for p in rows.image_path]
+    images = [read_image(p) for p in rows.image_path]
     masks = [load_mask(p) for p in rows.mask_path] if "mask_path" in rows and rows.mask_path.notna().all() else None
     return images, masks
 
@@ -249,12 +250,13 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
         md[f"{r.method}_mean_ap"] = float(r.mean_ap_50_95)
     k = min(config.overlay_images, len(test))
     if k:
-        from ..core.segmentation.datasets import load_image, load_mask
+        from ..core.imaging.io import read_image
+        from ..core.segmentation.datasets import load_mask
 
         pick = np.linspace(0, len(test) - 1, k).round().astype(int)
         f1 = {m: [float(scores[(scores.method == m)].f1.iloc[i]) for i in pick] for m in methods}
         fig = plots.plot_segmentation_overlays(
-            [load_image(test.image_path[i]) for i in pick], [load_mask(test.mask_path[i]) for i in pick],
+            [read_image(test.image_path[i]) for i in pick], [load_mask(test.mask_path[i]) for i in pick],
             {m: [labels[m][i] for i in pick] for m in methods}, [test.name[i] for i in pick], f1)
         png = plots.save_png(fig, out / "overlays.png")
         md["overlays"] = dg.MetadataValue.md(plots.png_markdown(png, "overlays"))
@@ -262,11 +264,11 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
     # --- counting: CNN, U-Net instances and classical instances on the test split
     ctest = sets[(sets.set == "counting") & (sets.split == "test")].reset_index(drop=True)
     if len(ctest):
-        from ..core.segmentation.datasets import load_image
+        from ..core.imaging.io import read_image
 
         rows = []
         for r in ctest.itertuples(index=False):
-            im = load_image(r.image_path)
+            im = read_image(r.image_path)
             row = {"name": r.name, "count": r.count, "blur": r.blur, "stain": r.stain,
                    "classical_instances": classical_count(im, preset=f"bbbc005_w{int(r.stain)}")}
             if cnt_model is not None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from assets_pkg.core.imaging import bbbc
 from assets_pkg.core.imaging import cellsim as sim
 from assets_pkg.core.imaging.plates import sha256_file
 from assets_pkg.core.segmentation import datasets as cs
@@ -97,7 +98,7 @@ def test_folder_is_readable_by_the_cellsets_readers(tmp_path):
     assert sorted(t.loc[(t["count"] == 9) & (t["blur"] == 1), "site"]) == [1, 1, 2, 2]
     s = cs.read_image_mask_folder(tmp_path, tmp_path / sim.MASKS_DIR, require_masks=True, mask_kind="labels")
     for name, image, labels in s:
-        info = cs.parse_bbbc005_name(name)
+        info = bbbc.parse_bbbc005_name(name)
         assert image.dtype == np.uint8 and labels.shape == image.shape
         assert labels.max() == info["count"]
     with pytest.raises(sim.SimulationError, match="already exist"):
@@ -111,6 +112,6 @@ def test_counts_drawn_from_bbbc005_table_when_not_given(tmp_path):
     t = sim.simulate_cells(
         tmp_path, 2, seed=3, size=(200, 260), params=sim.CellSimParams(nucleus_radius_px=4, cell_radius_px=8)
     )
-    assert set(t["count"]) <= set(cs.BBBC005_COUNTS)
+    assert set(t["count"]) <= set(bbbc.BBBC005_COUNTS)
     with pytest.raises(ValueError, match="entries"):
         sim.simulate_cells(tmp_path / "x", 2, seed=3, counts=[1])

@@ -15,8 +15,9 @@ from scipy import ndimage as ndi
 
 from assets_pkg.core.imaging import plates
 from assets_pkg.core.imaging import simulator as sim
+from assets_pkg.core.imaging.io import read_image
 from assets_pkg.core.imaging.proteins import PanelError, default_panel_path, load_panel
-from assets_pkg.core.qc.metadata import REGISTRY_PATH
+from assets_pkg.core.qc.instruments import REGISTRY_PATH
 
 OPENCELL_CSV = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "opencell" / "annotations.csv"
@@ -95,7 +96,7 @@ def test_plate_reads_back(two_plates):
             assert info.localizations
         # images are what the metadata says
         for name, sha in zip(meta["file_name"], meta["sha256"], strict=True):
-            img = plates.read_image(path / name, expect_shape=(128, 128))
+            img = read_image(path / name, expect_shape=(128, 128), dtypes=plates.PIXEL_DTYPES)
             assert img.dtype == np.uint16
             assert plates.sha256_file(path / name) == sha
         sim_info = plate.info["simulator"]
@@ -150,7 +151,7 @@ def test_defects_recorded(tmp_path):
     oof = d[d["defect"] == "out_of_focus"]
     assert (oof.groupby(["well", "field_id"]).size() == 2).all()  # both channels
     for _, r in d[d["defect"] == "saturated"].iterrows():
-        img = plates.read_image(
+        img = read_image(
             path / plates.image_file_name(r["well"], r["field_id"], r["channel"])
         )
         assert (img == 65535).mean() > 0.01

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import segmentation as skseg
 
-from assets_pkg.core.imaging.plates import write_tiff
+from assets_pkg.core.imaging.io import write_tiff
 from assets_pkg.core.segmentation import classical as seg
 from assets_pkg.core.segmentation import datasets as cs
 from assets_pkg.core.segmentation.metrics import match_instances

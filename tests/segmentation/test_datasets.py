@@ -9,7 +9,8 @@ import pytest
 import tifffile
 from skimage import io
 
-from assets_pkg.core.imaging.plates import write_tiff
+from assets_pkg.core.imaging import bbbc
+from assets_pkg.core.imaging.io import write_tiff
 from assets_pkg.core.segmentation import datasets as cs
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -21,33 +22,6 @@ needs_039 = pytest.mark.skipif(
 needs_005 = pytest.mark.skipif(
     not BBBC005.is_dir(), reason=f"BBBC005 reference data not found at {BBBC005}"
 )
-
-
-def test_parse_bbbc005_name():
-    info = cs.parse_bbbc005_name("A05_C18_F1_s01_w2.TIF")
-    assert info == {
-        "well": "A05",
-        "row": "A",
-        "column": 5,
-        "count": 18,
-        "blur": 1,
-        "site": 1,
-        "stain": 2,
-    }
-    assert cs.parse_bbbc005_name(Path("/x/P24_C100_F48_s25_w1.tif"))["count"] == 100
-    with pytest.raises(cs.CellSetError, match="BBBC005-style"):
-        cs.parse_bbbc005_name("IXMtest_A02_s1_w1.tif")
-
-
-def test_bbbc005_well_and_name_round_trip():
-    assert cs.bbbc005_well(18, 1) == "A05"
-    assert cs.bbbc005_well(100, 48) == "P24"
-    assert cs.bbbc005_name(18, 23, 3, 1) == "H05_C18_F23_s03_w1.TIF"
-    for count, blur in [(1, 1), (57, 23), (100, 48)]:
-        info = cs.parse_bbbc005_name(cs.bbbc005_name(count, blur, 7, 2))
-        assert info["count"] == count and info["blur"] == blur
-        assert cs.BBBC005_COUNTS[info["column"] - 1] == count
-        assert cs.BBBC005_BLURS["ABCDEFGHIJKLMNOP".index(info["row"])] == blur
 
 
 def test_coloured_png_mask_components_of_one_value(tmp_path):
@@ -141,19 +115,8 @@ def test_mask_shape_mismatch_is_reported(tmp_path):
         s[0]
 
 
-def test_load_image_rejects_colour(tmp_path):
-    rgb = np.zeros((4, 4, 3), np.uint8)
-    rgb[..., 0] = 5
-    io.imsave(tmp_path / "c.png", rgb, check_contrast=False)
-    with pytest.raises(cs.CellSetError, match="single-channel"):
-        cs.load_image(tmp_path / "c.png")
-    grey = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4)[..., None], 3, axis=2)
-    io.imsave(tmp_path / "g.png", grey, check_contrast=False)
-    np.testing.assert_array_equal(cs.load_image(tmp_path / "g.png"), grey[..., 0])
-
-
 def test_bbbc005_table_and_split(tmp_path):
-    names = [cs.bbbc005_name(c, f, 1, w) for c in (1, 5, 10) for f in (1, 48) for w in (1, 2)]
+    names = [bbbc.bbbc005_name(c, f, 1, w) for c in (1, 5, 10) for f in (1, 48) for w in (1, 2)]
     for n in names:
         write_tiff(tmp_path / n, np.zeros((4, 4), np.uint8))
     t = cs.bbbc005_table(tmp_path)
@@ -192,12 +155,12 @@ def test_real_bbbc039_masks():
 def test_real_bbbc005_names_match_the_plate_layout():
     t = cs.bbbc005_table(BBBC005)
     assert len(t) == 180
-    info = t["name"].map(cs.parse_bbbc005_name)
+    info = t["name"].map(bbbc.parse_bbbc005_name)
     cols = info.map(lambda d: d["column"])
     rows = info.map(lambda d: d["row"])
-    np.testing.assert_array_equal(t["count"], [cs.BBBC005_COUNTS[c - 1] for c in cols])
+    np.testing.assert_array_equal(t["count"], [bbbc.BBBC005_COUNTS[c - 1] for c in cols])
     np.testing.assert_array_equal(
-        t["blur"], [cs.BBBC005_BLURS["ABCDEFGHIJKLMNOP".index(r)] for r in rows]
+        t["blur"], [bbbc.BBBC005_BLURS["ABCDEFGHIJKLMNOP".index(r)] for r in rows]
     )
     assert set(t["blur"]) == {1, 23, 48} and set(t["stain"]) == {1, 2}
     assert t.groupby(["blur", "stain"]).size().eq(30).all()

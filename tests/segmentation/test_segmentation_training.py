@@ -46,10 +46,11 @@ def cells(tmp_path_factory):
 
 
 def _nuclei(table):
-    from assets_pkg.core.segmentation.datasets import load_image, load_mask
+    from assets_pkg.core.imaging.io import read_image
+    from assets_pkg.core.segmentation.datasets import load_mask
 
     nuc = table[table.stain == 1]
-    return [load_image(p) for p in nuc.path], [load_mask(p) for p in nuc.mask_path], list(nuc.name)
+    return [read_image(p) for p in nuc.path], [load_mask(p) for p in nuc.mask_path], list(nuc.name)
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +136,10 @@ def test_load_model_errors_name_the_file(tmp_path):
 
 
 def test_counting_training_fits_counts_and_roundtrips(cells, tmp_path):
-    from assets_pkg.core.segmentation.datasets import load_image
+    from assets_pkg.core.imaging.io import read_image
 
     _, table = cells
-    images = [load_image(p) for p in table.path]
+    images = [read_image(p) for p in table.path]
     cfg = CountTrainConfig(input_shape=(48, 64), widths=(8, 16, 16), dense=16, steps=150, batch_size=6,
                            log_every=50, learning_rate=3e-3)
     model = train_counting(images, table["count"], cfg)
@@ -169,9 +170,9 @@ def test_cli_segment_writes_one_uint16_tiff_per_input(cells, seg_model, tmp_path
     # one 8-bit PNG and one 16-bit TIFF with an upper-case suffix
     from skimage import io
 
-    from assets_pkg.core.segmentation.datasets import load_image
+    from assets_pkg.core.imaging.io import read_image
 
-    src = load_image(table.path.iloc[0])
+    src = read_image(table.path.iloc[0])
     io.imsave(imgs / "a.png", (src / max(src.max(), 1) * 255).astype(np.uint8), check_contrast=False)
     tifffile.imwrite(imgs / "b.TIF", (src.astype(np.uint16) * 200))
     before = {p.name: p.read_bytes() for p in imgs.iterdir()}
@@ -236,10 +237,10 @@ def test_count_folder_with_a_segmentation_model_counts_instances(cells, seg_mode
     d, table = cells
     got = count_folder(d, seg_model)
     assert got.method.iloc[0] == "unet-instances" and len(got) == len(table)
-    from assets_pkg.core.segmentation.datasets import load_image
+    from assets_pkg.core.imaging.io import read_image
 
     first = sorted(table.path)[0]
-    assert got.set_index("image").loc[Path(first).name, "count"] == seg_model.segment(load_image(first)).max()
+    assert got.set_index("image").loc[Path(first).name, "count"] == seg_model.segment(read_image(first)).max()
 
 
 def test_segment_folder_refuses_colliding_stems(tmp_path):

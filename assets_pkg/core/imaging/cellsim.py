@@ -31,7 +31,7 @@ page: a Gaussian of sigma ``0.25 * F`` truncated at a diameter of ``F`` pixels (
 
 Byte-reproducible: image ``i`` draws from ``SeedSequence(seed).spawn(n)[i]`` only (so it does
 not depend on ``n_images``), and TIFFs are written without timestamps
-(:func:`assets_pkg.core.imaging.plates.write_tiff`).
+(:func:`assets_pkg.core.imaging.io.write_tiff`).
 
 Images are 2-D (height, width) uint8; label images uint16 with 0 = background.
 
@@ -56,8 +56,8 @@ from scipy.interpolate import splev, splprep
 from skimage import draw
 
 from ..errors import CellscapeError
-from ..segmentation.datasets import BBBC005_COUNTS, bbbc005_name
-from .plates import write_tiff
+from .bbbc import BBBC005_COUNTS, bbbc005_name
+from .io import write_tiff
 
 MASKS_DIR = "masks"
 
@@ -532,7 +532,7 @@ def simulate_cells(
         (height, width), default BBBC005's 520 x 696.
     counts : int or sequence of int, optional
         Cells per field: one number for all, one per field, or None to draw each from
-        BBBC005's counts (:data:`assets_pkg.core.segmentation.datasets.BBBC005_COUNTS`).
+        BBBC005's counts (:data:`assets_pkg.core.imaging.bbbc.BBBC005_COUNTS`).
     blur_levels : sequence of int
         Focus blur indices F, used in turn (field ``i`` gets ``blur_levels[i % len]``).
     params : CellSimParams, optional

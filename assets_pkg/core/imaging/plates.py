@@ -9,6 +9,9 @@ A plate is one folder ``<plate_id>/`` holding
 - ``plate.json``: the plate's identity and its well map (gene, Ensembl id and localization
   annotation per well), see :func:`write_plate`.
 
+Field images are read with :func:`assets_pkg.core.imaging.io.read_image` (pass
+``dtypes=PIXEL_DTYPES``) and written with :func:`assets_pkg.core.imaging.io.write_tiff`.
+
 Plates are written into a temporary sibling folder and renamed into place, so a reader never
 sees a half-written plate from this writer.  Folders copied in by hand are recognised as
 complete by :func:`plate_is_complete`.
@@ -30,9 +33,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlateFormatError
+from .io import write_tiff
 
 #: Channels of a field, in the order they are stored in frames.
 CHANNELS: tuple[str, ...] = ("nucleus", "protein")
+
+#: Pixel types a field image may have (``bit_depth`` 8 or 16).
+PIXEL_DTYPES: tuple[str, ...] = ("uint8", "uint16")
 
 #: Localization vocabulary, OpenCell's annotation names.
 LOCALIZATIONS: tuple[str, ...] = (
@@ -235,7 +242,7 @@ def read_metadata_csv(path: str | Path) -> pd.DataFrame:
     """Read metadata.csv as text, then cast to :data:`METADATA_COLUMNS` where it can.
 
     Column presence and value checks are the Great Expectations suites' job
-    (:mod:`assets_pkg.core.qc.metadata`); this function only fails on what makes the file
+    (:mod:`assets_pkg.core.qc`); this function only fails on what makes the file
     unreadable: missing, not UTF-8, not CSV, or empty.  Columns that do not cast stay text so
     the suites can name the offending rows.
     """
@@ -307,67 +314,6 @@ def read_plate(plate_dir: str | Path) -> Plate:
         for w, d in info["wells"].items()
     }
     return Plate(path=plate_dir, plate_id=plate_id, metadata=meta, wells=wells, info=info)
-
-
-def read_image(path: str | Path, expect_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read one single-channel field image.
-
-    Parameters
-    ----------
-    path : path-like
-        A TIFF file (uint8 or uint16, 2-D).
-    expect_shape : (int, int), optional
-        (height, width) the metadata promises.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape (height, width), the file's dtype.
-
-    Raises
-    ------
-    PlateFormatError
-        When the file is missing, corrupt, truncated, not 2-D, of another shape, or not an
-        unsigned integer image.
-    """
-    import tifffile
-
-    path = Path(path)
-    if not path.is_file():
-        raise PlateFormatError("image file is missing", path=path, field="file_name")
-    try:
-        img = tifffile.imread(path)
-    except Exception as e:  # tifffile raises many types for corrupt input; re-raised with context
-        raise PlateFormatError(f"cannot read TIFF ({type(e).__name__}: {e})", path=path) from e
-    if img.ndim != 2:
-        raise PlateFormatError(f"expected a 2-D image, got shape {img.shape}", path=path, field="shape")
-    if img.dtype not in (np.uint8, np.uint16):
-        raise PlateFormatError(f"expected uint8 or uint16 pixels, got {img.dtype}", path=path, field="dtype")
-    if expect_shape is not None and tuple(img.shape) != tuple(expect_shape):
-        raise PlateFormatError(
-            f"shape {img.shape} differs from metadata (height, width) = {tuple(expect_shape)}",
-            path=path,
-            field="height/width",
-        )
-    return img
-
-
-def write_tiff(path: str | Path, image: np.ndarray, description: str | None = None) -> None:
-    """Write a 2-D image as an uncompressed single-page TIFF, byte-reproducibly.
-
-    No timestamp or software tag is written, so equal arrays give equal bytes.
-    """
-    import tifffile
-
-    tifffile.imwrite(
-        path,
-        np.ascontiguousarray(image),
-        photometric="minisblack",
-        description=description,
-        metadata=None,
-        software=False,
-        datetime=False,
-    )
 
 
 def write_plate(

@@ -26,7 +26,8 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
-from .datasets import ImageMaskSet, load_image, load_mask
+from ..imaging.io import read_image
+from .datasets import ImageMaskSet, load_mask
 from .metrics import DEFAULT_THRESHOLDS, score_segmentation
 from .nuclei import detect_nuclei
 
@@ -210,7 +211,7 @@ def score_folder(
     Parameters
     ----------
     images : iterable of ndarray or path, or ImageMaskSet
-        The images (paths are read with :func:`~assets_pkg.core.segmentation.datasets.load_image`); an
+        The images (paths are read with :func:`~assets_pkg.core.imaging.io.read_image`); an
         :class:`~assets_pkg.core.segmentation.datasets.ImageMaskSet` brings its own names and masks, and
         ``masks`` must then be None.
     masks : iterable of ndarray or path, or None
@@ -263,7 +264,7 @@ def score_folder(
         triples = tqdm(triples, desc="score segmentation", unit="image", total=_len(images))
     rows = []
     for name, img, mask in triples:
-        image = _as_array(img, load_image)
+        image = _as_array(img, read_image)
         if mask is None:
             raise ValueError(f"{name}: no mask to score against")
         truth = _as_array(mask, load_mask)

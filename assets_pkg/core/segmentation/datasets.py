@@ -3,11 +3,11 @@
 Formats recognised
 ------------------
 - **Images**: single-channel ``.tif``/``.tiff``/``.png`` (any case), 8- or 16-bit (float
-  TIFFs too), read as 2-D arrays (height, width).  An RGB(A) file whose colour channels are
-  equal is read as its first channel.
+  TIFFs too), read by :func:`assets_pkg.core.imaging.io.read_image` as 2-D arrays (height,
+  width).  An RGB(A) file whose colour channels are equal is read as its first channel.
 - **BBBC005 names** ``<well>_C<count>_F<blur>_s<site>_w<stain>.<ext>``, for example
-  ``A05_C18_F1_s01_w2.TIF``: the true cell count is in the name (and follows from the plate
-  column, :data:`BBBC005_COUNTS`); the blur index from the row (:data:`BBBC005_BLURS`).
+  ``A05_C18_F1_s01_w2.TIF``: the true cell count is in the name (see
+  :mod:`assets_pkg.core.imaging.bbbc`), read by :func:`bbbc005_table`.
 - **Masks**, read by :func:`load_mask` into int32 label images (0 = background, 1..N):
 
   * *coloured* masks (BBBC039): a PNG whose channel 0 holds a few values (0..3), each
@@ -27,7 +27,6 @@ stain group is test).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,82 +34,9 @@ import numpy as np
 import pandas as pd
 from skimage import measure, segmentation
 
-from ..errors import CellscapeError
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
-
-#: Cells per image of BBBC005 plate columns 1..24.
-BBBC005_COUNTS: tuple[int, ...] = (
-    1, 5, 10, 14, 18, 23, 27, 31, 35, 40, 44, 48,
-    53, 57, 61, 66, 70, 74, 78, 83, 87, 91, 96, 100,
-)  # fmt: skip
-
-#: Focus blur index F of BBBC005 plate rows A..P.
-BBBC005_BLURS: tuple[int, ...] = (1, 4, 7, 10, 14, 17, 20, 23, 26, 29, 32, 35, 39, 42, 45, 48)
-
-_ROWS = "ABCDEFGHIJKLMNOP"
-_BBBC005_RE = re.compile(
-    r"^(?P<well>(?P<row>[A-Pa-p])(?P<col>\d{1,2}))_C(?P<count>\d+)_F(?P<blur>\d+)"
-    r"_s(?P<site>\d+)_w(?P<stain>\d+)$"
-)
-
-class CellSetError(CellscapeError):
-    """A cell image set folder, file name, image or mask is malformed."""
-
-
-# ---------------------------------------------------------------------------- names
-def parse_bbbc005_name(name: str | Path) -> dict:
-    """Parse a BBBC005-style file name.
-
-    Parameters
-    ----------
-    name : str or Path
-        File name or path, for example ``"A05_C18_F1_s01_w2.TIF"``.
-
-    Returns
-    -------
-    dict
-        ``well`` (str, e.g. ``"A05"``), ``row`` (str), ``column`` (int), ``count`` (int, true
-        number of cells), ``blur`` (int, focus blur index F), ``site`` (int), ``stain`` (int).
-
-    Raises
-    ------
-    CellSetError
-        When the stem does not follow the pattern.
-    """
-    stem = Path(str(name)).stem
-    m = _BBBC005_RE.match(stem)
-    if m is None:
-        raise CellSetError(
-            "not a BBBC005-style name '<well>_C<count>_F<blur>_s<site>_w<stain>'",
-            path=name,
-            field="file_name",
-        )
-    return {
-        "well": m["well"].upper(),
-        "row": m["row"].upper(),
-        "column": int(m["col"]),
-        "count": int(m["count"]),
-        "blur": int(m["blur"]),
-        "site": int(m["site"]),
-        "stain": int(m["stain"]),
-    }
-
-
-def bbbc005_well(count: int, blur: int) -> str:
-    """The BBBC005 well of a (count, blur) pair: row from the blur, column from the count.
-
-    Values outside :data:`BBBC005_COUNTS` / :data:`BBBC005_BLURS` take the nearest entry's
-    row or column (the name still carries the exact count and blur).
-    """
-    col = int(np.argmin(np.abs(np.asarray(BBBC005_COUNTS) - int(count)))) + 1
-    row = _ROWS[int(np.argmin(np.abs(np.asarray(BBBC005_BLURS) - int(blur))))]
-    return f"{row}{col:02d}"
-
-
-def bbbc005_name(count: int, blur: int, site: int, stain: int, suffix: str = ".TIF") -> str:
-    """BBBC005-style file name, e.g. ``bbbc005_name(18, 1, 1, 2) == "A05_C18_F1_s01_w2.TIF"``."""
-    return f"{bbbc005_well(count, blur)}_C{int(count)}_F{int(blur)}_s{int(site):02d}_w{int(stain)}{suffix}"
+from ..errors import CellSetError
+from ..imaging.bbbc import parse_bbbc005_name
+from ..imaging.io import IMAGE_SUFFIXES, read_array, read_image
 
 
 # ---------------------------------------------------------------------------- files
@@ -130,54 +56,6 @@ def list_images(folder: str | Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
-
-
-def _read_any(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise CellSetError("file is missing", path=path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        from skimage import io
-
-        return np.asarray(io.imread(path))
-    except Exception as e:  # readers raise many types for corrupt input; re-raised with the file
-        raise CellSetError(f"cannot read image ({type(e).__name__}: {e})", path=path) from e
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read a single-channel image.
-
-    Parameters
-    ----------
-    path : path-like
-        ``.tif``/``.tiff``/``.png`` file, 8- or 16-bit integer or float.
-
-    Returns
-    -------
-    ndarray, shape (height, width)
-        The file's dtype.  An RGB(A) file with equal colour channels gives its first channel.
-
-    Raises
-    ------
-    CellSetError
-        When the file is missing or unreadable, or not a single-channel 2-D image.
-    """
-    path = Path(path)
-    img = _read_any(path)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        rgb = img[..., :3]
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-            img = img[..., 0]
-    if img.ndim != 2:
-        raise CellSetError(
-            f"expected a single-channel 2-D image, got shape {img.shape}", path=path, field="shape"
-        )
-    if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
-        raise CellSetError(f"unsupported pixel type {img.dtype}", path=path, field="dtype")
-    return img
 
 
 def labels_from_coloured(values: np.ndarray) -> np.ndarray:
@@ -233,7 +111,7 @@ def load_mask(path: str | Path, kind: str = "auto") -> np.ndarray:
     path = Path(path)
     if kind not in ("auto", "coloured", "labels"):
         raise CellSetError(f"unknown mask kind {kind!r}", path=path, field="kind")
-    arr = _read_any(path)
+    arr = read_array(path)
     if arr.ndim == 3:
         if kind == "labels":
             raise CellSetError(
@@ -346,7 +224,7 @@ class ImageMaskSet(Sequence):
         if isinstance(i, slice):
             return ImageMaskSet(self.table.iloc[i], self.mask_kind)
         row = self.table.iloc[i]
-        image = load_image(row["image_path"])
+        image = read_image(row["image_path"])
         labels = None
         if row["mask_path"] is not None and not pd.isna(row["mask_path"]):
             labels = load_mask(row["mask_path"], self.mask_kind)

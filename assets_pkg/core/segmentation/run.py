@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import CellSetError
+from ..imaging.io import read_image
 from .classical import classical_segment
-from .datasets import CellSetError, load_image, pair_by_stem, read_image_mask_folder
+from .datasets import pair_by_stem, read_image_mask_folder
 from .training import CountingModel, SegmentationModel, load_model
 
 __all__ = [
@@ -144,7 +146,7 @@ def segment_folder(
         it = tqdm(paths, desc=f"segment ({method})", unit="image")
     rows = []
     for p in it:
-        image = load_image(p)
+        image = read_image(p)
         t0 = time.perf_counter()
         labels = seg(image)
         dt = time.perf_counter() - t0
@@ -182,7 +184,7 @@ def count_folder(
         it = tqdm(paths, desc=f"count ({method})", unit="image")
     rows = []
     for p in it:
-        image = load_image(p)
+        image = read_image(p)
         t0 = time.perf_counter()
         raw = float(fn(image))
         rows.append({"image": p.name, "count": max(0, int(round(raw))), "raw_count": raw, "method": method,
@@ -221,7 +223,7 @@ def scaled_counts(n: int, size: tuple[int, int], seed: int) -> list[int]:
     BBBC005 fields are 520 x 696 pixels; a smaller field gets proportionally fewer cells (at
     least 1) so that cells keep BBBC005's size and density.
     """
-    from .datasets import BBBC005_COUNTS
+    from ..imaging.bbbc import BBBC005_COUNTS
 
     ratio = min(1.0, size[0] * size[1] / (520 * 696))
     drawn = np.random.default_rng(seed).choice(BBBC005_COUNTS, size=n)
@@ -354,7 +356,7 @@ def evaluate_segmentation(
 
         it = tqdm(it, desc="segment + score", unit="image")
     for r in it:
-        image = load_image(r.image_path)
+        image = read_image(r.image_path)
         truth = load_mask(r.mask_path)
         for m, fn in methods.items():
             t0 = time.perf_counter()

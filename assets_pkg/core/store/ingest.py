@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlateFormatError, ValidationFailed
-from ..imaging.plates import Plate, read_image, read_plate
+from ..imaging.io import read_image
+from ..imaging.plates import PIXEL_DTYPES, Plate, read_plate
 from ..segmentation.nuclei import detect_nuclei, nucleus_centres
 from .frame_store import FrameStore
 from .frames import FRAME_TABLE_COLUMNS, default_downsample, extract_frames
@@ -143,7 +144,7 @@ def detect_plate_nuclei(
     fields = _field_paths(plate)
     out = []
     for i, row in enumerate(fields.itertuples(index=False)):
-        nuc = read_image(plate.image_path(row.nucleus))
+        nuc = read_image(plate.image_path(row.nucleus), dtypes=PIXEL_DTYPES)
         if segment_fn is None:
             labels = detect_nuclei(nuc, pixel_size_um=px, nucleus_diameter_um=params.nucleus_diameter_um)
         else:
@@ -183,8 +184,8 @@ def crop_plate_frames(
     chunks, rows = [], []
     for i, fn in enumerate(nuclei):
         paths = fields.loc[(fn.well, fn.field_id)]
-        nuc = read_image(plate.image_path(paths["nucleus"]))
-        prot = read_image(plate.image_path(paths["protein"]), expect_shape=nuc.shape)
+        nuc = read_image(plate.image_path(paths["nucleus"]), dtypes=PIXEL_DTYPES)
+        prot = read_image(plate.image_path(paths["protein"]), expect_shape=nuc.shape, dtypes=PIXEL_DTYPES)
         frames, centres = extract_frames(nuc, prot, fn.labels, downsample=factor, crop_size=params.crop_size)
         loc, grades = _localization_columns(plate, fn.well)
         info = plate.wells[fn.well]
@@ -232,11 +233,11 @@ def ingest_plate(
     ------
     ValidationFailed
         When any metadata suite fails; the store is not touched.  ``.report`` holds the
-        :class:`~assets_pkg.core.qc.metadata.ValidationReport`.
+        :class:`~assets_pkg.core.qc.report.ValidationReport`.
     PlateFormatError
         When the folder is unreadable.
     """
-    from ..qc.metadata import validate_plate
+    from ..qc.validate import validate_plate
 
     t0 = time.perf_counter()
     report = validate_plate(plate_dir, registry=registry)

@@ -1,8 +1,8 @@
 """Other image sources, read into the forms the pipeline uses.
 
-- :func:`read_image_folder`: a folder of single-channel field images (TIFF or PNG), nucleus
-  and protein images paired by name -> ``[(field_name, nucleus_img, protein_img), ...]``,
-  ready for :func:`assets_pkg.core.segmentation.nuclei.detect_nuclei` and
+- :func:`read_image_folder`: a folder of single-channel field images (TIFF or PNG, read by
+  :func:`assets_pkg.core.imaging.io.read_image`), nucleus and protein images paired by name
+  -> ``[(field_name, nucleus_img, protein_img), ...]``, ready for :func:`assets_pkg.core.segmentation.nuclei.detect_nuclei` and
   :func:`assets_pkg.core.store.frames.extract_frames`.
 - :func:`read_cytoself_arrays`: the released cytoself / OpenCell crop arrays ->
   ``(frames, table)`` in the frame store's form (frames float32 (N, 100, 100, 3), channels
@@ -42,9 +42,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlateFormatError
+from ..imaging.io import IMAGE_SUFFIXES, read_image
 from .frames import signed_distance
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 #: cytoself label column -> OpenCell grade (3 = prominent).
 CYTOSELF_GRADE_COLUMNS: dict[str, int] = {"loc_grade1": 3, "loc_grade2": 2, "loc_grade3": 1}
@@ -73,29 +72,6 @@ def _match_token(tokens: list[str], patterns: list[str]) -> int | None:
         if any(fnmatch.fnmatchcase(tok.lower(), p) for p in patterns):
             return i
     return None
-
-
-def _read_2d(path: Path) -> np.ndarray:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        try:
-            img = tifffile.imread(path)
-        except Exception as e:  # tifffile raises many types; re-raised with the file named
-            raise PlateFormatError(f"cannot read TIFF ({type(e).__name__}: {e})", path=path) from e
-    else:
-        from skimage import io
-
-        try:
-            img = io.imread(path)
-        except Exception as e:  # imageio raises many types; re-raised with the file named
-            raise PlateFormatError(f"cannot read image ({type(e).__name__}: {e})", path=path) from e
-    img = np.asarray(img)
-    if img.ndim != 2:
-        raise PlateFormatError(
-            f"expected a single-channel 2-D image, got shape {img.shape}", path=path, field="shape"
-        )
-    return img
 
 
 def read_image_folder(
@@ -131,8 +107,9 @@ def read_image_folder(
     ------
     PlateFormatError
         When the folder is missing or holds no nucleus image, when two files give the same
-        field and channel, when a protein image has no nucleus image, when an image is not
-        2-D, or when a pair differs in shape.
+        field and channel, when a protein image has no nucleus image, when an image cannot be
+        read or is not single-channel 2-D (:class:`~assets_pkg.core.errors.ImageFormatError`),
+        or when a pair differs in shape.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -169,9 +146,9 @@ def read_image_folder(
         )
     out = []
     for field in sorted(found["nucleus"]):
-        nuc = _read_2d(found["nucleus"][field])
+        nuc = read_image(found["nucleus"][field])
         if field in found["protein"]:
-            pro = _read_2d(found["protein"][field])
+            pro = read_image(found["protein"][field])
             if pro.shape != nuc.shape:
                 raise PlateFormatError(
                     f"protein image shape {pro.shape} differs from nucleus image shape {nuc.shape}",

@@ -1,4 +1,4 @@
-"""Tests of the metadata and provenance suites (assets_pkg.core.qc.metadata)."""
+"""Tests of plate validation: every rule of the four suites, through validate_plate (assets_pkg.core.qc)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from plate_factory import (
     tree_state,
 )
 
-from assets_pkg.core.errors import CellscapeError
 from assets_pkg.core.imaging import plates
-from assets_pkg.core.qc import metadata
+from assets_pkg.core.qc.instruments import load_instrument_registry
+from assets_pkg.core.qc.report import MAX_EXAMPLES, Failure, ValidationReport
+from assets_pkg.core.qc.rules import PROVENANCE_FIELDS
+from assets_pkg.core.qc.suites import SUITES
+from assets_pkg.core.qc.validate import validate_plate
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 F00P = "A01_f00_protein.tif"
@@ -32,13 +35,13 @@ def plate(tmp_path: Path) -> Path:
     return make_plate(tmp_path, "plate01", wells=2, fields=2, size=32)
 
 
-def validate(plate_dir: Path, **kw) -> metadata.ValidationReport:
+def validate(plate_dir: Path, **kw) -> ValidationReport:
     kw.setdefault("now", NOW)
-    return metadata.validate_plate(plate_dir, **kw)
+    return validate_plate(plate_dir, **kw)
 
 
-def find(report: metadata.ValidationReport, suite: str, column: str | None = None, file: str | None = None,
-         text: str | None = None) -> metadata.Failure:
+def find(report: ValidationReport, suite: str, column: str | None = None, file: str | None = None,
+         text: str | None = None) -> Failure:
     """The failure of ``suite`` on ``column`` naming ``file`` whose details mention ``text``."""
     for f in report.suite(suite).failures:
         if column is not None and f.column != column:
@@ -68,7 +71,7 @@ def _tiff_bytes(image: np.ndarray) -> bytes:
 def test_valid_plate_passes_every_suite(plate: Path) -> None:
     report = validate(plate)
     assert report.success, report.to_text()
-    assert [s.name for s in report.suites] == list(metadata.SUITES)
+    assert [s.name for s in report.suites] == list(SUITES)
     assert all(s.success and s.evaluated > 0 for s in report.suites)
     assert report.plate_id == "plate01" and report.errors == [] and report.failures == []
     assert "passed" in report.to_text().splitlines()[0]
@@ -76,7 +79,7 @@ def test_valid_plate_passes_every_suite(plate: Path) -> None:
 
 
 def test_default_now_is_the_current_time(plate: Path) -> None:
-    assert metadata.validate_plate(plate).success
+    assert validate_plate(plate).success
 
 
 def test_suites_subset_and_unknown_suite(plate: Path) -> None:
@@ -86,22 +89,12 @@ def test_suites_subset_and_unknown_suite(plate: Path) -> None:
         validate(plate, suites=("schema", "vibes"))
 
 
-def test_registry_loads_and_rejects_malformed(tmp_path: Path) -> None:
-    reg = metadata.load_instrument_registry()
-    assert {"dragonfly-63x", "opera-phenix-40x", "imagexpress-20x"} <= set(reg)
-    assert reg["dragonfly-63x"]["pixel_size_um"] == [0.05, 0.3]
-    bad = tmp_path / "instruments.yaml"
-    bad.write_text("instruments:\n  scope:\n    pixel_size_um: [0.3]\n", encoding="utf-8")
-    with pytest.raises(CellscapeError, match=r"instruments\.scope\.pixel_size_um"):
-        metadata.load_instrument_registry(bad)
-
-
 def test_custom_registry_is_used(plate: Path) -> None:
-    reg = metadata.load_instrument_registry()
+    reg = load_instrument_registry()
     reg["dragonfly-63x"] = {**reg["dragonfly-63x"], "pixel_size_um": [0.5, 1.0]}
     report = validate(plate, registry=reg)
     f = find(report, "provenance", "pixel_size_um", F00P)
-    assert len(f.files) == 8 and len(f.examples) == metadata.MAX_EXAMPLES
+    assert len(f.files) == 8 and len(f.examples) == MAX_EXAMPLES
 
 
 # ------------------------------------------------------------------------------ geometry
@@ -296,7 +289,7 @@ def test_blank_operator(plate: Path) -> None:
 def test_every_provenance_field_is_required(tmp_path: Path) -> None:
     plate = make_plate(tmp_path, wells=4, fields=2, size=16)  # 16 files: blank one field in each
     names = list(read_metadata_text(plate)["file_name"])
-    blanked = dict(zip(names, metadata.PROVENANCE_FIELDS, strict=False))
+    blanked = dict(zip(names, PROVENANCE_FIELDS, strict=False))
 
     def blank(df):
         for name, column in blanked.items():
