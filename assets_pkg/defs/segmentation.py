@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
+from ..core.segmentation.config import CountTrainConfig, SegTrainConfig
 from ..core.segmentation.metrics import count_metrics_by, summarise_scores
 from ..core.segmentation.run import (
     cell_sets_table,
@@ -17,13 +18,12 @@ from ..core.segmentation.run import (
     write_label_stack,
 )
 from ..core.segmentation.training import (
-    CountTrainConfig,
-    SegTrainConfig,
     load_model,
     save_model,
     train_counting,
     train_segmentation,
 )
+from .config import dagster_config
 from .resources import CellscapeResource
 
 SEG_GROUP = "segmentation"
@@ -113,17 +113,10 @@ def _model_dir(cellscape: CellscapeResource, name: str, context) -> Path:
     return cellscape.path(cellscape.artifacts_dir) / "models" / name / context.run.run_id[:8]
 
 
-class SegmentationTrainingConfig(dg.Config):
-    """U-Net size and training length (see ``SegTrainConfig``); the defaults train in minutes on a CPU."""
-
-    depth: int = 3
-    base_width: int = 16
-    crop: int = 128
-    batch_size: int = 4
-    steps: int = 300
-    learning_rate: float = 2e-3
-    max_minutes: float | None = None
-    seed: int = 0
+SegmentationTrainingConfig = dagster_config(
+    SegTrainConfig, "SegmentationTrainingConfig", exclude=("log_every",),
+    doc="U-Net size and training length (see ``SegTrainConfig``); preset tiny trains in minutes on a CPU. "
+        "The asset logs 20 times per run.")
 
 
 @dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
@@ -132,9 +125,8 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
     """Nucleus U-Net trained on the segmentation set's train split, thresholds tuned, saved with Orbax."""
     train = _train_split(cellscape, "segmentation")
     images, masks = _load(train)
-    cfg = SegTrainConfig(depth=config.depth, base_width=config.base_width, crop=config.crop,
-                         batch_size=config.batch_size, steps=config.steps, learning_rate=config.learning_rate,
-                         max_minutes=config.max_minutes, seed=config.seed, log_every=max(1, config.steps // 20))
+    cfg = config.to_library()
+    cfg = cfg.model_copy(update={"log_every": max(1, cfg.steps // 20)})
     context.log.info(f"training the U-Net on {len(images)} images: {cfg}")
     model = train_segmentation(images, masks, cfg, names=list(train.name), log=context.log.info)
     out = save_model(model, _model_dir(cellscape, "segmentation_model", context),
@@ -156,16 +148,10 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
     })
 
 
-class CountingTrainingConfig(dg.Config):
-    """Counting CNN input size and training length (see ``CountTrainConfig``)."""
-
-    input_height: int = 256
-    input_width: int = 344
-    batch_size: int = 8
-    steps: int = 600
-    learning_rate: float = 2e-3
-    max_minutes: float | None = None
-    seed: int = 0
+CountingTrainingConfig = dagster_config(
+    CountTrainConfig, "CountingTrainingConfig", exclude=("log_every",),
+    doc="Counting CNN input size and training length (see ``CountTrainConfig``); preset tiny trains in minutes "
+        "on a CPU.  The asset logs 20 times per run.")
 
 
 @dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
@@ -174,9 +160,8 @@ def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingCo
     """Counting regression CNN trained on the counting set's train split (L2 on true counts), saved with Orbax."""
     train = _train_split(cellscape, "counting")
     images, _ = _load(train.drop(columns="mask_path"))
-    cfg = CountTrainConfig(input_shape=(config.input_height, config.input_width), batch_size=config.batch_size,
-                           steps=config.steps, learning_rate=config.learning_rate, max_minutes=config.max_minutes,
-                           seed=config.seed, log_every=max(1, config.steps // 20))
+    cfg = config.to_library()
+    cfg = cfg.model_copy(update={"log_every": max(1, cfg.steps // 20)})
     context.log.info(f"training the counting CNN on {len(images)} images: {cfg}")
     model = train_counting(images, train["count"].to_numpy(), cfg, names=list(train.name), log=context.log.info)
     out = save_model(model, _model_dir(cellscape, "counting_model", context),

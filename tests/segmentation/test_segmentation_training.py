@@ -274,7 +274,7 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
     run_config = {"ops": {
         "cell_image_sets": {"config": {"simulated_fields": 6, "simulated_size": [96, 128]}},
         "segmentation_model": {"config": {"depth": 2, "base_width": 8, "crop": 64, "steps": 10}},
-        "counting_model": {"config": {"input_height": 48, "input_width": 64, "steps": 10}},
+        "counting_model": {"config": {"input_shape": [48, 64], "steps": 10}},
         "segmentation_results": {"config": {"overlay_images": 2}},
     }}
     with dg.instance_for_test() as instance:
