@@ -12,6 +12,7 @@ import tifffile
 
 from assets_pkg.cli import main as cli
 from assets_pkg.core.imaging.cellsim import CellSimParams, simulate_cells
+from assets_pkg.core.segmentation.config import CountTrainConfig, SegTrainConfig
 from assets_pkg.core.segmentation.datasets import CellSetError
 from assets_pkg.core.segmentation.run import (
     cell_sets_table,
@@ -21,9 +22,7 @@ from assets_pkg.core.segmentation.run import (
     write_label_stack,
 )
 from assets_pkg.core.segmentation.training import (
-    CountTrainConfig,
     ModelFileError,
-    SegTrainConfig,
     load_model,
     median_diameter,
     save_model,

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from ..config import LibConfig
 from ..errors import CellscapeError
 from ..presets import TRAIN_PRESETS
-from .models import ModelConfig, model_presets
+
+if TYPE_CHECKING:  # the model module imports JAX: only when a config is used, not when flags are built
+    from .models import ModelConfig
 
 __all__ = ["TrainConfig", "TRAIN_PRESETS", "train_config_from_preset"]
 
@@ -56,6 +58,8 @@ class TrainConfig(LibConfig):
 
     def vqvae_config(self, num_classes: int) -> ModelConfig:
         """The :class:`ModelConfig` of the preset's model size with ``model`` on top."""
+        from .models import ModelConfig, model_presets
+
         presets = model_presets()
         if self.preset not in presets:
             raise CellscapeError(f"unknown preset {self.preset!r}; choose one of {sorted(presets)}", field="preset")

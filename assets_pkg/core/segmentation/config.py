@@ -6,13 +6,15 @@ a folder (:class:`SegmentRunConfig`, :class:`CountRunConfig`).  Training presets
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
 from ..config import LibConfig
 from ..presets import COUNT_TRAIN_PRESETS, SEG_TRAIN_PRESETS
-from .unet import UNetConfig
+
+if TYPE_CHECKING:  # the network modules import JAX: only when a config is used, not when flags are built
+    from .unet import UNetConfig
 
 __all__ = ["SegTrainConfig", "CountTrainConfig", "SegmentRunConfig", "CountRunConfig"]
 
@@ -53,6 +55,8 @@ class SegTrainConfig(LibConfig):
     @property
     def unet(self) -> UNetConfig:
         """The network's :class:`~assets_pkg.core.segmentation.unet.UNetConfig`."""
+        from .unet import UNetConfig
+
         return UNetConfig(depth=self.depth, base_width=self.base_width, dtype=self.dtype)
 
 

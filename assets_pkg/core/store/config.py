@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from ..config import LibConfig
-from .frames import default_downsample
 
 __all__ = ["NucleusConfig", "FrameConfig", "IngestParams", "SplitConfig"]
 
@@ -33,6 +31,8 @@ class FrameConfig(LibConfig):
 
     def factor(self, pixel_size_um: float) -> float:
         """Downsampling factor for a plate of ``pixel_size_um`` µm pixels."""
+        from .frames import default_downsample  # scikit-image: only when used
+
         if self.downsample is not None:
             return float(self.downsample)
         return float(default_downsample(pixel_size_um, self.target_um_per_px))
@@ -79,6 +79,6 @@ class SplitConfig(LibConfig):
     @model_validator(mode="after")
     def _fractions_sum_to_one(self):
         fr = (self.train, self.valid, self.test)
-        if not np.isclose(sum(fr), 1.0):
+        if abs(sum(fr) - 1.0) > 1e-8 + 1e-5:  # numpy.isclose's tolerance, as before
             raise ValueError(f"train, valid, test: split fractions must sum to 1, got {fr}")
         return self
