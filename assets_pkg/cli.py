@@ -500,8 +500,8 @@ def cmd_count(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cellscape`` console script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cellscape`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="cellscape", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
@@ -516,7 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_segment(sub)
     _add_train_counting(sub)
     _add_count(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cellscape`` console script."""
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (CellscapeError, ValueError) as e:  # bad input or arguments: a message, not a traceback
