@@ -64,7 +64,8 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool
                     print(f"[atlas] report, exports and figures: {md['path'].value}", flush=True)
         if segment:
             seg = run("segmentation_job", "segmentation", "cell image sets, U-Net, counting CNN, results",
-                      {"segmentation_model": {"config": {"preset": "tiny"}}, "counting_model": {"config": {"preset": "tiny"}}})
+                      {"cell_image_sets": {"config": {"preset": "tiny"}},
+                       "segmentation_model": {"config": {"preset": "tiny"}}, "counting_model": {"config": {"preset": "tiny"}}})
             if seg.success:
                 md = seg.asset_materializations_for_node("segmentation_results")[0].metadata
                 print(md["segmentation_metrics"].value, flush=True)

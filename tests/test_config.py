@@ -16,6 +16,7 @@ from assets_pkg.core.imaging.config import SimulateCellsConfig, SimulatePlatesCo
 from assets_pkg.core.localization.config import TrainConfig, train_config_from_preset
 from assets_pkg.core.params import PARAMS_SECTIONS, load_params
 from assets_pkg.core.segmentation.config import (
+    CellSetsConfig,
     CountRunConfig,
     CountTrainConfig,
     SegmentRunConfig,
@@ -28,7 +29,8 @@ from assets_pkg.defs.config import LibraryDerivedConfig, dagster_config
 REPO = Path(__file__).resolve().parents[1]
 
 LIBRARY_MODELS = [NucleusConfig, FrameConfig, IngestParams, SplitConfig, TrainConfig, SegTrainConfig,
-                  CountTrainConfig, SegmentRunConfig, CountRunConfig, SimulatePlatesConfig, SimulateCellsConfig]
+                  CountTrainConfig, SegmentRunConfig, CountRunConfig, CellSetsConfig, SimulatePlatesConfig,
+                  SimulateCellsConfig]
 
 #: asset -> (library model it passes on, library fields the asset sets itself, asset-only fields)
 DERIVED = {
@@ -39,9 +41,10 @@ DERIVED = {
     "localization_model_ablation": (TrainConfig, {"classification_weight"}, set()),
     "segmentation_model": (SegTrainConfig, {"log_every"}, set()),
     "counting_model": (CountTrainConfig, {"log_every"}, set()),
+    "cell_image_sets": (CellSetsConfig, set(), set()),
 }
 #: configs of what has no library step (yet): written in the Dagster layer alone.
-DAGSTER_ONLY = {"dataset_version", "cell_image_sets", "segmentation_results"}
+DAGSTER_ONLY = {"dataset_version", "segmentation_results"}
 
 #: cellscape subcommand -> (library model, required flags, fields without a flag)
 COMMANDS = {
@@ -111,6 +114,9 @@ def test_tiny_presets_are_what_the_dagster_assets_trained_before():
     assert SegTrainConfig(preset="tiny").model_dump(include=set(old_unet)) == old_unet
     old_count = dict(input_shape=(256, 344), batch_size=8, steps=600, learning_rate=2e-3, max_minutes=None, seed=0)
     assert CountTrainConfig(preset="tiny").model_dump(include=set(old_count)) == old_count
+    old_sets = dict(segmentation_images=None, segmentation_masks=None, counting_images=None, simulated_fields=18,
+                    simulated_size=(256, 320), seed=0, train_fraction=2 / 3)
+    assert CellSetsConfig(preset="tiny").model_dump(exclude={"preset"}) == old_sets
 
 
 def test_vqvae_presets_are_unchanged():
@@ -183,7 +189,8 @@ def test_dagster_config_refuses_unknown_exclusions_and_clashing_extras():
 
 def test_the_demo_selects_the_tiny_presets():
     src = (REPO / "assets_pkg" / "pipeline.py").read_text()
-    for asset in ("segmentation_model", "counting_model", "localization_model", "localization_model_ablation"):
+    for asset in ("cell_image_sets", "segmentation_model", "counting_model", "localization_model",
+                  "localization_model_ablation"):
         assert f'"{asset}": {{"config": {{"preset": "tiny"}}}}' in src, asset
 
 

@@ -9,7 +9,7 @@ sizes of the same names live in :func:`assets_pkg.core.localization.models.model
 
 from __future__ import annotations
 
-__all__ = ["TRAIN_PRESETS", "SEG_TRAIN_PRESETS", "COUNT_TRAIN_PRESETS"]
+__all__ = ["TRAIN_PRESETS", "SEG_TRAIN_PRESETS", "COUNT_TRAIN_PRESETS", "CELL_SETS_PRESETS"]
 
 #: VQ-VAE training (:class:`~assets_pkg.core.localization.config.TrainConfig`); the model part
 #: comes from ``models.model_presets()`` under the same name.
@@ -31,4 +31,11 @@ SEG_TRAIN_PRESETS: dict[str, dict] = {
 COUNT_TRAIN_PRESETS: dict[str, dict] = {
     "default": {},
     "tiny": dict(steps=600),
+}
+
+#: Cell image sets (:class:`~assets_pkg.core.segmentation.config.CellSetsConfig`): how many and
+#: how large the simulated fields are when no folder is given.
+CELL_SETS_PRESETS: dict[str, dict] = {
+    "default": {},
+    "tiny": dict(simulated_fields=18, simulated_size=(256, 320)),
 }

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
-from ..core.segmentation.config import CountTrainConfig, SegTrainConfig
+from ..core.segmentation.config import CellSetsConfig, CountTrainConfig, SegTrainConfig
 from ..core.segmentation.metrics import count_metrics_by, summarise_scores
 from ..core.segmentation.run import (
     cell_sets_table,
@@ -29,17 +29,10 @@ from .resources import CellscapeResource
 SEG_GROUP = "segmentation"
 
 
-class CellImageSetsConfig(dg.Config):
-    """Folders of real images (relative to the project root or absolute); an empty folder
-    setting means simulated SIMCEP-like fields instead."""
-
-    segmentation_images: str = ""
-    segmentation_masks: str = ""
-    counting_images: str = ""
-    simulated_fields: int = 18
-    simulated_size: list[int] = [256, 320]
-    seed: int = 0
-    train_fraction: float = 2 / 3
+CellImageSetsConfig = dagster_config(
+    CellSetsConfig, "CellImageSetsConfig",
+    doc="Folders of real images (relative to the project root or absolute); a folder not given means "
+        "simulated SIMCEP-like fields instead (see ``CellSetsConfig``; preset tiny: 18 small fields).")
 
 
 def _table_path(cellscape: CellscapeResource) -> Path:
@@ -57,14 +50,14 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
 def cell_image_sets(context: dg.AssetExecutionContext, config: CellImageSetsConfig,
                     cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Segmentation (images + instance masks) and counting (images + true counts) sets with their splits."""
-    opt = {k: (str(cellscape.path(v)) if v else None) for k, v in (
-        ("segmentation_images", config.segmentation_images), ("segmentation_masks", config.segmentation_masks),
-        ("counting_images", config.counting_images))}
+    cfg = config.to_library()
+    opt = {k: (str(cellscape.path(v)) if v is not None else None) for k, v in (
+        ("segmentation_images", cfg.segmentation_images), ("segmentation_masks", cfg.segmentation_masks),
+        ("counting_images", cfg.counting_images))}
     sim_dir = cellscape.path(cellscape.artifacts_dir) / "cells" / (
-        f"simulated-s{config.seed}-n{config.simulated_fields}-{config.simulated_size[0]}x{config.simulated_size[1]}")
-    table = cell_sets_table(**opt, simulated_dir=sim_dir, simulated_fields=config.simulated_fields,
-                            simulated_size=tuple(config.simulated_size), seed=config.seed,
-                            train_fraction=config.train_fraction)
+        f"simulated-s{cfg.seed}-n{cfg.simulated_fields}-{cfg.simulated_size[0]}x{cfg.simulated_size[1]}")
+    table = cell_sets_table(**opt, simulated_dir=sim_dir, simulated_fields=cfg.simulated_fields,
+                            simulated_size=cfg.simulated_size, seed=cfg.seed, train_fraction=cfg.train_fraction)
     path = _table_path(cellscape)
     _atomic_parquet(table, path)
     summary = table.groupby(["set", "split", "source"]).size().rename("images").reset_index()

@@ -1,6 +1,7 @@
 """Settings of the segmentation steps: training the nucleus U-Net (:class:`SegTrainConfig`) and
 the counting CNN (:class:`CountTrainConfig`), and running a model or the classical baseline over
-a folder (:class:`SegmentRunConfig`, :class:`CountRunConfig`).  Training presets live in
+a folder (:class:`SegmentRunConfig`, :class:`CountRunConfig`), and the image sets they are
+trained and scored on (:class:`CellSetsConfig`).  Training presets live in
 :mod:`assets_pkg.core.presets`."""
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from ..config import LibConfig
-from ..presets import COUNT_TRAIN_PRESETS, SEG_TRAIN_PRESETS
+from ..presets import CELL_SETS_PRESETS, COUNT_TRAIN_PRESETS, SEG_TRAIN_PRESETS
 
 if TYPE_CHECKING:  # the network modules import JAX: only when a config is used, not when flags are built
     from .unet import UNetConfig
 
-__all__ = ["SegTrainConfig", "CountTrainConfig", "SegmentRunConfig", "CountRunConfig"]
+__all__ = ["SegTrainConfig", "CountTrainConfig", "SegmentRunConfig", "CountRunConfig", "CellSetsConfig"]
 
 #: Names of :data:`assets_pkg.core.segmentation.classical.CLASSICAL_PRESETS` (a test keeps them equal).
 ClassicalPreset = Literal["bbbc039", "bbbc005_w1", "bbbc005_w2"]
@@ -113,3 +114,28 @@ class CountRunConfig(SegmentRunConfig):
 
     model: Path | None = Field(
         None, description="Counting or U-Net model folder (None: classical instances).")
+
+
+class CellSetsConfig(LibConfig):
+    """The segmentation and counting image sets (:func:`~assets_pkg.core.segmentation.run.cell_sets_table`):
+    folders of real images, or simulated SIMCEP-like fields for those not given.
+
+    ``preset`` ``default`` is these defaults; ``tiny`` simulates 18 fields of 256 x 320 (the demo).
+    """
+
+    PRESETS = CELL_SETS_PRESETS
+
+    preset: Literal["default", "tiny"] = Field(
+        "default", description="default: the fields' defaults; tiny: 18 simulated fields of 256 x 320 (the demo).")
+    segmentation_images: Path | None = Field(
+        None, description="Folder of segmentation images (None: simulated nucleus-stain fields).")
+    segmentation_masks: Path | None = Field(
+        None, description="Their instance masks, paired by stem (BBBC039-style PNGs or label TIFFs).")
+    counting_images: Path | None = Field(
+        None, description="Folder of BBBC005-style counting images, _C<count>_ in the names (None: simulated).")
+    simulated_fields: int = Field(24, ge=1, description="Simulated fields when a folder is not given.")
+    simulated_size: tuple[int, int] = Field(
+        (520, 696), description="(height, width) of a simulated field in pixels (BBBC005's).")
+    seed: int = Field(0, description="Seed of the simulation.")
+    train_fraction: float = Field(
+        2 / 3, gt=0, lt=1, description="Segmentation: the first round(fraction * n) images by name train.")
