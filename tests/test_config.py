@@ -249,3 +249,14 @@ def test_a_params_key_that_is_not_a_field_fails(tmp_path):
     path.write_text(yaml.safe_dump({"segment": {}}))
     with pytest.raises(ValueError, match="segment"):
         load_params(path)
+
+
+def test_dagster_types_of_library_annotations():
+    from typing import Literal
+
+    from assets_pkg.defs.config import dagster_type
+
+    assert dagster_type(tuple[int, int]) == list[int] and dagster_type(tuple[int, ...]) == list[int]
+    assert dagster_type(Path | None) == (str | None)
+    assert dagster_type(Literal["a", "b"] | None) == (str | None)  # Dagster has no optional Literal
+    assert dagster_type(Literal["a", "b"]) == Literal["a", "b"]

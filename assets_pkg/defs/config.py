@@ -1,8 +1,8 @@
 """Dagster ``Config`` classes derived from the library's config models (one definition per step).
 
 :func:`dagster_config` copies the fields, defaults and descriptions of a
-:class:`~assets_pkg.core.config.LibConfig` into a ``dg.Config`` subclass (tuples become lists
-and paths strings, as Dagster's config schema needs); ``.to_library()`` turns the run config
+:class:`~assets_pkg.core.config.LibConfig` into a ``dg.Config`` subclass (tuples become lists,
+paths strings and optional ``Literal`` its values' type, as Dagster's config schema needs); ``.to_library()`` turns the run config
 back into the library model, passing only the fields the run config set, so a ``preset``
 chosen there fills the rest.  Fields that only the asset uses (``extra``) are declared
 beside and never reach the library model.
@@ -34,7 +34,10 @@ def dagster_type(annotation: Any) -> Any:
         inner = {a for a in args if a is not Ellipsis}
         return list[dagster_type(inner.pop())] if len(inner) == 1 else list[Any]
     if origin in (typing.Union, types.UnionType):
-        mapped = tuple(dagster_type(a) for a in args)
+        # Dagster resolves a bare Literal but not an optional one: the values' type stands in
+        # for it there, and the library model checks the value in to_library()
+        mapped = tuple(type(typing.get_args(a)[0]) if typing.get_origin(a) is typing.Literal else dagster_type(a)
+                       for a in args)
         return typing.Union[mapped]  # noqa: UP007 (a runtime-built union)
     return annotation
 
@@ -52,7 +55,6 @@ class LibraryDerivedConfig(dg.Config):
 
     library_model: ClassVar[type[LibConfig]]
     asset_fields: ClassVar[tuple[str, ...]] = ()
-    excluded_fields: ClassVar[dict[str, Any]] = {}
 
     def to_library(self, **fixed: Any) -> LibConfig:
         """The library model of this run config: the fields the run config set (asset-only

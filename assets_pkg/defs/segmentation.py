@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
-from ..core.segmentation.config import CellSetsConfig, CountTrainConfig, SegTrainConfig
+from ..core.segmentation.config import (
+    CellSetsConfig,
+    CountTrainConfig,
+    SegTrainConfig,
+)
 from ..core.segmentation.metrics import count_metrics_by, summarise_scores
 from ..core.segmentation.run import (
     cell_sets_table,

@@ -39,19 +39,9 @@ class FrameConfig(LibConfig):
 
 
 class IngestParams(NucleusConfig, FrameConfig):
-    """Both halves of ingest, for the one-shot paths (``cellscape ingest``/``import``):
-    nucleus detection (:class:`NucleusConfig`) and frame cropping (:class:`FrameConfig`)."""
-
-    @property
-    def nuclei(self) -> NucleusConfig:
-        """The nucleus-detection half."""
-        return NucleusConfig(nucleus_diameter_um=self.nucleus_diameter_um)
-
-    @property
-    def frames(self) -> FrameConfig:
-        """The frame-cropping half."""
-        return FrameConfig(crop_size=self.crop_size, target_um_per_px=self.target_um_per_px,
-                           downsample=self.downsample)
+    """Both halves of ingest, for the one-shot paths (``cellscape ingest``/``import``, the
+    ``ingest`` section of params.yaml): an instance is both a :class:`NucleusConfig` and a
+    :class:`FrameConfig`, so it passes to either step."""
 
 
 class SplitConfig(LibConfig):
