@@ -6,33 +6,102 @@ import argparse
 import json
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 from .core.errors import CellscapeError
 
+# ----------------------------------------------------------------------------- flags from the config models
+_HELP = argparse.ArgumentDefaultsHelpFormatter
+
+#: CPU time per training step on 2 cores, measured (README): 1300 U-Net steps of 4 random 256² crops
+#: took 50 min, 4000 counting steps 8 min.  Shown in the help of --steps / --minutes.
+UNET_CPU_MINUTES_PER_STEP = 50 / 1300
+COUNT_CPU_MINUTES_PER_STEP = 8 / 4000
+
+
+def _unwrap_optional(annotation):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    model,
+    exclude: tuple[str, ...] = (),
+    aliases: dict[str, tuple[str, ...]] | None = None,
+    metavars: dict[str, tuple[str, ...]] | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """One ``--kebab-name`` flag per field of the library config ``model``.
+
+    The flag's type, choices (``Literal``), ``nargs`` (tuples) or ``--x/--no-x`` (bool) come
+    from the field's annotation and its help from the field's description, with the default
+    shown.  A flag not given stays out of the namespace (``argparse.SUPPRESS``), so that
+    :func:`config_from_args` passes only what the user typed and a ``--preset`` fills the rest.
+    ``aliases`` keeps older flag names working; ``notes`` adds command-line-only help.
+    """
+    aliases, metavars, notes = aliases or {}, metavars or {}, notes or {}
+    presets = getattr(model, "PRESETS", None) or {}
+    preset_keys = {k for values in presets.values() for k in values}
+    for name, info in model.model_fields.items():
+        if name in exclude:
+            continue
+        ann = _unwrap_optional(info.annotation)
+        origin, args = typing.get_origin(ann), typing.get_args(ann)
+        kw: dict = {"dest": name, "default": argparse.SUPPRESS}
+        if origin is typing.Literal:
+            kw.update(choices=list(args), type=type(args[0]))
+        elif ann is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin is tuple:
+            kw.update(type=args[0], nargs=len(args) if Ellipsis not in args else "+")
+        elif ann in (int, float, str, Path):
+            kw["type"] = ann
+        else:
+            raise TypeError(f"{model.__name__}.{name}: no command-line flag for {info.annotation}; exclude it")
+        if name in metavars:
+            kw["metavar"] = metavars[name]
+        if info.is_required():
+            kw["required"] = True
+            shown = ""
+        else:
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, tuple):
+                default = " ".join(map(str, default))
+            shown = f" (default: {default}{'; the preset may set it' if name in preset_keys else ''})"
+        text = (info.description or "") + shown + (f" {notes[name]}" if name in notes else "")
+        kw["help"] = text.replace("%", "%%")
+        parser.add_argument(f"--{name.replace('_', '-')}", *aliases.get(name, ()), **kw)
+
+
+def config_from_args(model, args: argparse.Namespace, **fixed):
+    """The library config ``model`` from the flags given (see :func:`add_config_arguments`) and ``fixed``."""
+    given = {k: getattr(args, k) for k in model.model_fields if hasattr(args, k)}
+    return model(**{**given, **fixed})
+
 
 def _add_simulate(sub):
-    p = sub.add_parser("simulate-plates", help="write simulated OpenCell-like plates")
+    from .core.imaging.config import SimulatePlatesConfig
+
+    p = sub.add_parser("simulate-plates", help="write simulated OpenCell-like plates", formatter_class=_HELP)
     p.add_argument("--out", required=True, type=Path, help="folder that receives the plate folders")
-    p.add_argument("--plates", type=int, default=1)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--proteins", type=Path, default=None, help="OpenCell-format annotation CSV (default: built-in panel)")
-    p.add_argument("--wells", type=int, default=8, help="wells per plate (one protein each)")
-    p.add_argument("--fields-per-well", type=int, default=2)
-    p.add_argument("--field-size", type=int, default=512, help="field side in pixels")
-    p.add_argument("--defects", action="store_true", help="inject out-of-focus, saturated and debris defects")
-    p.add_argument("--defect-rate", type=float, default=0.1)
-    p.add_argument("--prefix", default="plate", help="plate id prefix")
+    add_config_arguments(p, SimulatePlatesConfig)
     p.set_defaults(func=cmd_simulate)
 
 
 def cmd_simulate(a) -> int:
+    from .core.imaging.config import SimulatePlatesConfig
     from .core.imaging.simulator import simulate_plates
 
+    c = config_from_args(SimulatePlatesConfig, a)
     paths = simulate_plates(
-        a.out, n_plates=a.plates, seed=a.seed, proteins=a.proteins, wells=a.wells,
-        fields_per_well=a.fields_per_well, field_size=a.field_size, defects=a.defects,
-        defect_rate=a.defect_rate, plate_prefix=a.prefix, progress=True,
+        a.out, n_plates=c.plates, seed=c.seed, proteins=c.proteins, wells=c.wells,
+        fields_per_well=c.fields_per_well, field_size=c.field_size, defects=c.defects,
+        defect_rate=c.defect_rate, plate_prefix=c.prefix, progress=True,
     )
     for p in paths:
         print(p)
@@ -66,14 +135,13 @@ def cmd_validate(a) -> int:
 
 
 def _add_ingest(sub):
-    p = sub.add_parser("ingest", help="validate plates and write their frames to a frame store")
+    from .core.store.config import IngestParams
+
+    p = sub.add_parser("ingest", help="validate plates and write their frames to a frame store", formatter_class=_HELP)
     p.add_argument("plates", nargs="+", type=Path)
     p.add_argument("--store", required=True, help="store root: a path, file:// or memory:// URL, or a kvstore JSON spec")
-    p.add_argument("--crop-size", type=int, default=100)
-    p.add_argument("--target-um-per-px", type=float, default=0.4)
-    p.add_argument("--downsample", type=float, default=None)
-    p.add_argument("--nucleus-diameter-um", type=float, default=15.0)
-    p.add_argument("--instruments", type=Path, default=None)
+    add_config_arguments(p, IngestParams)
+    p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML (default: built-in)")
     p.add_argument("--no-catalog", action="store_true", help="do not rebuild the catalog afterwards")
     p.set_defaults(func=cmd_ingest)
 
@@ -89,11 +157,12 @@ def cmd_ingest(a) -> int:
 
     from .core.errors import ValidationFailed
     from .core.qc.instruments import load_instrument_registry
+    from .core.store.config import IngestParams
     from .core.store.dvc import dataset_md5_or_none
-    from .core.store.ingest import IngestParams, ingest_plate
+    from .core.store.ingest import ingest_plate
 
+    params = config_from_args(IngestParams, a)
     store = open_store(a.store)
-    params = IngestParams(a.crop_size, a.target_um_per_px, a.downsample, a.nucleus_diameter_um)
     registry = load_instrument_registry(a.instruments)
     md5 = dataset_md5_or_none()
     failed = ingested = 0
@@ -124,7 +193,10 @@ def cmd_ingest(a) -> int:
 
 
 def _add_import(sub):
-    p = sub.add_parser("import", help="put an image folder or released cytoself arrays into a frame store")
+    from .core.store.config import IngestParams
+
+    p = sub.add_parser("import", help="put an image folder or released cytoself arrays into a frame store",
+                       formatter_class=_HELP)
     p.add_argument("folder", type=Path)
     p.add_argument("--format", choices=["images", "cytoself"], required=True,
                    help="images: nucleus/protein image pairs (nuclei are detected); cytoself: "
@@ -134,37 +206,37 @@ def _add_import(sub):
     p.add_argument("--pixel-size-um", type=float, default=None, help="images only: pixel size of the images")
     p.add_argument("--gene", default="", help="images only: the tagged gene")
     p.add_argument("--ensg-id", default="", help="images only: its Ensembl id")
-    p.add_argument("--target-um-per-px", type=float, default=0.4)
-    p.add_argument("--nucleus-diameter-um", type=float, default=15.0)
+    add_config_arguments(p, IngestParams, notes={k: "(images only)" for k in IngestParams.model_fields})
     p.set_defaults(func=cmd_import)
 
 
 def cmd_import(a) -> int:
-    from .core.store.ingest import IngestParams, import_cytoself, ingest_image_folder
+    from .core.store.config import IngestParams
+    from .core.store.ingest import import_cytoself, ingest_image_folder
 
+    params = config_from_args(IngestParams, a)
     store = open_store(a.store)
     if a.format == "cytoself":
+        given = sorted(params.model_fields_set)
+        if given:
+            raise CellscapeError(f"--format cytoself takes already cropped frames; {given} would be ignored",
+                                 path=a.folder, field=given[0])
         res = import_cytoself(a.folder, store, a.plate_id)
     else:
         if a.pixel_size_um is None:
             raise CellscapeError("--pixel-size-um is required for --format images", path=a.folder, field="pixel_size_um")
-        params = IngestParams(target_um_per_px=a.target_um_per_px, nucleus_diameter_um=a.nucleus_diameter_um)
         res = ingest_image_folder(a.folder, store, a.plate_id, a.pixel_size_um, params, a.gene, a.ensg_id)
     print(f"{res.plate_id}: {res.n_frames} frames from {a.folder} in {res.seconds:.1f}s")
     return 0
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the localization VQ-VAE on the frames of a store")
+    from .core.localization.config import TrainConfig
+
+    p = sub.add_parser("train", help="train the localization VQ-VAE on the frames of a store", formatter_class=_HELP)
     p.add_argument("--frames", required=True, help="frame store (path, URL or kvstore JSON)")
     p.add_argument("--out", required=True, type=Path, help="model folder: checkpoints/, metrics.json, history.csv, figures/")
-    p.add_argument("--preset", choices=["tiny", "full", "cytoself"], default="tiny")
-    p.add_argument("--classification-weight", type=float, default=1.0, help="0 trains the ablation without the head")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    add_config_arguments(p, TrainConfig, exclude=("model",))
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
@@ -175,15 +247,13 @@ def cmd_train(a) -> int:
     from tqdm import tqdm
 
     from .core.errors import StoreError
-    from .core.localization.training import (
-        describe_devices,
-        fit,
-        save_training_figures,
-        train_config_from_preset,
-    )
+    from .core.localization.config import TrainConfig
+    from .core.localization.training import describe_devices, fit, save_training_figures
+    from .core.store.config import SplitConfig
     from .core.store.dvc import dataset_md5_or_none
-    from .core.store.splits import SplitConfig, make_splits, split_version
+    from .core.store.splits import make_splits, split_version
 
+    cfg = config_from_args(TrainConfig, a)
     store = open_store(a.frames)
     try:
         splits = store.read_dataset_table("splits")
@@ -194,14 +264,10 @@ def cmd_train(a) -> int:
             catalog = store.read_catalog()
         except StoreError:
             catalog = store.catalog()
-        sc = SplitConfig(exclusive_by=a.split_by, seed=a.seed)
+        sc = SplitConfig(exclusive_by=a.split_by, seed=cfg.seed)
         splits = make_splits(catalog, sc)
         version = split_version(splits, sc)
-        print(f"splits: made here, {a.split_by}-exclusive, seed {a.seed} (version {version})")
-    cfg = train_config_from_preset(
-        a.preset, epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate,
-        classification_weight=a.classification_weight, compute_dtype=a.compute_dtype, seed=a.seed,
-    )
+        print(f"splits: made here, {a.split_by}-exclusive, seed {cfg.seed} (version {version})")
     print(f"devices: {describe_devices()}")
     bar = tqdm(desc="training", unit="step")
 
@@ -214,7 +280,7 @@ def cmd_train(a) -> int:
                   resume=not a.no_resume, log=bar.write, progress=progress)
     finally:
         bar.close()
-    figs = save_training_figures(res, store, splits, a.out.name, seed=a.seed)
+    figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
     fm = res.final_metrics
     print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
     print(f"model: {a.out}  (metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
@@ -236,7 +302,8 @@ def _add_report(sub):
 
 def _splits_of(store, seed: int):
     from .core.errors import StoreError
-    from .core.store.splits import SplitConfig, make_splits
+    from .core.store.config import SplitConfig
+    from .core.store.splits import make_splits
 
     try:
         return store.read_dataset_table("splits")
@@ -287,50 +354,53 @@ def cmd_pipeline(a) -> int:
 
 # ----------------------------------------------------------------------------- cells: simulate, segment, count
 def _add_simulate_cells(sub):
-    p = sub.add_parser("simulate-cells", help="write SIMCEP-like cell images with exact masks (BBBC005 naming)")
+    from .core.imaging.config import SimulateCellsConfig
+
+    p = sub.add_parser("simulate-cells", help="write SIMCEP-like cell images with exact masks (BBBC005 naming)",
+                       formatter_class=_HELP)
     p.add_argument("--out", required=True, type=Path, help="folder for the images (masks go to OUT/masks)")
-    p.add_argument("--images", type=int, required=True, help="simulated fields (each gives both stains)")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--count", type=int, default=None, help="cells per field (default: drawn from BBBC005's counts)")
-    p.add_argument("--blur", type=int, nargs="+", default=[1, 23, 48], help="focus blur indices, used in turn")
-    p.add_argument("--size", type=int, nargs=2, default=[520, 696], metavar=("HEIGHT", "WIDTH"))
-    p.add_argument("--overwrite", action="store_true")
+    add_config_arguments(p, SimulateCellsConfig, metavars={"size": ("HEIGHT", "WIDTH")})
     p.set_defaults(func=cmd_simulate_cells)
 
 
 def cmd_simulate_cells(a) -> int:
     from .core.imaging.cellsim import simulate_cells
+    from .core.imaging.config import SimulateCellsConfig
 
-    table = simulate_cells(a.out, a.images, seed=a.seed, size=tuple(a.size), counts=a.count,
-                           blur_levels=a.blur, overwrite=a.overwrite, progress=True)
+    c = config_from_args(SimulateCellsConfig, a)
+    table = simulate_cells(a.out, c.images, seed=c.seed, size=c.size, counts=c.count,
+                           blur_levels=list(c.blur), overwrite=c.overwrite, progress=True)
     print(f"{len(table)} images in {a.out} (masks in {Path(a.out) / 'masks'}), "
           f"{int(table['count'].sum()) // 2} cells per stain")
     return 0
 
 
 def _add_train_segmentation(sub):
-    p = sub.add_parser("train-segmentation", help="train the nucleus U-Net on images and instance masks")
+    from .core.segmentation.config import SegTrainConfig
+
+    p = sub.add_parser("train-segmentation", help="train the nucleus U-Net on images and instance masks",
+                       formatter_class=_HELP)
     p.add_argument("--images", required=True, type=Path, help="folder of images (.tif/.png, 8/16-bit)")
     p.add_argument("--masks", required=True, type=Path,
                    help="masks paired by file stem: label TIFFs, or BBBC039-style PNGs (channel 0, 0..3)")
     p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
     p.add_argument("--valid-images", type=Path, default=None, help="held-out images to tune the thresholds on")
-    p.add_argument("--valid-masks", type=Path, default=None)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--width", type=int, default=16, help="channels of the first level")
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid-masks", type=Path, default=None, help="their masks, paired by stem")
+    cpu = SegTrainConfig().steps * UNET_CPU_MINUTES_PER_STEP
+    add_config_arguments(
+        p, SegTrainConfig, aliases={"base_width": ("--width",), "learning_rate": ("--lr",), "max_minutes": ("--minutes",)},
+        notes={"steps": f"On 2 CPU cores the default {SegTrainConfig().steps} steps of 256² crops take about "
+                        f"{cpu:.0f} min (README: 1300 steps took 50 min); a GPU takes minutes.",
+               "max_minutes": f"Caps the training time: the defaults run about {cpu:.0f} min on 2 CPU cores."})
     p.set_defaults(func=cmd_train_segmentation)
 
 
 def cmd_train_segmentation(a) -> int:
+    from .core.segmentation.config import SegTrainConfig
     from .core.segmentation.run import training_pairs
-    from .core.segmentation.training import SegTrainConfig, save_model, train_segmentation
+    from .core.segmentation.training import save_model, train_segmentation
 
+    cfg = config_from_args(SegTrainConfig, a)
     names, images, labels = training_pairs(a.images, a.masks)
     valid = {}
     if a.valid_images is not None:
@@ -338,8 +408,6 @@ def cmd_train_segmentation(a) -> int:
             raise ValueError("--valid-images needs --valid-masks")
         _, vi, vl = training_pairs(a.valid_images, a.valid_masks)
         valid = {"valid_images": vi, "valid_labels": vl}
-    cfg = SegTrainConfig(depth=a.depth, base_width=a.width, crop=a.crop, batch_size=a.batch_size, steps=a.steps,
-                         learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
     print(f"training on {len(images)} images from {a.images}")
     model = train_segmentation(images, labels, cfg, names=names, progress=True, **valid)
     out = save_model(model, a.out, extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
@@ -350,20 +418,23 @@ def cmd_train_segmentation(a) -> int:
 
 
 def _add_segment(sub):
-    p = sub.add_parser("segment", help="write one uint16 instance-label TIFF per image (<stem>.tif)")
+    from .core.segmentation.config import SegmentRunConfig
+
+    p = sub.add_parser("segment", help="write one uint16 instance-label TIFF per image (<stem>.tif)",
+                       formatter_class=_HELP)
     p.add_argument("images", type=Path, help="folder of images (.tif/.png, 8/16-bit)")
     p.add_argument("--out", required=True, type=Path, help="folder for the label images")
-    p.add_argument("--model", type=Path, default=None, help="U-Net model folder (default: classical baseline)")
-    p.add_argument("--preset", default=None, help="classical parameter preset (bbbc039, bbbc005_w1, bbbc005_w2)")
-    p.add_argument("--nucleus-diameter", type=float, default=None, metavar="PX",
-                   help="typical nucleus diameter in these images (the U-Net rescales to its training size)")
+    add_config_arguments(p, SegmentRunConfig, aliases={"classical_preset": ("--preset",)},
+                         metavars={"nucleus_diameter": "PX"})
     p.set_defaults(func=cmd_segment)
 
 
 def cmd_segment(a) -> int:
+    from .core.segmentation.config import SegmentRunConfig
     from .core.segmentation.run import segment_folder
 
-    table = segment_folder(a.images, a.out, a.model, preset=a.preset, object_diameter_px=a.nucleus_diameter,
+    c = config_from_args(SegmentRunConfig, a)
+    table = segment_folder(a.images, a.out, c.model, preset=c.classical_preset, object_diameter_px=c.nucleus_diameter,
                            progress=True)
     print(f"{len(table)} label images in {a.out} ({table['method'].iloc[0]}), "
           f"{int(table['objects'].sum())} objects, {len(table) / table['seconds'].sum():.2f} images/s")
@@ -371,28 +442,32 @@ def cmd_segment(a) -> int:
 
 
 def _add_train_counting(sub):
-    p = sub.add_parser("train-counting", help="train the counting CNN on BBBC005-style names (_C<count>_)")
+    from .core.segmentation.config import CountTrainConfig
+
+    p = sub.add_parser("train-counting", help="train the counting CNN on BBBC005-style names (_C<count>_)",
+                       formatter_class=_HELP)
     p.add_argument("--images", required=True, type=Path, help="folder of images named <well>_C<count>_F<blur>_...")
     p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--minutes", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--input-size", type=int, nargs=2, default=[256, 344], metavar=("HEIGHT", "WIDTH"),
-                   help="images are resized to this before the network")
-    p.add_argument("--seed", type=int, default=0)
+    cpu = CountTrainConfig().steps * COUNT_CPU_MINUTES_PER_STEP
+    add_config_arguments(
+        p, CountTrainConfig,
+        aliases={"input_shape": ("--input-size",), "learning_rate": ("--lr",), "max_minutes": ("--minutes",)},
+        metavars={"input_shape": ("HEIGHT", "WIDTH")},
+        notes={"steps": f"On 2 CPU cores the default {CountTrainConfig().steps} steps take about {cpu:.0f} min "
+                        "(README: 4000 steps took 8 min).",
+               "max_minutes": f"Caps the training time: the defaults run about {cpu:.0f} min on 2 CPU cores."})
     p.set_defaults(func=cmd_train_counting)
 
 
 def cmd_train_counting(a) -> int:
     from .core.imaging.io import read_image as load_image
+    from .core.segmentation.config import CountTrainConfig
     from .core.segmentation.datasets import bbbc005_table
-    from .core.segmentation.training import CountTrainConfig, save_model, train_counting
+    from .core.segmentation.training import save_model, train_counting
 
+    cfg = config_from_args(CountTrainConfig, a)
     table = bbbc005_table(a.images)
     images = [load_image(p) for p in table.path]
-    cfg = CountTrainConfig(input_shape=tuple(a.input_size), steps=a.steps, batch_size=a.batch_size,
-                           learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
     print(f"training on {len(images)} images from {a.images} (counts {table['count'].min()}..{table['count'].max()})")
     model = train_counting(images, table["count"], cfg, names=list(table.name), progress=True)
     out = save_model(model, a.out, extra={"images": str(a.images.resolve())})
@@ -402,21 +477,23 @@ def cmd_train_counting(a) -> int:
 
 
 def _add_count(sub):
-    p = sub.add_parser("count", help="count cells per image into a CSV (image,count)")
+    from .core.segmentation.config import CountRunConfig
+
+    p = sub.add_parser("count", help="count cells per image into a CSV (image,count)", formatter_class=_HELP)
     p.add_argument("images", type=Path, help="folder of images (.tif/.png, 8/16-bit)")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
-    p.add_argument("--model", type=Path, default=None,
-                   help="counting or U-Net model folder (default: classical instances)")
-    p.add_argument("--preset", default=None, help="classical parameter preset when no model is given")
-    p.add_argument("--nucleus-diameter", type=float, default=None, metavar="PX",
-                   help="typical nucleus diameter in these images (instance counting only)")
+    add_config_arguments(p, CountRunConfig, aliases={"classical_preset": ("--preset",)},
+                         metavars={"nucleus_diameter": "PX"}, notes={"nucleus_diameter": "(instance counting only)"})
     p.set_defaults(func=cmd_count)
 
 
 def cmd_count(a) -> int:
+    from .core.segmentation.config import CountRunConfig
     from .core.segmentation.run import count_folder
 
-    table = count_folder(a.images, a.model, preset=a.preset, object_diameter_px=a.nucleus_diameter, progress=True)
+    c = config_from_args(CountRunConfig, a)
+    table = count_folder(a.images, c.model, preset=c.classical_preset, object_diameter_px=c.nucleus_diameter,
+                         progress=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(f".{a.out.name}.tmp")
     table[["image", "count"]].to_csv(tmp, index=False)
@@ -425,8 +502,8 @@ def cmd_count(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cellscape`` console script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cellscape`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="cellscape", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
@@ -441,7 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_segment(sub)
     _add_train_counting(sub)
     _add_count(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cellscape`` console script."""
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (CellscapeError, ValueError) as e:  # bad input or arguments: a message, not a traceback

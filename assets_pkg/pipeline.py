@@ -16,7 +16,7 @@ _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool = True) -> int:
     """Register every complete plate under ``data/plates``, ingest each, build the dataset,
     train the ``tiny`` localization model, its ablation and the atlas, then (``segment``) the
-    segmentation branch on its embedded defaults (simulated cells, short CPU trainings).
+    segmentation branch (simulated cells, the ``tiny`` presets: short CPU trainings).
 
     Returns a process exit code: 0 when every run succeeded.
     """
@@ -63,7 +63,9 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool
                     print(md["scores"].value, flush=True)
                     print(f"[atlas] report, exports and figures: {md['path'].value}", flush=True)
         if segment:
-            seg = run("segmentation_job", "segmentation", "cell image sets, U-Net, counting CNN, results")
+            seg = run("segmentation_job", "segmentation", "cell image sets, U-Net, counting CNN, results",
+                      {"cell_image_sets": {"config": {"preset": "tiny"}},
+                       "segmentation_model": {"config": {"preset": "tiny"}}, "counting_model": {"config": {"preset": "tiny"}}})
             if seg.success:
                 md = seg.asset_materializations_for_node("segmentation_results")[0].metadata
                 print(md["segmentation_metrics"].value, flush=True)

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets_pkg.core.imaging import plates  # noqa: E402
 from assets_pkg.core.imaging.simulator import simulate_plates  # noqa: E402
 from assets_pkg.core.qc.validate import validate_plate  # noqa: E402
+from assets_pkg.core.store.config import IngestParams  # noqa: E402
 from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
 from assets_pkg.core.store.ingest import (  # noqa: E402
-    IngestParams,
     crop_plate_frames,
     detect_plate_nuclei,
     ingest_plate,
@@ -140,7 +140,7 @@ def provenance_of(plate: plates.Plate, plate_dir: Path, params: IngestParams) ->
     return {
         "source": str(plate_dir.resolve()),
         "source_digest": plate_digest(plate),
-        "ingest_params": asdict(params),
+        "ingest_params": params.model_dump(),
         "downsample": params.factor(plate_pixel_size(plate)),
     }
 

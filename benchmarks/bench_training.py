@@ -65,13 +65,13 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assets_pkg.core.localization.config import train_config_from_preset  # noqa: E402
 from assets_pkg.core.localization.loader import FrameLoader  # noqa: E402
 from assets_pkg.core.localization.models import parameter_count  # noqa: E402
 from assets_pkg.core.localization.training import (  # noqa: E402
     Devices,
     _jitted_train,
     create_state,
-    train_config_from_preset,
 )
 from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
 
@@ -208,7 +208,7 @@ def _throughput(args, root: Path) -> pd.DataFrame:
     assert np.array_equal(ours_store.host_batch(probe)[1], catalog["label"].to_numpy()[probe])
 
     cfg = train_config_from_preset(args.preset, batch_size=bs)
-    model_cfg = cfg.model_config(N_CLASSES)
+    model_cfg = cfg.vqvae_config(N_CLASSES)
     t = time.perf_counter()
     state = create_state(model_cfg, cfg, ours_store.host_batch(np.arange(2))[0], total_steps=10_000)
     state = jax.device_put(state, devices.replicated)
@@ -368,7 +368,7 @@ def memory_child(preset: str, bs: int, extra_steps: int) -> None:
     devices = Devices.local()
     cfg = train_config_from_preset(preset, batch_size=bs)
     t = time.perf_counter()
-    state = create_state(cfg.model_config(N_CLASSES), cfg, frames, total_steps=1000)
+    state = create_state(cfg.vqvae_config(N_CLASSES), cfg, frames, total_steps=1000)
     state = jax.device_put(state, devices.replicated)
     jax.block_until_ready(state)
     phase("create_state", time.perf_counter() - t)

@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
 from assets_pkg.core.imaging.io import read_image  # noqa: E402
 from assets_pkg.core.segmentation.classical import classical_count  # noqa: E402
+from assets_pkg.core.segmentation.config import CountTrainConfig  # noqa: E402
 from assets_pkg.core.segmentation.datasets import bbbc005_split, bbbc005_table  # noqa: E402
 from assets_pkg.core.segmentation.metrics import count_metrics_by  # noqa: E402
-from assets_pkg.core.segmentation.training import CountTrainConfig, save_model, train_counting  # noqa: E402
+from assets_pkg.core.segmentation.training import save_model, train_counting  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -34,10 +34,10 @@ from assets_pkg.core.segmentation.classical import (
     classical_segment,  # noqa: E402
     score_folder,  # noqa: E402
 )
+from assets_pkg.core.segmentation.config import SegTrainConfig  # noqa: E402
 from assets_pkg.core.segmentation.datasets import bbbc039_split, load_mask, read_bbbc039  # noqa: E402
 from assets_pkg.core.segmentation.metrics import summarise_scores  # noqa: E402
 from assets_pkg.core.segmentation.training import (  # noqa: E402
-    SegTrainConfig,
     load_model,
     median_diameter,
     save_model,

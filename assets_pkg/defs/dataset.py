@@ -1,19 +1,18 @@
 """Dataset-level assets: the DVC pin, the frame catalog over all plates, and the splits."""
 
 
-from typing import Literal
-
 import dagster as dg
 import pandas as pd
 
+from ..core.store.config import SplitConfig
 from ..core.store.dvc import run_dvc
 from ..core.store.splits import (
-    SplitConfig,
     check_disjoint,
     make_splits,
     split_summary,
     split_version,
 )
+from .config import dagster_config
 from .plates import plate_frames, plate_images
 from .resources import CellscapeResource
 
@@ -86,19 +85,7 @@ def frame_catalog(context: dg.AssetExecutionContext, cellscape: CellscapeResourc
     )
 
 
-class SplitsConfig(dg.Config):
-    """Split fractions, the exclusive unit, optional protein subset and per-protein frame cap."""
-
-    train: float = 0.8
-    valid: float = 0.1
-    test: float = 0.1
-    exclusive_by: Literal["field", "protein"] = "field"
-    n_proteins: int | None = None
-    max_frames_per_protein: int | None = None
-    seed: int = 0
-
-    def split_config(self) -> SplitConfig:
-        return SplitConfig(**self.model_dump())
+SplitsConfig = dagster_config(SplitConfig, "SplitsConfig")
 
 
 @dg.asset(
@@ -113,14 +100,14 @@ def dataset_splits(
     """Train/valid/test assignment of frames, exclusive by field of view or by protein."""
     store = cellscape.store()
     catalog = store.read_catalog()
-    sc = config.split_config()
+    sc = config.to_library()
     splits = make_splits(catalog, sc)
     version = split_version(splits, sc)
     problems = check_disjoint(splits, sc.exclusive_by)
     manifest = store.write_dataset_table(
         "splits",
         splits,
-        {"split_version": version, "config": config.model_dump(), "catalog_version": store.read_catalog_manifest().get("version")},
+        {"split_version": version, "config": sc.model_dump(), "catalog_version": store.read_catalog_manifest().get("version")},
     )
     summary = split_summary(splits)
     yield dg.MaterializeResult(

@@ -2,13 +2,14 @@
 ablation without the classification head, a blocking health check and nightly retraining."""
 
 import hashlib
-from typing import Literal
 
 import dagster as dg
 import numpy as np
 
 from ..core import plots
-from ..core.localization.training import fit, save_training_figures, train_config_from_preset
+from ..core.localization.config import TrainConfig
+from ..core.localization.training import fit, save_training_figures
+from .config import dagster_config
 from .dataset import dataset_splits, frame_catalog
 from .plates import plate_frames
 from .resources import CellscapeResource
@@ -16,18 +17,14 @@ from .resources import CellscapeResource
 MODEL_GROUP = "model"
 
 
-class ModelTrainingConfig(dg.Config):
-    """Preset (tiny: laptop CPU in minutes; full: the book's settings; cytoself: two-level,
-    2048 codes) and optional overrides; unset fields keep the preset's values."""
+ModelTrainingConfig = dagster_config(
+    TrainConfig, "ModelTrainingConfig",
+    doc="VQ-VAE training (see ``TrainConfig``): a preset (tiny: laptop CPU in minutes; full: the book's "
+        "settings; cytoself: two-level, 2048 codes) and any field set on top of it.")
 
-    preset: Literal["tiny", "full", "cytoself"] = "tiny"
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    classification_weight: float = 1.0
-    input_channels: list[int] | None = None
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    seed: int = 0
+AblationTrainingConfig = dagster_config(
+    TrainConfig, "AblationTrainingConfig", exclude=("classification_weight",),
+    doc="Training of the ablation (see ``TrainConfig``): as the model's, classification_weight fixed at 0.")
 
 
 def perplexity_floor(num_embeddings: int) -> float:
@@ -35,16 +32,10 @@ def perplexity_floor(num_embeddings: int) -> float:
     return max(2.0, num_embeddings / 100.0)
 
 
-def _train(context, config: ModelTrainingConfig, cellscape: CellscapeResource, classification_weight: float, name: str):
+def _train(context, cfg: TrainConfig, cellscape: CellscapeResource, name: str):
     store = cellscape.store()
     splits = store.read_dataset_table("splits")
     split_manifest = store.read_dataset_manifest("splits")
-    model_overrides = {"input_channels": tuple(config.input_channels)} if config.input_channels else {}
-    cfg = train_config_from_preset(
-        config.preset, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        classification_weight=classification_weight, compute_dtype=config.compute_dtype, seed=config.seed,
-        model=model_overrides,
-    )
     out_dir = cellscape.path(cellscape.artifacts_dir) / "models" / name / context.run.run_id[:8]
     provenance = {
         "dataset_md5": cellscape.dataset_md5(),
@@ -53,16 +44,16 @@ def _train(context, config: ModelTrainingConfig, cellscape: CellscapeResource, c
         "dagster_run_id": context.run.run_id,
         "asset": name,
     }
-    context.log.info(f"training {name}: preset {config.preset}, classification_weight {classification_weight}, out {out_dir}")
+    context.log.info(f"training {name}: preset {cfg.preset}, classification_weight {cfg.classification_weight}, out {out_dir}")
     res = fit(store, splits, cfg, out_dir, provenance=provenance, log=context.log.info)
     fm = res.final_metrics
-    figs = save_training_figures(res, store, splits, name, seed=config.seed)
+    figs = save_training_figures(res, store, splits, name, seed=cfg.seed)
     version = hashlib.sha256(f"{out_dir}:{res.step}".encode()).hexdigest()[:16]
     md = {
         "checkpoint_dir": dg.MetadataValue.path(str(out_dir)),
         "step": res.step,
-        "preset": config.preset,
-        "classification_weight": classification_weight,
+        "preset": cfg.preset,
+        "classification_weight": cfg.classification_weight,
         "num_classes": res.model_config.num_classes,
         "num_embeddings": res.model_config.num_embeddings,
         "dataset_md5": provenance["dataset_md5"] or "unpinned",
@@ -110,6 +101,8 @@ def _health(res, classification_weight: float) -> dg.AssetCheckResult:
 
 
 def _model_asset(name: str, ablation: bool):
+    config_class = AblationTrainingConfig if ablation else ModelTrainingConfig
+
     @dg.asset(
         name=name,
         group_name=MODEL_GROUP,
@@ -124,10 +117,11 @@ def _model_asset(name: str, ablation: bool):
             "The cytoself-style VQ-VAE with its protein-ID head, trained on the train split (Orbax checkpoint)."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, config: ModelTrainingConfig, cellscape: CellscapeResource):
-        weight = 0.0 if ablation else config.classification_weight
-        res, md, version = _train(context, config, cellscape, weight, name)
-        yield dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version), check_results=[_health(res, weight)])
+    def _asset(context: dg.AssetExecutionContext, config: config_class, cellscape: CellscapeResource):
+        cfg = config.to_library(classification_weight=0.0) if ablation else config.to_library()
+        res, md, version = _train(context, cfg, cellscape, name)
+        yield dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version),
+                                   check_results=[_health(res, cfg.classification_weight)])
 
     return _asset
 

@@ -9,6 +9,7 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from ..core import plots
 from ..core.imaging.io import read_image
@@ -16,14 +17,15 @@ from ..core.imaging.plates import list_plates, read_plate
 from ..core.qc.suites import SUITES
 from ..core.qc.validate import validate_plate
 from ..core.segmentation.nuclei import nucleus_centres
+from ..core.store.config import FrameConfig, NucleusConfig
 from ..core.store.ingest import (
     FieldNuclei,
-    IngestParams,
     crop_plate_frames,
     detect_plate_nuclei,
     plate_digest,
     plate_pixel_size,
 )
+from .config import dagster_config
 from .resources import CellscapeResource
 
 plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
@@ -31,25 +33,22 @@ plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
 PLATE_GROUP = "plates"
 
 
-class IngestConfig(dg.Config):
-    """Frame geometry and nucleus detection settings (see ``IngestParams``).  ``nucleus_segmenter="unet"``
-    uses a trained U-Net: the folder ``segmentation_model``, or when empty the latest
-    ``segmentation_model`` materialization; images are rescaled to the U-Net's nucleus size."""
+NucleiMasksConfig = dagster_config(
+    NucleusConfig,
+    "NucleiMasksConfig",
+    extra={
+        "nucleus_segmenter": (Literal["classical", "unet"], Field(
+            "classical", description="classical: the watershed detector; unet: a trained U-Net (images are "
+                                     "rescaled to the U-Net's nucleus size).")),
+        "segmentation_model": (str, Field(
+            "", description="U-Net model folder for nucleus_segmenter=unet (empty: the latest "
+                            "segmentation_model materialization); must stay empty for classical.")),
+    },
+    doc="Nucleus detection settings (see ``NucleusConfig``) and which segmenter finds the nuclei.",
+)
 
-    crop_size: int = 100
-    target_um_per_px: float = 0.4
-    downsample: float | None = None
-    nucleus_diameter_um: float = 15.0
-    nucleus_segmenter: Literal["classical", "unet"] = "classical"
-    segmentation_model: str = ""
-
-    def params(self) -> IngestParams:
-        return IngestParams(
-            crop_size=self.crop_size,
-            target_um_per_px=self.target_um_per_px,
-            downsample=self.downsample,
-            nucleus_diameter_um=self.nucleus_diameter_um,
-        )
+PlateFramesConfig = dagster_config(FrameConfig, "PlateFramesConfig",
+                                   doc="Frame geometry: crop size and downsampling (see ``FrameConfig``).")
 
 
 def _progress(context, what: str, every: int = 10):
@@ -170,13 +169,17 @@ def plate_metadata_suites(context: dg.AssetCheckExecutionContext, cellscape: Cel
     kinds={"tensorstore"},
 )
 def nuclei_masks(
-    context: dg.AssetExecutionContext, config: IngestConfig, cellscape: CellscapeResource
+    context: dg.AssetExecutionContext, config: NucleiMasksConfig, cellscape: CellscapeResource
 ) -> dg.MaterializeResult:
     """Nucleus label images of every field, found on the Hoechst channel (classical watershed)."""
     pk = context.partition_key
     plate = read_plate(cellscape.plate_dir(pk))
     t0 = time.perf_counter()
+    params = config.to_library()
     segment_fn, detector = None, "classical"
+    if config.nucleus_segmenter == "classical" and config.segmentation_model:
+        raise dg.Failure("segmentation_model is set but nucleus_segmenter is 'classical': set nucleus_segmenter "
+                         "to 'unet' or leave segmentation_model empty")
     if config.nucleus_segmenter == "unet":
         from ..core.segmentation.training import load_model
         from .segmentation import latest_checkpoint, segmentation_model
@@ -187,14 +190,14 @@ def nuclei_masks(
             raise dg.Failure("nucleus_segmenter='unet' needs segmentation_model materialized or a model folder")
         segment_fn, detector = load_model(ckpt, kind="segmentation").segment, f"unet:{ckpt}"
         context.log.info(f"{pk}: nuclei by the U-Net in {ckpt}")
-    nuclei = detect_plate_nuclei(plate, config.params(), progress=_progress(context, "nuclei"), segment_fn=segment_fn)
+    nuclei = detect_plate_nuclei(plate, params, progress=_progress(context, "nuclei"), segment_fn=segment_fn)
     seconds = time.perf_counter() - t0
     store = cellscape.store()
     manifest = store.write_masks(
         pk,
         np.stack([n.labels for n in nuclei]).astype(np.int32),
         pd.DataFrame({"well": [n.well for n in nuclei], "field_id": [n.field_id for n in nuclei]}),
-        {"detector": detector, "params": config.model_dump(), "content_sha256": plate_digest(plate)},
+        {"detector": detector, "params": params.model_dump(), "content_sha256": plate_digest(plate)},
     )
     counts = [len(n.centres) for n in nuclei]
     first = nuclei[int(np.argmax(counts))] if nuclei else None
@@ -212,12 +215,10 @@ def nuclei_masks(
         paths = fields.loc[(first.well, first.field_id)]
         nuc = read_image(plate.image_path(paths["nucleus"]))
         prot = read_image(plate.image_path(paths["protein"]))
-        half = config.crop_size / 2 * config.params().factor(plate_pixel_size(plate))
+        # crop boxes are plate_frames' business (its own config): here the detected centres only
         c = first.centres[["centre_y", "centre_x"]].to_numpy()
-        h, w = nuc.shape
-        fits = (c[:, 0] >= half) & (c[:, 0] <= h - half) & (c[:, 1] >= half) & (c[:, 1] <= w - half)
         fig = plots.plot_field_nuclei(
-            nuc, first.labels, c[fits], half, prot,
+            nuc, first.labels, c, None, prot,
             title=f"{pk} {first.well} f{first.field_id:02d}",
         )
         png = plots.save_png(fig, cellscape.figures_dir(pk) / "nuclei_field.png")
@@ -233,7 +234,7 @@ def nuclei_masks(
     kinds={"tensorstore"},
 )
 def plate_frames(
-    context: dg.AssetExecutionContext, config: IngestConfig, cellscape: CellscapeResource
+    context: dg.AssetExecutionContext, config: PlateFramesConfig, cellscape: CellscapeResource
 ) -> dg.MaterializeResult:
     """Nucleus-centred 100x100 frames (protein, nucleus, distance) of one plate in TensorStore."""
     pk = context.partition_key
@@ -245,8 +246,8 @@ def plate_frames(
         for i, r in enumerate(mask_table.itertuples(index=False))
     ]
     t0 = time.perf_counter()
-    frames, table = crop_plate_frames(plate, nuclei, config.params(), progress=_progress(context, "frames"))
-    params = config.params()
+    params = config.to_library()
+    frames, table = crop_plate_frames(plate, nuclei, params, progress=_progress(context, "frames"))
     manifest = store.write_plate(
         pk,
         frames,
@@ -254,7 +255,7 @@ def plate_frames(
         {
             "content_sha256": plate_digest(plate),
             "dataset_md5": cellscape.dataset_md5(),
-            "ingest_params": config.model_dump(),
+            "ingest_params": params.model_dump(),
             "downsample": params.factor(plate_pixel_size(plate)),
         },
     )
@@ -262,7 +263,7 @@ def plate_frames(
     if len(table) == 0:
         context.log.warning(
             f"{pk}: no frame fits inside the fields (nuclei too close to the border for "
-            f"{config.crop_size}px crops at this downsampling?)"
+            f"{params.crop_size}px crops at this downsampling?)"
         )
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(table), size=min(24, len(table)), replace=False)) if len(table) else []

@@ -10,6 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
+from ..core.segmentation.config import (
+    CellSetsConfig,
+    CountTrainConfig,
+    SegTrainConfig,
+)
 from ..core.segmentation.metrics import count_metrics_by, summarise_scores
 from ..core.segmentation.run import (
     cell_sets_table,
@@ -17,29 +22,21 @@ from ..core.segmentation.run import (
     write_label_stack,
 )
 from ..core.segmentation.training import (
-    CountTrainConfig,
-    SegTrainConfig,
     load_model,
     save_model,
     train_counting,
     train_segmentation,
 )
+from .config import dagster_config
 from .resources import CellscapeResource
 
 SEG_GROUP = "segmentation"
 
 
-class CellImageSetsConfig(dg.Config):
-    """Folders of real images (relative to the project root or absolute); an empty folder
-    setting means simulated SIMCEP-like fields instead."""
-
-    segmentation_images: str = ""
-    segmentation_masks: str = ""
-    counting_images: str = ""
-    simulated_fields: int = 18
-    simulated_size: list[int] = [256, 320]
-    seed: int = 0
-    train_fraction: float = 2 / 3
+CellImageSetsConfig = dagster_config(
+    CellSetsConfig, "CellImageSetsConfig",
+    doc="Folders of real images (relative to the project root or absolute); a folder not given means "
+        "simulated SIMCEP-like fields instead (see ``CellSetsConfig``; preset tiny: 18 small fields).")
 
 
 def _table_path(cellscape: CellscapeResource) -> Path:
@@ -57,14 +54,14 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
 def cell_image_sets(context: dg.AssetExecutionContext, config: CellImageSetsConfig,
                     cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Segmentation (images + instance masks) and counting (images + true counts) sets with their splits."""
-    opt = {k: (str(cellscape.path(v)) if v else None) for k, v in (
-        ("segmentation_images", config.segmentation_images), ("segmentation_masks", config.segmentation_masks),
-        ("counting_images", config.counting_images))}
+    cfg = config.to_library()
+    opt = {k: (str(cellscape.path(v)) if v is not None else None) for k, v in (
+        ("segmentation_images", cfg.segmentation_images), ("segmentation_masks", cfg.segmentation_masks),
+        ("counting_images", cfg.counting_images))}
     sim_dir = cellscape.path(cellscape.artifacts_dir) / "cells" / (
-        f"simulated-s{config.seed}-n{config.simulated_fields}-{config.simulated_size[0]}x{config.simulated_size[1]}")
-    table = cell_sets_table(**opt, simulated_dir=sim_dir, simulated_fields=config.simulated_fields,
-                            simulated_size=tuple(config.simulated_size), seed=config.seed,
-                            train_fraction=config.train_fraction)
+        f"simulated-s{cfg.seed}-n{cfg.simulated_fields}-{cfg.simulated_size[0]}x{cfg.simulated_size[1]}")
+    table = cell_sets_table(**opt, simulated_dir=sim_dir, simulated_fields=cfg.simulated_fields,
+                            simulated_size=cfg.simulated_size, seed=cfg.seed, train_fraction=cfg.train_fraction)
     path = _table_path(cellscape)
     _atomic_parquet(table, path)
     summary = table.groupby(["set", "split", "source"]).size().rename("images").reset_index()
@@ -114,17 +111,10 @@ def _model_dir(cellscape: CellscapeResource, name: str, context) -> Path:
     return cellscape.path(cellscape.artifacts_dir) / "models" / name / context.run.run_id[:8]
 
 
-class SegmentationTrainingConfig(dg.Config):
-    """U-Net size and training length (see ``SegTrainConfig``); the defaults train in minutes on a CPU."""
-
-    depth: int = 3
-    base_width: int = 16
-    crop: int = 128
-    batch_size: int = 4
-    steps: int = 300
-    learning_rate: float = 2e-3
-    max_minutes: float | None = None
-    seed: int = 0
+SegmentationTrainingConfig = dagster_config(
+    SegTrainConfig, "SegmentationTrainingConfig", exclude=("log_every",),
+    doc="U-Net size and training length (see ``SegTrainConfig``); preset tiny trains in minutes on a CPU. "
+        "The asset logs 20 times per run.")
 
 
 @dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
@@ -133,9 +123,8 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
     """Nucleus U-Net trained on the segmentation set's train split, thresholds tuned, saved with Orbax."""
     train = _train_split(cellscape, "segmentation")
     images, masks = _load(train)
-    cfg = SegTrainConfig(depth=config.depth, base_width=config.base_width, crop=config.crop,
-                         batch_size=config.batch_size, steps=config.steps, learning_rate=config.learning_rate,
-                         max_minutes=config.max_minutes, seed=config.seed, log_every=max(1, config.steps // 20))
+    cfg = config.to_library()
+    cfg = cfg.model_copy(update={"log_every": max(1, cfg.steps // 20)})
     context.log.info(f"training the U-Net on {len(images)} images: {cfg}")
     model = train_segmentation(images, masks, cfg, names=list(train.name), log=context.log.info)
     out = save_model(model, _model_dir(cellscape, "segmentation_model", context),
@@ -157,16 +146,10 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
     })
 
 
-class CountingTrainingConfig(dg.Config):
-    """Counting CNN input size and training length (see ``CountTrainConfig``)."""
-
-    input_height: int = 256
-    input_width: int = 344
-    batch_size: int = 8
-    steps: int = 600
-    learning_rate: float = 2e-3
-    max_minutes: float | None = None
-    seed: int = 0
+CountingTrainingConfig = dagster_config(
+    CountTrainConfig, "CountingTrainingConfig", exclude=("log_every",),
+    doc="Counting CNN input size and training length (see ``CountTrainConfig``); preset tiny trains in minutes "
+        "on a CPU.  The asset logs 20 times per run.")
 
 
 @dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
@@ -175,9 +158,8 @@ def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingCo
     """Counting regression CNN trained on the counting set's train split (L2 on true counts), saved with Orbax."""
     train = _train_split(cellscape, "counting")
     images, _ = _load(train.drop(columns="mask_path"))
-    cfg = CountTrainConfig(input_shape=(config.input_height, config.input_width), batch_size=config.batch_size,
-                           steps=config.steps, learning_rate=config.learning_rate, max_minutes=config.max_minutes,
-                           seed=config.seed, log_every=max(1, config.steps // 20))
+    cfg = config.to_library()
+    cfg = cfg.model_copy(update={"log_every": max(1, cfg.steps // 20)})
     context.log.info(f"training the counting CNN on {len(images)} images: {cfg}")
     model = train_counting(images, train["count"].to_numpy(), cfg, names=list(train.name), log=context.log.info)
     out = save_model(model, _model_dir(cellscape, "counting_model", context),

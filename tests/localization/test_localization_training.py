@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from assets_pkg.core.localization.config import TrainConfig
 from assets_pkg.core.localization.training import (
-    TrainConfig,
     create_state,
     eval_step,
     fit,
@@ -21,8 +21,9 @@ from assets_pkg.core.localization.training import (
     predict,
     train_step,
 )
+from assets_pkg.core.store.config import SplitConfig
 from assets_pkg.core.store.frame_store import FrameStore
-from assets_pkg.core.store.splits import SplitConfig, make_splits
+from assets_pkg.core.store.splits import make_splits
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +61,7 @@ def test_one_training_step_lowers_the_loss(tmp_path):
     rows = splits[splits.split == "train"].head(8)
     frames = store.read_batch(list(zip(rows.plate_id, rows.frame_index, strict=True)))
     labels = rows.label.to_numpy(np.int32)
-    state = create_state(cfg.model_config(int(splits.label.max()) + 1), cfg, frames, total_steps=10)
+    state = create_state(cfg.vqvae_config(int(splits.label.max()) + 1), cfg, frames, total_steps=10)
     before = float(eval_step(state, (frames, labels), 1.0)["total"])
     step = jax.jit(lambda s, b, r: train_step(s, b, r, 1.0, False))
     state, metrics = step(state, (frames, labels), jax.random.PRNGKey(0))
@@ -116,7 +117,7 @@ SHARDED = textwrap.dedent("""
     from test_localization_training import synthetic_store, TINY
     from pathlib import Path
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from assets_pkg.core.localization.training import TrainConfig, Devices, create_state, train_step
+    from assets_pkg.core.localization.training import Devices, create_state, train_step
     assert jax.local_device_count() == 4, jax.local_devices()
     store, splits = synthetic_store(Path({root!r}))
     cfg = TrainConfig(**TINY)
@@ -127,7 +128,7 @@ SHARDED = textwrap.dedent("""
     for n in (1, 4):
         mesh = Mesh(np.array(jax.local_devices()[:n]), ("data",))
         dev = Devices(mesh, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
-        state = jax.device_put(create_state(cfg.model_config(int(splits.label.max()) + 1), cfg, frames, 10), dev.replicated)
+        state = jax.device_put(create_state(cfg.vqvae_config(int(splits.label.max()) + 1), cfg, frames, 10), dev.replicated)
         step = jax.jit(lambda s, b, r: train_step(s, b, r, 1.0, True))
         losses = []
         for i in range(3):

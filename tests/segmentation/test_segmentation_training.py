@@ -12,6 +12,7 @@ import tifffile
 
 from assets_pkg.cli import main as cli
 from assets_pkg.core.imaging.cellsim import CellSimParams, simulate_cells
+from assets_pkg.core.segmentation.config import CountTrainConfig, SegTrainConfig
 from assets_pkg.core.segmentation.datasets import CellSetError
 from assets_pkg.core.segmentation.run import (
     cell_sets_table,
@@ -21,9 +22,7 @@ from assets_pkg.core.segmentation.run import (
     write_label_stack,
 )
 from assets_pkg.core.segmentation.training import (
-    CountTrainConfig,
     ModelFileError,
-    SegTrainConfig,
     load_model,
     median_diameter,
     save_model,
@@ -275,7 +274,7 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
     run_config = {"ops": {
         "cell_image_sets": {"config": {"simulated_fields": 6, "simulated_size": [96, 128]}},
         "segmentation_model": {"config": {"depth": 2, "base_width": 8, "crop": 64, "steps": 10}},
-        "counting_model": {"config": {"input_height": 48, "input_width": 64, "steps": 10}},
+        "counting_model": {"config": {"input_shape": [48, 64], "steps": 10}},
         "segmentation_results": {"config": {"overlay_images": 2}},
     }}
     with dg.instance_for_test() as instance:

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from assets_pkg.core.store.config import SplitConfig
 from assets_pkg.core.store.splits import (
-    SplitConfig,
     check_disjoint,
     make_splits,
     split_summary,

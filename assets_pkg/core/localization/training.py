@@ -8,14 +8,13 @@ parameters as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,101 +29,12 @@ from jax.sharding import PartitionSpec as P
 
 from ..errors import CellscapeError
 from ..store.frame_store import FrameStore
+from .config import TrainConfig
 from .loader import FrameLoader
-from .models import VQVAE, ModelConfig, compute_losses, init_model, model_presets
+from .models import VQVAE, ModelConfig, compute_losses, init_model
 
 #: Metric names recorded per epoch and split.
 METRICS = ("total", "reconstruction", "codebook", "commitment", "classification", "perplexity", "accuracy")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on besides the data.
-
-    Attributes
-    ----------
-    preset : {"tiny", "full", "cytoself"}
-        Model size (see :func:`assets_pkg.core.localization.models.model_presets`); ``model`` overrides it.
-    model : dict
-        ModelConfig fields overriding the preset (``num_classes`` is set from the data).
-    batch_size : int
-        Global batch, split over the local devices.
-    epochs : int
-    learning_rate : float
-    optimizer : {"adam", "adamw"}
-    weight_decay : float
-        AdamW only.
-    schedule : {"constant", "cosine"}
-        Cosine decays to 10 % of ``learning_rate`` over all steps, after ``warmup_steps``.
-    warmup_steps : int
-    classification_weight : float
-        Weight of the protein-ID loss; 0 is the ablation (same code path).
-    augment : bool
-        Random 90-degree rotations and flips per frame.
-    eval_every : int
-        Evaluate train and valid every this many epochs (and after the last).
-    plateau_patience, plateau_factor : int, float
-        Multiply the learning rate by ``plateau_factor`` after ``plateau_patience`` evaluations
-        without a better valid total loss (0 = off).
-    early_stopping_patience : int
-        Stop after this many evaluations without improvement (0 = off).
-    checkpoint_every : int
-        Save a checkpoint every this many steps (and at the end).
-    keep_checkpoints : int
-        Keep the newest K.
-    compute_dtype : {"float32", "bfloat16"}
-    seed : int
-    eval_batch_size : int, optional
-        Defaults to ``batch_size``.
-    """
-
-    preset: str = "tiny"
-    model: dict = field(default_factory=dict)
-    batch_size: int = 32
-    epochs: int = 5
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 1e-4
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    classification_weight: float = 1.0
-    augment: bool = True
-    eval_every: int = 1
-    plateau_patience: int = 3
-    plateau_factor: float = 0.5
-    early_stopping_patience: int = 0
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    compute_dtype: str = "float32"
-    seed: int = 0
-    eval_batch_size: int | None = None
-
-    def model_config(self, num_classes: int) -> ModelConfig:
-        presets = model_presets()
-        if self.preset not in presets:
-            raise CellscapeError(f"unknown preset {self.preset!r}; choose one of {sorted(presets)}", field="preset")
-        kw = dict(presets[self.preset])
-        kw.update(self.model)
-        kw["num_classes"] = int(num_classes)
-        kw["dtype"] = self.compute_dtype
-        return ModelConfig(**kw)
-
-
-#: Training presets (the model part comes from models.model_presets under the same name).
-TRAIN_PRESETS: dict[str, dict] = {
-    "tiny": dict(batch_size=32, epochs=4, learning_rate=2e-3, checkpoint_every=100),
-    "full": dict(batch_size=256, epochs=100, learning_rate=1e-3, plateau_patience=4, early_stopping_patience=10),
-    "cytoself": dict(batch_size=256, epochs=100, learning_rate=1e-3, plateau_patience=4, early_stopping_patience=10),
-}
-
-
-def train_config_from_preset(preset: str, **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` with the preset's settings and ``overrides`` on top."""
-    if preset not in TRAIN_PRESETS:
-        raise CellscapeError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}", field="preset")
-    kw = dict(TRAIN_PRESETS[preset], preset=preset)
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**kw)
 
 
 class TrainState(train_state.TrainState):
@@ -393,7 +303,7 @@ def fit(
     if cfg.batch_size % devices.count:
         raise CellscapeError(f"batch_size {cfg.batch_size} is not divisible by {devices.count} devices", field="batch_size")
     num_classes = int(splits["label"].max()) + 1
-    model_cfg = cfg.model_config(num_classes)
+    model_cfg = cfg.vqvae_config(num_classes)
     ebs = cfg.eval_batch_size or cfg.batch_size
     train_loader = FrameLoader(store, train_rows, cfg.batch_size, shuffle=True, drop_remainder=True,
                                seed=cfg.seed, put=devices.put_batch)
@@ -404,7 +314,7 @@ def fit(
     total_steps = steps_per_epoch * cfg.epochs
     sample, _ = train_loader.host_batch(np.arange(min(2, len(train_rows))))
     state = create_state(model_cfg, cfg, sample, total_steps)
-    config_record = {"train": asdict(cfg), "model": asdict(model_cfg)}
+    config_record = {"train": cfg.model_dump(), "model": asdict(model_cfg)}
     prov = dict(provenance or {})
     prov.setdefault("git_commit", git_commit())
     prov["devices"] = describe_devices()
@@ -534,8 +444,8 @@ def load_checkpoint(out_dir: str | Path, step: int | None = None) -> tuple[Any, 
 
 
 def config_from_dict(d: dict) -> TrainConfig:
-    """Inverse of ``asdict(TrainConfig)`` (ignores unknown keys)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    """Inverse of ``TrainConfig.model_dump()`` (ignores unknown keys)."""
+    names = set(TrainConfig.model_fields)
     return TrainConfig(**{k: v for k, v in d.items() if k in names})
 
 

@@ -37,6 +37,7 @@ from skimage.segmentation import relabel_sequential as segmentation_relabel
 
 from ..errors import CellscapeError
 from . import classical
+from .config import CountTrainConfig, SegTrainConfig
 from .metrics import match_instances
 from .unet import (
     CountingCNN,
@@ -53,8 +54,6 @@ from .unet import (
 )
 
 __all__ = [
-    "SegTrainConfig",
-    "CountTrainConfig",
     "SegmentationModel",
     "CountingModel",
     "train_segmentation",
@@ -150,57 +149,6 @@ def _train_loop(
 
 
 # ============================================================================ segmentation
-@dataclass(frozen=True)
-class SegTrainConfig:
-    """Training of the segmentation U-Net.
-
-    Parameters
-    ----------
-    depth, base_width, dtype
-        :class:`~assets_pkg.core.segmentation.unet.UNetConfig` fields.
-    crop : int
-        Side of the square random crops trained on, pixels (images smaller than that are
-        reflect-padded).
-    batch_size : int
-        Crops per step.
-    steps : int
-        Optimisation steps (the cosine schedule spans them).
-    learning_rate, weight_decay, warmup_steps
-        AdamW peak rate, decay, and linear warm-up steps.
-    max_minutes : float, optional
-        Stop earlier when this much wall time is spent on steps.
-    tune_images : int
-        Images used to pick the post-processing thresholds (validation images when given,
-        otherwise spread over the training images).
-    seed : int
-        Seeds the initialisation, the crops and the augmentation.
-    log_every : int
-        Steps between history rows and log lines.
-    """
-
-    depth: int = 3
-    base_width: int = 16
-    dtype: str = "float32"
-    crop: int = 256
-    batch_size: int = 4
-    steps: int = 1500
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    max_minutes: float | None = None
-    tune_images: int = 8
-    seed: int = 0
-    log_every: int = 25
-
-    def __post_init__(self):
-        if self.crop < 16 or self.batch_size < 1 or self.steps < 1:
-            raise ValueError(f"crop >= 16, batch_size >= 1 and steps >= 1 required, got {self}")
-
-    @property
-    def unet(self) -> UNetConfig:
-        return UNetConfig(depth=self.depth, base_width=self.base_width, dtype=self.dtype)
-
-
 @dataclass
 class SegmentationModel:
     """A trained U-Net with its post-processing.
@@ -421,7 +369,7 @@ def train_segmentation(
     best = tune_postprocessing(seg, tune_imgs, tune_labs)
     _log(log, f"post-processing tuned on {len(tune_imgs)} {tuned_on} images: {best}")
     seg.info = {
-        "train_config": dataclasses.asdict(config),
+        "train_config": config.model_dump(),
         "data": {"n_images": len(images), "names": list(names) if names is not None else None},
         "history": history,
         "steps_done": step,
@@ -437,44 +385,6 @@ def train_segmentation(
 
 
 # ============================================================================ counting
-@dataclass(frozen=True)
-class CountTrainConfig:
-    """Training of the counting CNN.
-
-    Parameters
-    ----------
-    input_shape : (int, int)
-        (height, width) every image is resized to, pixels, before the network (at training
-        and prediction alike).
-    widths, dense, dtype
-        :class:`~assets_pkg.core.segmentation.unet.CountingCNN` fields.
-    batch_size, steps, learning_rate, weight_decay, warmup_steps, max_minutes, seed, log_every
-        As in :class:`SegTrainConfig`.
-    intensity_jitter : float
-        Images are multiplied by ``1 + U(-j, j)`` when training.
-    """
-
-    input_shape: tuple[int, int] = (256, 344)
-    widths: tuple[int, ...] = (16, 32, 64, 64, 128)
-    dense: int = 64
-    dtype: str = "float32"
-    batch_size: int = 8
-    steps: int = 1500
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    max_minutes: float | None = None
-    intensity_jitter: float = 0.2
-    seed: int = 0
-    log_every: int = 50
-
-    def __post_init__(self):
-        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
-        object.__setattr__(self, "widths", tuple(int(v) for v in self.widths))
-        if len(self.input_shape) != 2 or min(self.input_shape) < 8:
-            raise ValueError(f"input_shape must be (height, width) >= 8, got {self.input_shape}")
-
-
 @dataclass
 class CountingModel:
     """A trained counting CNN.
@@ -602,7 +512,7 @@ def train_counting(
     model = CountingModel(net=net, params=state.params, input_shape=config.input_shape, count_scale=scale)
     pred = np.concatenate([model.predict_batch(x_all[i : i + 32]) for i in range(0, len(x_all), 32)])
     model.info = {
-        "train_config": dataclasses.asdict(config),
+        "train_config": config.model_dump(),
         "data": {"n_images": len(images), "names": list(names) if names is not None else None,
                  "count_range": [float(counts.min()), float(counts.max())]},
         "history": history,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,36 +19,9 @@ from ..errors import PlateFormatError, ValidationFailed
 from ..imaging.io import read_image
 from ..imaging.plates import PIXEL_DTYPES, Plate, read_plate
 from ..segmentation.nuclei import detect_nuclei, nucleus_centres
+from .config import FrameConfig, IngestParams, NucleusConfig
 from .frame_store import FrameStore
-from .frames import FRAME_TABLE_COLUMNS, default_downsample, extract_frames
-
-
-@dataclass(frozen=True)
-class IngestParams:
-    """How fields become frames.
-
-    Attributes
-    ----------
-    crop_size : int
-        Side of a frame in pixels (after downsampling).
-    target_um_per_px : float
-        Pixel size of frames in µm; the downsampling factor is this over the plate's pixel
-        size.  0.4 µm gives 100 px = 40 µm, about three HEK293 cells, as in cytoself.
-    downsample : float, optional
-        Explicit factor overriding ``target_um_per_px``.
-    nucleus_diameter_um : float
-        Expected nucleus diameter, sets the detector's smoothing and peak spacing.
-    """
-
-    crop_size: int = 100
-    target_um_per_px: float = 0.4
-    downsample: float | None = None
-    nucleus_diameter_um: float = 15.0
-
-    def factor(self, pixel_size_um: float) -> float:
-        if self.downsample is not None:
-            return float(self.downsample)
-        return float(default_downsample(pixel_size_um, self.target_um_per_px))
+from .frames import FRAME_TABLE_COLUMNS, extract_frames
 
 
 @dataclass
@@ -122,7 +95,7 @@ def _field_paths(plate: Plate) -> pd.DataFrame:
 
 def detect_plate_nuclei(
     plate: Plate,
-    params: IngestParams = IngestParams(),
+    params: NucleusConfig = NucleusConfig(),
     progress: Callable[[int, int], None] | None = None,
     segment_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
 ) -> list[FieldNuclei]:
@@ -166,10 +139,10 @@ def _localization_columns(plate: Plate, well: str) -> tuple[str, str]:
 def crop_plate_frames(
     plate: Plate,
     nuclei: list[FieldNuclei],
-    params: IngestParams = IngestParams(),
+    params: FrameConfig = FrameConfig(),
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Cut nucleus-centred frames from every field.
+    """Cut nucleus-centred frames from every field (``params``: crop size and downsampling).
 
     Returns
     -------
@@ -252,7 +225,7 @@ def ingest_plate(
     prov = {
         "source": str(Path(plate_dir).resolve()),
         "source_digest": plate_digest(plate),
-        "ingest_params": asdict(params),
+        "ingest_params": params.model_dump(),
         "downsample": params.factor(plate_pixel_size(plate)),
     }
     prov.update(provenance or {})
@@ -306,7 +279,7 @@ def ingest_image_folder(
     table = pd.DataFrame.from_records(rows, columns=list(FRAME_TABLE_COLUMNS[1:]))
     table.insert(0, "frame_index", np.arange(len(table), dtype=np.int64))
     prov = {"source": str(Path(folder).resolve()), "kind": "image_folder", "pixel_size_um": pixel_size_um,
-            "ingest_params": asdict(params), "downsample": factor}
+            "ingest_params": params.model_dump(), "downsample": factor}
     prov.update(provenance or {})
     manifest = store.write_plate(plate_id, frames, table, prov)
     return IngestResult(plate_id, len(pairs), n_nuclei, len(table), time.perf_counter() - t0, manifest)

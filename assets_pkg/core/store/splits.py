@@ -8,52 +8,13 @@ splits by field.  Splitting by protein instead tests generalisation to unseen pr
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from .config import SplitConfig
+
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """How to split.
-
-    Attributes
-    ----------
-    train, valid, test : float
-        Fractions of groups (fields or proteins); they must sum to 1.
-    exclusive_by : {"field", "protein"}
-        The unit that never straddles two splits.  ``field`` splits each protein's fields of
-        view, so every protein appears in train (and in valid/test where it has enough fields).
-    n_proteins : int, optional
-        Keep only this many proteins, chosen at random with ``seed``.
-    max_frames_per_protein : int, optional
-        Cap each protein's frames (random subsample with ``seed``) to balance classes.
-    seed : int
-        Seed of every random choice.
-    """
-
-    train: float = 0.8
-    valid: float = 0.1
-    test: float = 0.1
-    exclusive_by: Literal["field", "protein"] = "field"
-    n_proteins: int | None = None
-    max_frames_per_protein: int | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        fr = (self.train, self.valid, self.test)
-        if any(f < 0 for f in fr) or not np.isclose(sum(fr), 1.0):
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fr}")
-        if self.exclusive_by not in ("field", "protein"):
-            raise ValueError(f"exclusive_by must be 'field' or 'protein', got {self.exclusive_by!r}")
-        if self.n_proteins is not None and self.n_proteins < 1:
-            raise ValueError("n_proteins must be >= 1")
-        if self.max_frames_per_protein is not None and self.max_frames_per_protein < 1:
-            raise ValueError("max_frames_per_protein must be >= 1")
 
 
 def _assign_counts(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
@@ -182,6 +143,6 @@ def split_summary(splits: pd.DataFrame) -> dict:
 def split_version(splits: pd.DataFrame, config: SplitConfig) -> str:
     """A short content hash of the assignment and config, recorded by models trained on it."""
     h = hashlib.sha256()
-    h.update(repr(sorted(asdict(config).items())).encode())
+    h.update(repr(sorted(config.model_dump().items())).encode())
     h.update(pd.util.hash_pandas_object(splits[["frame_id", "split"]], index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
