@@ -9,9 +9,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ..core import plots
-from ..core.localization import analysis, atlas
+from ..core.localization import atlas
+from ..core.localization.projection import aligned_umap
 from ..core.localization.training import load_checkpoint
+from ..core.plots.atlas import plot_aligned_umaps
+from ..core.plots.figures import png_markdown, save_png
 from .dataset import dataset_splits
 from .model import localization_model, localization_model_ablation
 from .resources import CellscapeResource
@@ -97,11 +99,8 @@ def protein_spectra(context: dg.AssetExecutionContext, cellscape: CellscapeResou
     md = {"path": dg.MetadataValue.path(str(path))}
     for name in models:
         emb = atlas.load_embeddings(path, name)
-        spectra, counts = analysis.protein_spectra(emb.histograms, emb.rows["gene"].astype(str).to_numpy())
-        table = spectra.copy()
-        table.columns = [f"code_{c}" for c in range(table.shape[1])]
-        table.insert(0, "frames", counts.reindex(table.index).to_numpy())
-        table.reset_index(names="protein").to_parquet(path / f"{name}_spectra.parquet", index=False)
+        spectra, counts = atlas.embedding_spectra(emb)
+        atlas.save_spectra(spectra, counts, path / f"{name}_spectra.parquet")
         md[f"{name}_proteins"] = len(spectra)
         md[f"{name}_frames_per_protein_min"] = int(counts.min())
     return dg.MaterializeResult(metadata=md)
@@ -120,12 +119,13 @@ def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: Cluster
     md = {}
     for name in models:
         emb = atlas.load_embeddings(path, name)
-        spectra, _, used, clusters = atlas.code_clusters(name, emb, config.n_clusters)
+        spectra, _ = atlas.embedding_spectra(emb)
+        used, clusters = atlas.cluster_used_codes(name, spectra, config.n_clusters)
         np.savez(path / f"{name}_code_clusters.npz", used_codes=used, corr=clusters.corr,
                  linkage=clusters.linkage, labels=clusters.labels, leaf_order=clusters.leaf_order)
         for fname, fig in atlas.cluster_figures(name, spectra, used, clusters, emb.rows).items():
-            png = plots.save_png(fig, path / "figures" / f"{name}_{fname}.png")
-            md[f"{name}_{fname}"] = dg.MetadataValue.md(plots.png_markdown(png, fname))
+            png = save_png(fig, path / "figures" / f"{name}_{fname}.png")
+            md[f"{name}_{fname}"] = dg.MetadataValue.md(png_markdown(png, fname))
         md[f"{name}_used_codes"] = int(len(used))
         md[f"{name}_cluster_sizes"] = str(np.bincount(clusters.labels)[1:].tolist())
     return dg.MaterializeResult(metadata=md)
@@ -143,19 +143,16 @@ def umap_projection(context: dg.AssetExecutionContext, config: UmapConfig, cells
     """2-D UMAP of the frame histograms; aligned across models when there are two, seed recorded."""
     path, models = _embedding_dir(context, cellscape)
     embs = {n: atlas.load_embeddings(path, n) for n in models}
-    if len(models) > 1:
-        coords = analysis.aligned_umap([embs[n].histograms for n in models], seed=config.seed, n_neighbors=config.n_neighbors)
-    else:
-        coords = [analysis.umap_projection(embs[models[0]].histograms, seed=config.seed, n_neighbors=config.n_neighbors)]
+    coords = aligned_umap([embs[n].histograms for n in models], seed=config.seed, n_neighbors=config.n_neighbors)
     md = {"seed": config.seed, "aligned": len(models) > 1}
     for name, c in zip(models, coords, strict=True):
         pd.DataFrame({"frame_id": embs[name].rows["frame_id"], "umap_x": c[:, 0], "umap_y": c[:, 1]}).to_parquet(
             path / f"{name}_umap.parquet", index=False)
     rows = embs[models[0]].rows
-    labels = rows["gene"].map(analysis.single_localization(atlas.annotations_from_rows(rows))).fillna("others").to_numpy()
-    fig = analysis.plot_aligned_umaps(coords, labels, models, single_mask=labels != "others")
-    png = plots.save_png(fig, path / "figures" / "umaps.png")
-    md["umaps"] = dg.MetadataValue.md(plots.png_markdown(png, "umap"))
+    labels = atlas.frame_classes(rows)
+    fig = plot_aligned_umaps(coords, labels, models, single_mask=labels != "others")
+    png = save_png(fig, path / "figures" / "umaps.png")
+    md["umaps"] = dg.MetadataValue.md(png_markdown(png, "umap"))
     return dg.MaterializeResult(metadata=md)
 
 
@@ -173,9 +170,10 @@ def localization_report(context: dg.AssetExecutionContext, config: ReportConfig,
     emb, atlases = {}, []
     for name in models:
         emb[name] = atlas.load_embeddings(path, name)
-        u = pd.read_parquet(path / f"{name}_umap.parquet")
-        atlases.append(atlas.model_atlas(name, emb[name], config.n_clusters, seed=0, k=config.k,
-                                         coords=u[["umap_x", "umap_y"]].to_numpy(np.float32)))
+        spectra, counts = atlas.embedding_spectra(emb[name])
+        used, clusters = atlas.cluster_used_codes(name, spectra, config.n_clusters)
+        coords = atlas.load_projection(path / f"{name}_umap.parquet", emb[name].rows)
+        atlases.append(atlas.model_atlas(name, emb[name], spectra, counts, used, clusters, coords, k=config.k))
     prov = {"embeddings": str(path), "dataset_md5": cellscape.dataset_md5(),
             "checkpoints": {n: load_checkpoint_dir(context, n) for n in models}}
     paths = atlas.export_atlas(path / "report", atlases, emb, prov, seed=0)
@@ -188,7 +186,7 @@ def localization_report(context: dg.AssetExecutionContext, config: ReportConfig,
         if len(a.predictions):
             md[f"{a.name}_predictions"] = dg.MetadataValue.md(a.predictions.head(20).to_markdown(index=False))
     if "aligned_umaps" in paths:
-        md["aligned_umaps"] = dg.MetadataValue.md(plots.png_markdown(paths["aligned_umaps"], "aligned umaps"))
+        md["aligned_umaps"] = dg.MetadataValue.md(png_markdown(paths["aligned_umaps"], "aligned umaps"))
     return dg.MaterializeResult(metadata=md)
 
 
