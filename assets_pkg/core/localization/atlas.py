@@ -92,7 +92,7 @@ def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd
     """
     import jax
 
-    from .training import _predict_fn
+    from .training import predict_fn
 
     if len(rows) == 0:
         raise CellscapeError("no frames to embed", field="split")
@@ -100,7 +100,7 @@ def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd
     loader = FrameLoader(store, rows.assign(label=0), batch_size, shuffle=False, drop_remainder=False,
                          cache=False, prefetch=2)
     fields = ("indices", "embedding") + (("indices_global",) if model_cfg.two_level else ())
-    run = _predict_fn(model_cfg, fields)
+    run = predict_fn(model_cfg, fields)
     hs, hg, pooled = [], [], []
     t0 = time.perf_counter()
     for b in loader.epoch(0):
