@@ -25,3 +25,30 @@ def planted_spectra(seed=0, n_proteins=60, group_sizes=(10, 7, 13), noise=0.02):
     x /= x.sum(axis=1, keepdims=True)
     names = [f"P{i:03d}" for i in range(n_proteins)]
     return pd.DataFrame(x, index=pd.Index(names, name="protein")), planted, protein_group
+
+
+def synthetic_embeddings(seed=0, n_proteins=30, frames_per_protein=8, codes=20, classes=("er", "golgi", "nucleoplasm")):
+    """Embeddings of frames whose code use depends on their protein's class, no model needed.
+
+    Every 7th protein is unannotated; one unused code (all zero).  Returns
+    ``assets_pkg.core.localization.atlas.Embeddings`` with a frame table like the store's.
+    """
+    from assets_pkg.core.localization.atlas import Embeddings
+
+    rng = np.random.default_rng(seed)
+    genes = [f"G{i:02d}" for i in range(n_proteins)]
+    cls = np.arange(n_proteins) % len(classes)
+    loc = {g: (classes[c] if i % 7 else "") for i, (g, c) in enumerate(zip(genes, cls, strict=True))}
+    rows = pd.DataFrame({"gene": np.repeat(genes, frames_per_protein)})
+    rows["frame_id"] = np.arange(len(rows))
+    rows["plate_id"] = "plate01"
+    rows["frame_index"] = np.arange(len(rows))
+    rows["ensg_id"] = "E" + rows["gene"]
+    rows["localization"] = rows["gene"].map(loc)
+    rows["split"] = "train"
+    profile = rng.random((len(classes), codes)) ** 3
+    h = rng.poisson(profile[np.repeat(cls, frames_per_protein)] * 30 + 0.5).astype(np.float32)
+    h[:, -1] = 0
+    h /= h.sum(axis=1, keepdims=True)
+    pooled = rng.normal(size=(len(rows), 4)).astype(np.float32)
+    return Embeddings(rows, h, None, pooled, 100.0)
