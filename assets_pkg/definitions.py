@@ -3,6 +3,7 @@
 import dagster as dg
 
 from .defs import atlas, automation, dataset, model, plates, segmentation
+from .defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from .defs.resources import CellscapeResource
 
 defs = dg.Definitions(
@@ -12,5 +13,5 @@ defs = dg.Definitions(
           segmentation.segmentation_job],
     schedules=[model.retrain_schedule],
     sensors=[automation.new_plate_sensor],
-    resources={"cellscape": CellscapeResource()},
+    resources={"cellscape": CellscapeResource(), HANDLE_IO_MANAGER: HandleIOManager()},
 )

@@ -41,14 +41,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.imaging.plates import LOCALIZATIONS  # noqa: E402
-from assets_pkg.core.localization.analysis import (  # noqa: E402
-    cluster_codes,
+from assets_pkg.core.localization.projection import umap_projection  # noqa: E402
+from assets_pkg.core.localization.scores import (  # noqa: E402
     clustering_score,
     knn_localization_accuracy,
     protein_clusters,
-    protein_spectra,
-    umap_projection,
 )
+from assets_pkg.core.localization.spectra import cluster_codes, protein_spectra  # noqa: E402
 
 POSITIONS = 25 * 25
 

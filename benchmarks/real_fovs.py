@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from assets_pkg.core import plots
+from assets_pkg.core.plots.fields import plot_field_nuclei, plot_frame_grid
+from assets_pkg.core.plots.figures import save_png
 from assets_pkg.core.segmentation.nuclei import detect_nuclei
 from assets_pkg.core.store.frames import default_downsample, extract_frames
 
@@ -48,13 +49,13 @@ def main() -> None:
         centred = float(np.mean(labels[cy, cx] == centres["label"].to_numpy())) if len(centres) else float("nan")
         print(f"{path.stem:<20}{int(labels.max()):>8}{len(centres):>8}{centred:>9.2f}{dt:>9.2f}")
         half = 50 * factor
-        fig = plots.plot_field_nuclei(img, labels, np.c_[cy, cx], half, title=path.stem)
-        plots.save_png(fig, args.out / f"{path.stem}_nuclei.png")
+        fig = plot_field_nuclei(img, labels, np.c_[cy, cx], half, title=path.stem)
+        save_png(fig, args.out / f"{path.stem}_nuclei.png")
         pick = np.linspace(0, len(frames) - 1, min(16, len(frames))).astype(int)
         grid = frames[pick].copy()
         grid[..., 0] = grid[..., 1]  # show the nucleus channel in the protein slot
-        fig = plots.plot_frame_grid(grid, [f"n{int(x)}" for x in centres["label"].iloc[pick]], title=path.stem)
-        plots.save_png(fig, args.out / f"{path.stem}_crops.png")
+        fig = plot_frame_grid(grid, [f"n{int(x)}" for x in centres["label"].iloc[pick]], title=path.stem)
+        save_png(fig, args.out / f"{path.stem}_crops.png")
     print(f"figures in {args.out}")
 
 

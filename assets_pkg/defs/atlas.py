@@ -1,5 +1,12 @@
-"""The localization atlas: embeddings, spectra, code clusters, UMAP and the report, computed
-from the models' latest materializations (the model is an input, never "newest on disk")."""
+"""The localization atlas: embeddings, spectra, code clusters, UMAP and the report.
+
+The atlas assets pass their results along the graph's edges: each writes its files under
+``artifacts/atlas/<run>/`` and returns a small JSON handle (paths and ids, stored by
+:class:`~.io.HandleIOManager`); each downstream asset takes its parents' handles as arguments,
+so the report scores exactly the spectra, code clusters and projection its parents made.
+``frame_embeddings`` finds the models from their own materialization records (the model is an
+input, never "newest on disk") and records in its handle which checkpoints it used.
+"""
 
 import json
 from pathlib import Path
@@ -7,33 +14,18 @@ from typing import Literal
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
-from ..core import plots
-from ..core.localization import analysis, atlas
-from ..core.localization.training import load_checkpoint
+from ..core.localization import atlas
+from ..core.localization.projection import aligned_umap
+from ..core.plots.atlas import plot_aligned_umaps
+from ..core.plots.figures import png_markdown, save_png
 from .dataset import dataset_splits
+from .io import HANDLE_IO_MANAGER
 from .model import localization_model, localization_model_ablation
 from .resources import CellscapeResource
 
 ATLAS_GROUP = "atlas"
 MODELS = (localization_model, localization_model_ablation)
-
-
-def _latest(context, asset) -> dict | None:
-    ev = context.instance.get_latest_materialization_event(asset.key)
-    return None if ev is None else ev.asset_materialization.metadata
-
-
-def _path(md: dict, key: str) -> Path:
-    return Path(md[key].value)
-
-
-def _embedding_dir(context, cellscape: CellscapeResource) -> tuple[Path, list[str]]:
-    md = _latest(context, frame_embeddings)
-    if md is None:
-        raise dg.Failure("frame_embeddings has not been materialized")
-    return _path(md, "path"), json.loads(md["models"].value)
 
 
 def _model_checkpoints(context) -> dict[str, Path]:
@@ -51,12 +43,22 @@ def _model_checkpoints(context) -> dict[str, Path]:
             if suffix and asset is not localization_model:
                 continue
             md = rec.asset_materialization.metadata
-            ckpt = _path(md, "checkpoint_dir")
+            ckpt = Path(md["checkpoint_dir"].value)
             if ckpt.is_dir():
                 out[name + suffix] = ckpt
             else:
                 context.log.warning(f"{name + suffix}: checkpoint {ckpt} is gone; left out")
     return out
+
+
+def _out_dir(context: dg.AssetExecutionContext, cellscape: CellscapeResource) -> Path:
+    """This run's atlas folder: one job run writes every atlas file side by side, and a later
+    run of one asset writes beside it instead of over what an earlier handle points to."""
+    return cellscape.path(cellscape.artifacts_dir) / "atlas" / context.run.run_id[:8]
+
+
+def _load_embeddings(handle: dict) -> dict[str, atlas.Embeddings]:
+    return {name: atlas.load_embeddings(handle["path"], name) for name in handle["models"]}
 
 
 class EmbeddingsConfig(dg.Config):
@@ -67,44 +69,41 @@ class EmbeddingsConfig(dg.Config):
 
 
 @dg.asset(group_name=ATLAS_GROUP, deps=[localization_model, localization_model_ablation, dataset_splits],
-          kinds={"numpy"})
+          kinds={"numpy"}, io_manager_key=HANDLE_IO_MANAGER)
 def frame_embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, cellscape: CellscapeResource):
     """Per-frame codebook-usage histograms (and pooled encoder outputs) of each trained model."""
     store = cellscape.store()
     splits = store.read_dataset_table("splits")
     rows = splits if config.split == "all" else splits[splits["split"] == config.split]
-    out = cellscape.path(cellscape.artifacts_dir) / "atlas" / context.run.run_id[:8]
-    models, md = [], {}
+    out = _out_dir(context, cellscape)
+    models, md = {}, {}
     for name, ckpt in _model_checkpoints(context).items():
-        params, model_cfg, _ = load_checkpoint(ckpt)
-        emb = atlas.frame_embeddings(params, model_cfg, store, rows, batch_size=config.batch_size)
+        emb, models[name] = atlas.embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size)
         atlas.save_embeddings(emb, out, name)
-        models.append(name)
         md[f"{name}_checkpoint"] = dg.MetadataValue.path(str(ckpt))
         md[f"{name}_frames_per_second"] = round(emb.frames_per_second, 1)
         context.log.info(f"{name}: {len(rows)} frames at {emb.frames_per_second:.0f} frames/s")
     if not models:
         raise dg.Failure("no trained model to embed with; materialize localization_model first")
-    md.update({"path": dg.MetadataValue.path(str(out)), "models": json.dumps(models), "frames": len(rows),
-               "split": config.split, "dataset_md5": cellscape.dataset_md5() or "unpinned"})
-    return dg.MaterializeResult(metadata=md)
+    handle = {"run_id": context.run.run_id, "path": str(out), "models": models, "split": config.split,
+              "frames": len(rows), "dataset_md5": cellscape.dataset_md5()}
+    md.update({"path": dg.MetadataValue.path(str(out)), "models": json.dumps(list(models)), "frames": len(rows),
+               "split": config.split, "dataset_md5": handle["dataset_md5"] or "unpinned"})
+    return dg.MaterializeResult(value=handle, metadata=md)
 
 
-@dg.asset(group_name=ATLAS_GROUP, deps=[frame_embeddings], kinds={"parquet"})
-def protein_spectra(context: dg.AssetExecutionContext, cellscape: CellscapeResource):
+@dg.asset(group_name=ATLAS_GROUP, kinds={"parquet"}, io_manager_key=HANDLE_IO_MANAGER)
+def protein_spectra(context: dg.AssetExecutionContext, frame_embeddings: dict, cellscape: CellscapeResource):
     """Per protein, the mean codebook histogram of its frames (its feature spectrum) and frame count."""
-    path, models = _embedding_dir(context, cellscape)
-    md = {"path": dg.MetadataValue.path(str(path))}
-    for name in models:
-        emb = atlas.load_embeddings(path, name)
-        spectra, counts = analysis.protein_spectra(emb.histograms, emb.rows["gene"].astype(str).to_numpy())
-        table = spectra.copy()
-        table.columns = [f"code_{c}" for c in range(table.shape[1])]
-        table.insert(0, "frames", counts.reindex(table.index).to_numpy())
-        table.reset_index(names="protein").to_parquet(path / f"{name}_spectra.parquet", index=False)
+    out = _out_dir(context, cellscape)
+    files, md = {}, {"path": dg.MetadataValue.path(str(out))}
+    for name, emb in _load_embeddings(frame_embeddings).items():
+        spectra, counts = atlas.embedding_spectra(emb)
+        files[name] = str(atlas.save_spectra(spectra, counts, out / f"{name}_spectra.parquet"))
         md[f"{name}_proteins"] = len(spectra)
         md[f"{name}_frames_per_protein_min"] = int(counts.min())
-    return dg.MaterializeResult(metadata=md)
+    handle = {"run_id": context.run.run_id, "path": str(out), "files": files, "embeddings": frame_embeddings}
+    return dg.MaterializeResult(value=handle, metadata=md)
 
 
 class ClustersConfig(dg.Config):
@@ -113,22 +112,27 @@ class ClustersConfig(dg.Config):
     n_clusters: int = 16
 
 
-@dg.asset(group_name=ATLAS_GROUP, deps=[protein_spectra], kinds={"numpy"})
-def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, cellscape: CellscapeResource):
+@dg.asset(group_name=ATLAS_GROUP, kinds={"numpy"}, io_manager_key=HANDLE_IO_MANAGER)
+def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, protein_spectra: dict,
+                              cellscape: CellscapeResource):
     """Codebook entries clustered by the Pearson correlation of their use across proteins; leaf order exported."""
-    path, models = _embedding_dir(context, cellscape)
-    md = {}
-    for name in models:
-        emb = atlas.load_embeddings(path, name)
-        spectra, _, used, clusters = atlas.code_clusters(name, emb, config.n_clusters)
-        np.savez(path / f"{name}_code_clusters.npz", used_codes=used, corr=clusters.corr,
-                 linkage=clusters.linkage, labels=clusters.labels, leaf_order=clusters.leaf_order)
-        for fname, fig in atlas.cluster_figures(name, spectra, used, clusters, emb.rows).items():
-            png = plots.save_png(fig, path / "figures" / f"{name}_{fname}.png")
-            md[f"{name}_{fname}"] = dg.MetadataValue.md(plots.png_markdown(png, fname))
+    out = _out_dir(context, cellscape)
+    embeddings = protein_spectra["embeddings"]
+    files, md, method = {}, {}, None
+    for name, path in protein_spectra["files"].items():
+        spectra, _ = atlas.load_spectra(path)
+        used, clusters = atlas.cluster_used_codes(name, spectra, config.n_clusters)
+        files[name] = str(atlas.save_code_clusters(used, clusters, out / f"{name}_code_clusters.npz"))
+        method = clusters.method
+        rows = atlas.load_embeddings(embeddings["path"], name).rows
+        for fname, fig in atlas.cluster_figures(name, spectra, used, clusters, rows).items():
+            png = save_png(fig, out / "figures" / f"{name}_{fname}.png")
+            md[f"{name}_{fname}"] = dg.MetadataValue.md(png_markdown(png, fname))
         md[f"{name}_used_codes"] = int(len(used))
         md[f"{name}_cluster_sizes"] = str(np.bincount(clusters.labels)[1:].tolist())
-    return dg.MaterializeResult(metadata=md)
+    handle = {"run_id": context.run.run_id, "path": str(out), "files": files, "n_clusters": config.n_clusters,
+              "method": method, "spectra_run_id": protein_spectra["run_id"], "embeddings": embeddings}
+    return dg.MaterializeResult(value=handle, metadata=md)
 
 
 class UmapConfig(dg.Config):
@@ -138,63 +142,81 @@ class UmapConfig(dg.Config):
     n_neighbors: int = 15
 
 
-@dg.asset(group_name=ATLAS_GROUP, deps=[frame_embeddings], kinds={"umap"})
-def umap_projection(context: dg.AssetExecutionContext, config: UmapConfig, cellscape: CellscapeResource):
+@dg.asset(group_name=ATLAS_GROUP, kinds={"umap"}, io_manager_key=HANDLE_IO_MANAGER)
+def umap_projection(context: dg.AssetExecutionContext, config: UmapConfig, frame_embeddings: dict,
+                    cellscape: CellscapeResource):
     """2-D UMAP of the frame histograms; aligned across models when there are two, seed recorded."""
-    path, models = _embedding_dir(context, cellscape)
-    embs = {n: atlas.load_embeddings(path, n) for n in models}
-    if len(models) > 1:
-        coords = analysis.aligned_umap([embs[n].histograms for n in models], seed=config.seed, n_neighbors=config.n_neighbors)
-    else:
-        coords = [analysis.umap_projection(embs[models[0]].histograms, seed=config.seed, n_neighbors=config.n_neighbors)]
-    md = {"seed": config.seed, "aligned": len(models) > 1}
-    for name, c in zip(models, coords, strict=True):
-        pd.DataFrame({"frame_id": embs[name].rows["frame_id"], "umap_x": c[:, 0], "umap_y": c[:, 1]}).to_parquet(
-            path / f"{name}_umap.parquet", index=False)
-    rows = embs[models[0]].rows
-    labels = rows["gene"].map(analysis.single_localization(atlas.annotations_from_rows(rows))).fillna("others").to_numpy()
-    fig = analysis.plot_aligned_umaps(coords, labels, models, single_mask=labels != "others")
-    png = plots.save_png(fig, path / "figures" / "umaps.png")
-    md["umaps"] = dg.MetadataValue.md(plots.png_markdown(png, "umap"))
-    return dg.MaterializeResult(metadata=md)
+    out = _out_dir(context, cellscape)
+    embs = _load_embeddings(frame_embeddings)
+    models = list(embs)
+    coords = aligned_umap([embs[n].histograms for n in models], seed=config.seed, n_neighbors=config.n_neighbors)
+    files = {name: str(atlas.save_projection(embs[name].rows, c, out / f"{name}_umap.parquet"))
+             for name, c in zip(models, coords, strict=True)}
+    labels = atlas.frame_classes(embs[models[0]].rows)
+    fig = plot_aligned_umaps(coords, labels, models, single_mask=labels != "others")
+    png = save_png(fig, out / "figures" / "umaps.png")
+    md = {"seed": config.seed, "aligned": len(models) > 1, "umaps": dg.MetadataValue.md(png_markdown(png, "umap"))}
+    handle = {"run_id": context.run.run_id, "path": str(out), "files": files, "seed": config.seed,
+              "n_neighbors": config.n_neighbors, "aligned": len(models) > 1, "embeddings": frame_embeddings}
+    return dg.MaterializeResult(value=handle, metadata=md)
 
 
 class ReportConfig(dg.Config):
-    """Code clusters and neighbours used for the scores."""
+    """Neighbours used for the kNN localization accuracy and the predictions (the code clusters
+    come from feature_spectrum_clusters, with its own cluster count)."""
 
-    n_clusters: int = 16
     k: int = 5
 
 
-@dg.asset(group_name=ATLAS_GROUP, deps=[umap_projection, feature_spectrum_clusters], kinds={"parquet"})
-def localization_report(context: dg.AssetExecutionContext, config: ReportConfig, cellscape: CellscapeResource):
+def _check_same_lineage(protein_spectra: dict, feature_spectrum_clusters: dict, umap_projection: dict) -> None:
+    """The report's parents must describe one set of embeddings, and the clusters those spectra."""
+    runs = {name: h["embeddings"]["run_id"] for name, h in (("protein_spectra", protein_spectra),
+                                                            ("feature_spectrum_clusters", feature_spectrum_clusters),
+                                                            ("umap_projection", umap_projection))}
+    if len(set(runs.values())) > 1:
+        raise dg.Failure(f"the report's inputs come from different frame_embeddings runs {runs}; "
+                         "materialize the atlas assets downstream of frame_embeddings together")
+    if feature_spectrum_clusters["spectra_run_id"] != protein_spectra["run_id"]:
+        raise dg.Failure(f"feature_spectrum_clusters was computed from protein_spectra run "
+                         f"{feature_spectrum_clusters['spectra_run_id']}, not the current {protein_spectra['run_id']}; "
+                         "materialize feature_spectrum_clusters again")
+
+
+@dg.asset(group_name=ATLAS_GROUP, kinds={"parquet"}, io_manager_key=HANDLE_IO_MANAGER)
+def localization_report(context: dg.AssetExecutionContext, config: ReportConfig, protein_spectra: dict,
+                        feature_spectrum_clusters: dict, umap_projection: dict, cellscape: CellscapeResource):
     """Clustering score, kNN localization accuracy, ARI and predictions, per model side by side."""
-    path, models = _embedding_dir(context, cellscape)
-    emb, atlases = {}, []
-    for name in models:
-        emb[name] = atlas.load_embeddings(path, name)
-        u = pd.read_parquet(path / f"{name}_umap.parquet")
-        atlases.append(atlas.model_atlas(name, emb[name], config.n_clusters, seed=0, k=config.k,
-                                         coords=u[["umap_x", "umap_y"]].to_numpy(np.float32)))
-    prov = {"embeddings": str(path), "dataset_md5": cellscape.dataset_md5(),
-            "checkpoints": {n: load_checkpoint_dir(context, n) for n in models}}
-    paths = atlas.export_atlas(path / "report", atlases, emb, prov, seed=0)
+    _check_same_lineage(protein_spectra, feature_spectrum_clusters, umap_projection)
+    embeddings = protein_spectra["embeddings"]
+    embs = _load_embeddings(embeddings)
+    atlases = []
+    for name, emb in embs.items():
+        spectra, counts = atlas.load_spectra(protein_spectra["files"][name])
+        used, clusters = atlas.load_code_clusters(feature_spectrum_clusters["files"][name])
+        coords = atlas.load_projection(umap_projection["files"][name], emb.rows)
+        atlases.append(atlas.model_atlas(name, emb, spectra, counts, used, clusters, coords, k=config.k))
+    runs = {"frame_embeddings": embeddings["run_id"], "protein_spectra": protein_spectra["run_id"],
+            "feature_spectrum_clusters": feature_spectrum_clusters["run_id"],
+            "umap_projection": umap_projection["run_id"]}
+    prov = atlas.report_provenance(embeddings["models"], embeddings["split"], feature_spectrum_clusters["n_clusters"],
+                                   dataset_md5=embeddings["dataset_md5"], embeddings=embeddings["path"], runs=runs,
+                                   k=config.k)
+    out = _out_dir(context, cellscape) / "report"
+    paths = atlas.export_atlas(out, atlases, embs, prov, seed=umap_projection["seed"])
     table = atlas.scores_table(atlases)
     md = {"scores": dg.MetadataValue.md(table.round(4).reset_index(names="score").to_markdown(index=False)),
-          "path": dg.MetadataValue.path(str(path / "report"))}
+          "path": dg.MetadataValue.path(str(out))}
     for a in atlases:
         for k in ("clustering_score", "knn_accuracy", "ari_protein_clusters"):
             md[f"{a.name}_{k}"] = float(a.scores[k])
         if len(a.predictions):
             md[f"{a.name}_predictions"] = dg.MetadataValue.md(a.predictions.head(20).to_markdown(index=False))
     if "aligned_umaps" in paths:
-        md["aligned_umaps"] = dg.MetadataValue.md(plots.png_markdown(paths["aligned_umaps"], "aligned umaps"))
-    return dg.MaterializeResult(metadata=md)
-
-
-def load_checkpoint_dir(context, name: str) -> str:
-    md = _latest(context, frame_embeddings)
-    return str(md[f"{name}_checkpoint"].value) if md and f"{name}_checkpoint" in md else ""
+        md["aligned_umaps"] = dg.MetadataValue.md(png_markdown(paths["aligned_umaps"], "aligned umaps"))
+    handle = {"run_id": context.run.run_id, "path": str(out), "scores": str(paths["scores"]), "k": config.k,
+              "n_clusters": feature_spectrum_clusters["n_clusters"], "seed": umap_projection["seed"], "runs": runs,
+              "embeddings": embeddings}
+    return dg.MaterializeResult(value=handle, metadata=md)
 
 
 atlas_job = dg.define_asset_job(

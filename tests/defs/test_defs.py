@@ -20,6 +20,7 @@ from assets_pkg.core.store.frame_store import FrameStore
 from assets_pkg.definitions import defs
 from assets_pkg.defs import atlas, dataset, model, plates
 from assets_pkg.defs.automation import new_plate_sensor
+from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from assets_pkg.defs.resources import CellscapeResource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,9 +203,9 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
         res = dg.materialize(
             [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
              atlas.umap_projection, atlas.localization_report],
-            instance=instance, resources=resources,
+            instance=instance, resources={**resources, HANDLE_IO_MANAGER: HandleIOManager()},
             run_config={"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 4}},
-                                "localization_report": {"config": {"n_clusters": 4, "k": 2}},
+                                "localization_report": {"config": {"k": 2}},
                                 "umap_projection": {"config": {"n_neighbors": 5}}}},
         )
         assert res.success
@@ -219,6 +220,8 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
         assert (report / "figures" / "aligned_umaps.png").stat().st_size > 5_000
         scores = __import__("json").loads((report / "scores.json").read_text())
         assert set(scores["scores"]) == {"localization_model", "localization_model_ablation"}
+        assert scores["provenance"]["n_clusters"] == 4  # feature_spectrum_clusters' own count
+        assert all(Path(m["checkpoint"]).is_dir() for m in scores["provenance"]["models"].values())
         # nothing new since the model: the nightly schedule skips; a re-ingested plate triggers it
         assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
         assert _materialize_plate(project, "plate01", instance).success

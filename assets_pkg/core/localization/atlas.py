@@ -1,12 +1,25 @@
 """From a trained model to the localization atlas: per-frame codebook histograms, protein
 feature spectra, code clusters, UMAP and the scores, with exports a user can take elsewhere.
 
-Each step is one function (one per Dagster asset); :func:`build_report` chains them for the
-``cellscape report`` command.  Every export carries its provenance (checkpoint, dataset md5).
+Each step is one function and one Dagster asset of ``assets_pkg.defs.atlas``, and each stored
+result has a save/load pair, so an asset hands its result to the next one:
+
+* ``frame_embeddings``: :func:`embed_checkpoint`; :func:`save_embeddings` / :func:`load_embeddings`;
+* ``protein_spectra``: :func:`embedding_spectra`; :func:`save_spectra` / :func:`load_spectra`;
+* ``feature_spectrum_clusters``: :func:`cluster_used_codes`; :func:`save_code_clusters` /
+  :func:`load_code_clusters`;
+* ``umap_projection``: :func:`~.projection.aligned_umap`; :func:`save_projection` /
+  :func:`load_projection`;
+* ``localization_report``: :func:`model_atlas` from the above, then :func:`export_atlas`.
+
+:func:`build_report` chains the same functions for the ``cellscape report`` command, so the
+command line and Dagster share one implementation.  Every export carries its provenance
+(checkpoints, dataset md5, split, cluster count, seed).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -17,10 +30,26 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CellscapeError
+from ..plots.atlas import (
+    plot_aligned_umaps,
+    plot_code_correlation,
+    plot_spectra_by_class,
+    plot_umap,
+)
+from ..plots.figures import save_png
 from ..store.frame_store import FrameStore
-from . import analysis
+from .annotations import annotations_from_rows, single_localization
 from .loader import FrameLoader
 from .models import ModelConfig
+from .projection import aligned_umap
+from .scores import (
+    adjusted_rand_index,
+    clustering_score,
+    knn_localization_accuracy,
+    predict_localization,
+    protein_clusters,
+)
+from .spectra import CodeClusters, cluster_codes, protein_spectra
 
 
 @dataclass
@@ -63,7 +92,7 @@ def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd
     """
     import jax
 
-    from .training import _predict_fn
+    from .training import predict_fn
 
     if len(rows) == 0:
         raise CellscapeError("no frames to embed", field="split")
@@ -71,7 +100,7 @@ def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd
     loader = FrameLoader(store, rows.assign(label=0), batch_size, shuffle=False, drop_remainder=False,
                          cache=False, prefetch=2)
     fields = ("indices", "embedding") + (("indices_global",) if model_cfg.two_level else ())
-    run = _predict_fn(model_cfg, fields)
+    run = predict_fn(model_cfg, fields)
     hs, hg, pooled = [], [], []
     t0 = time.perf_counter()
     for b in loader.epoch(0):
@@ -84,12 +113,73 @@ def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd
     return Embeddings(rows, np.concatenate(hs), np.concatenate(hg) if hg else None, np.concatenate(pooled), fps)
 
 
-def annotations_from_rows(rows: pd.DataFrame) -> pd.Series:
-    """Protein -> set of annotated classes, from the frame table's ``localization`` column
-    (empty for unannotated proteins, which are left out)."""
-    per = rows.groupby("gene")["localization"].first().fillna("").astype(str)
-    per = per[per.str.len() > 0]
-    return per.map(lambda s: frozenset(x for x in s.split(";") if x))
+def embed_checkpoint(checkpoint: str | Path, store: FrameStore, rows: pd.DataFrame,
+                     batch_size: int = 256) -> tuple[Embeddings, dict]:
+    """Embed ``rows`` with the model saved in ``checkpoint`` and say which model that was.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A model folder as written by ``training.fit``.
+    store : FrameStore
+    rows : pandas.DataFrame
+        Frames to embed (see :func:`frame_embeddings`).
+    batch_size : int
+
+    Returns
+    -------
+    embeddings : Embeddings
+    model : dict
+        JSON-ready provenance of the model: ``checkpoint`` (the folder), ``step`` and the
+        ``dataset_md5`` it was trained on (None where the checkpoint does not record them).
+    """
+    from .training import load_checkpoint
+
+    params, model_cfg, meta = load_checkpoint(checkpoint)
+    emb = frame_embeddings(params, model_cfg, store, rows, batch_size=batch_size)
+    return emb, {"checkpoint": str(checkpoint), "step": meta.get("step"),
+                 "dataset_md5": meta.get("provenance", {}).get("dataset_md5")}
+
+
+def embedding_spectra(emb: Embeddings) -> tuple[pd.DataFrame, pd.Series]:
+    """Feature spectrum and frame count of every protein (``gene``) of ``emb``.
+
+    Returns
+    -------
+    spectra : pandas.DataFrame, shape (P, K), float64
+    counts : pandas.Series of int64, shape (P,)
+        As :func:`~.spectra.protein_spectra` of ``emb.histograms`` grouped by ``emb.rows["gene"]``.
+    """
+    return protein_spectra(emb.histograms, emb.rows["gene"].astype(str).to_numpy())
+
+
+def cluster_used_codes(name: str, spectra: pd.DataFrame, n_clusters: int) -> tuple[np.ndarray, CodeClusters]:
+    """The codes some protein uses, clustered by the correlation of their use across proteins.
+
+    Codes no protein uses have no correlation with anything: they would all merge at
+    distance 1 and swallow ``maxclust``, so only used codes are clustered.
+
+    Parameters
+    ----------
+    name : str
+        The model's name, for the error message.
+    spectra : pandas.DataFrame, shape (P, K)
+        From :func:`embedding_spectra`.
+    n_clusters : int
+        Requested clusters, lowered to the number of used codes.
+
+    Returns
+    -------
+    used : ndarray of int64, shape (U,)
+        Code ids whose spectrum value varies across proteins.
+    clusters : CodeClusters
+        Over ``spectra.iloc[:, used]``: its code axis indexes into ``used``.
+    """
+    values = spectra.to_numpy()
+    used = np.flatnonzero(values.max(axis=0) > values.min(axis=0))
+    if len(used) < 2:
+        raise CellscapeError(f"{name}: fewer than 2 codes vary across proteins (codebook collapse?)", field="histograms")
+    return used, cluster_codes(values[:, used], min(n_clusters, len(used)))
 
 
 @dataclass
@@ -99,7 +189,7 @@ class ModelAtlas:
     name: str
     spectra: pd.DataFrame
     counts: pd.Series
-    clusters: analysis.CodeClusters
+    clusters: CodeClusters
     coords: np.ndarray
     scores: dict
     knn_table: pd.DataFrame
@@ -107,61 +197,73 @@ class ModelAtlas:
     used_codes: np.ndarray
 
 
-def code_clusters(name: str, emb: Embeddings, n_clusters: int):
-    """Protein spectra, frame counts, the used codes and their clusters.
-
-    Codes no protein uses have no correlation with anything: they would all merge at
-    distance 1 and swallow ``maxclust``, so only used codes are clustered; ``clusters``
-    indexes into ``used``.
+def frame_classes(rows: pd.DataFrame) -> np.ndarray:
+    """Single localization of each frame's protein, ``"others"`` where it has none or several.
 
     Returns
     -------
-    (spectra DataFrame (P, K), counts Series, used ndarray of code ids, CodeClusters)
+    ndarray of str, shape (N,)
+        The colours of the UMAP figures.
     """
-    spectra, counts = analysis.protein_spectra(emb.histograms, emb.rows["gene"].astype(str).to_numpy())
-    values = spectra.to_numpy()
-    used = np.flatnonzero(values.max(axis=0) > values.min(axis=0))
-    if len(used) < 2:
-        raise CellscapeError(f"{name}: fewer than 2 codes vary across proteins (codebook collapse?)", field="histograms")
-    return spectra, counts, used, analysis.cluster_codes(values[:, used], min(n_clusters, len(used)))
+    return rows["gene"].map(single_localization(annotations_from_rows(rows))).fillna("others").to_numpy()
 
 
-def cluster_figures(name: str, spectra: pd.DataFrame, used: np.ndarray, clusters, rows: pd.DataFrame) -> dict:
+def cluster_figures(name: str, spectra: pd.DataFrame, used: np.ndarray, clusters: CodeClusters,
+                    rows: pd.DataFrame) -> dict:
     """The code-correlation heatmap (dendrogram, cluster bar) and mean spectra per class."""
-    single = analysis.single_localization(annotations_from_rows(rows))
+    single = single_localization(annotations_from_rows(rows))
     prot_class = single[single.index.isin(spectra.index)]
     return {
-        "code_correlation": analysis.plot_code_correlation(clusters, title=f"{name}: code-code correlation"),
-        "spectra_by_class": analysis.plot_spectra_by_class(spectra.iloc[:, used], prot_class, clusters,
-                                                           title=f"{name}: mean feature spectrum per class"),
+        "code_correlation": plot_code_correlation(clusters, title=f"{name}: code-code correlation"),
+        "spectra_by_class": plot_spectra_by_class(spectra.iloc[:, used], prot_class, clusters,
+                                                  title=f"{name}: mean feature spectrum per class"),
     }
 
 
-def model_atlas(name: str, emb: Embeddings, n_clusters: int, seed: int, k: int = 5,
-                coords: np.ndarray | None = None) -> ModelAtlas:
-    """Spectra, code clusters, UMAP (unless ``coords`` given) and scores of one model."""
-    spectra, counts, used, clusters = code_clusters(name, emb, n_clusters)
-    if coords is None:
-        coords = analysis.umap_projection(emb.histograms, seed=seed)
+def model_atlas(name: str, emb: Embeddings, spectra: pd.DataFrame, counts: pd.Series, used: np.ndarray,
+                clusters: CodeClusters, coords: np.ndarray, k: int = 5) -> ModelAtlas:
+    """Scores and predictions of one model from its precomputed spectra, code clusters and UMAP.
+
+    Parameters
+    ----------
+    name : str
+    emb : Embeddings
+        The frames (their ``rows`` give the annotations) and histograms.
+    spectra, counts
+        From :func:`embedding_spectra` (or :func:`load_spectra`).
+    used, clusters
+        From :func:`cluster_used_codes` (or :func:`load_code_clusters`).
+    coords : ndarray, shape (N, 2)
+        The UMAP of ``emb`` (from :func:`~.projection.aligned_umap` or :func:`load_projection`).
+    k : int
+        Neighbours of the kNN accuracy and the predictions.
+
+    Returns
+    -------
+    ModelAtlas
+        ``scores`` holds the clustering score of the single-localization frames, the kNN
+        localization accuracy, the ARI of protein clusters, counts, the perplexity of the mean
+        code usage and the number of used codes.
+    """
     ann = annotations_from_rows(emb.rows)
-    single = analysis.single_localization(ann)
+    single = single_localization(ann)
     frame_single = emb.rows["gene"].map(single)
     mask = frame_single.notna().to_numpy()
-    score = (analysis.clustering_score(coords[mask], frame_single[mask].astype(str).to_numpy())[0]
+    score = (clustering_score(coords[mask], frame_single[mask].astype(str).to_numpy())[0]
              if frame_single[mask].nunique() >= 2 else float("nan"))
     annotated = spectra.loc[spectra.index.isin(ann.index)]
     if len(annotated) >= 2:
-        acc, knn_table = analysis.knn_localization_accuracy(annotated, ann, k=min(k, len(annotated) - 1))
+        acc, knn_table = knn_localization_accuracy(annotated, ann, k=min(k, len(annotated) - 1))
     else:
         acc, knn_table = float("nan"), pd.DataFrame()
     single_prot = single[single.index.isin(spectra.index)]
     if len(single_prot) >= 3 and single_prot.nunique() >= 2:  # ARI needs something to partition
-        pc = analysis.protein_clusters(spectra.loc[single_prot.index], n_clusters=single_prot.nunique())
-        ari = analysis.adjusted_rand_index(pc.to_numpy(), single_prot.loc[pc.index].to_numpy())
+        pc = protein_clusters(spectra.loc[single_prot.index], n_clusters=single_prot.nunique())
+        ari = adjusted_rand_index(pc.to_numpy(), single_prot.loc[pc.index].to_numpy())
     else:
         ari = float("nan")
     unannotated = [p for p in spectra.index if p not in ann.index]
-    preds = (analysis.predict_localization(spectra, ann, unannotated, k=k) if unannotated
+    preds = (predict_localization(spectra, ann, unannotated, k=k) if unannotated
              else pd.DataFrame(columns=["protein", "predicted", "confidence", "neighbours"]))
     scores = {
         "clustering_score": float(score),
@@ -187,14 +289,107 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _parquet_bytes(table: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def save_spectra(spectra: pd.DataFrame, counts: pd.Series, path: str | Path) -> Path:
+    """Write spectra and frame counts as one parquet table (``<name>_spectra.parquet``).
+
+    Columns ``protein``, ``frames`` (int64), ``code_0 .. code_{K-1}`` (float64); one row per
+    protein.  Written to a temporary name first.  Inverse: :func:`load_spectra`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = spectra.copy()
+    table.columns = [f"code_{c}" for c in range(table.shape[1])]
+    table.insert(0, "frames", counts.reindex(table.index).to_numpy())
+    _atomic_bytes(path, _parquet_bytes(table.reset_index(names="protein")))
+    return path
+
+
+def load_spectra(path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
+    """Read a table written by :func:`save_spectra`.
+
+    Returns
+    -------
+    spectra : pandas.DataFrame, shape (P, K), float64
+        Indexed by protein (index name ``"protein"``), columns the code indices ``0 .. K-1``,
+        exactly as :func:`~.spectra.protein_spectra` returned them.
+    counts : pandas.Series of int64, named ``"n_frames"``
+    """
+    path = Path(path)
+    table = pd.read_parquet(path)
+    codes = [c for c in table.columns if c.startswith("code_")]
+    if "protein" not in table.columns or "frames" not in table.columns or not codes:
+        raise CellscapeError(f"not a spectra table: columns {list(table.columns)[:6]}", path=path, field="columns")
+    if codes != [f"code_{i}" for i in range(len(codes))]:
+        raise CellscapeError("code columns are not code_0 .. code_{K-1} in order", path=path, field="columns")
+    index = pd.Index(table["protein"].astype(str).to_numpy(), name="protein")
+    spectra = pd.DataFrame(table[codes].to_numpy(np.float64), index=index, columns=pd.RangeIndex(len(codes)))
+    counts = pd.Series(table["frames"].to_numpy(np.int64), index=index, name="n_frames")
+    return spectra, counts
+
+
+def save_code_clusters(used: np.ndarray, clusters: CodeClusters, path: str | Path) -> Path:
+    """Write used codes and their clusters as ``.npz`` (no pickle); inverse :func:`load_code_clusters`.
+
+    Arrays ``used_codes``, ``corr``, ``linkage``, ``labels``, ``leaf_order`` (as
+    :class:`~.spectra.CodeClusters`), ``method`` and ``n_clusters`` (0-d).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, used_codes=used, corr=clusters.corr, linkage=clusters.linkage, labels=clusters.labels,
+             leaf_order=clusters.leaf_order, method=np.array(clusters.method), n_clusters=np.int64(clusters.n_clusters))
+    _atomic_bytes(path, buf.getvalue())
+    return path
+
+
+def load_code_clusters(path: str | Path) -> tuple[np.ndarray, CodeClusters]:
+    """Read what :func:`save_code_clusters` wrote: ``(used codes, CodeClusters)``."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as z:
+        missing = {"used_codes", "corr", "linkage", "labels", "leaf_order", "method", "n_clusters"} - set(z.files)
+        if missing:
+            raise CellscapeError(f"not a code-clusters file: missing {sorted(missing)}", path=path, field="arrays")
+        clusters = CodeClusters(corr=z["corr"], linkage=z["linkage"], labels=z["labels"], leaf_order=z["leaf_order"],
+                                method=str(z["method"]), n_clusters=int(z["n_clusters"]))
+        return z["used_codes"], clusters
+
+
+def save_projection(rows: pd.DataFrame, coords: np.ndarray, path: str | Path) -> Path:
+    """Write 2-D coordinates of frames as parquet: ``frame_id``, ``umap_x``, ``umap_y`` (float32)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"frame_id": rows["frame_id"], "umap_x": coords[:, 0], "umap_y": coords[:, 1]})
+    _atomic_bytes(path, _parquet_bytes(table))
+    return path
+
+
+def load_projection(path: str | Path, rows: pd.DataFrame) -> np.ndarray:
+    """Coordinates saved by :func:`save_projection`, checked to be those of ``rows`` in order.
+
+    Returns
+    -------
+    ndarray, shape (N, 2), float32
+    """
+    path = Path(path)
+    table = pd.read_parquet(path)
+    if not np.array_equal(table["frame_id"].to_numpy(), rows["frame_id"].to_numpy()):
+        raise CellscapeError(f"holds {len(table)} frames that are not the embeddings' {len(rows)} frames",
+                             path=path, field="frame_id")
+    return table[["umap_x", "umap_y"]].to_numpy(np.float32)
+
+
 def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, Embeddings], provenance: dict,
                  seed: int) -> dict[str, Path]:
     """Write tables (parquet), matrices (.npz), figures (PNG) and scores (JSON) into ``out_dir``.
 
     Returns the written paths by name.  Every file is written to a temporary name first.
     """
-    import io
-
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -203,37 +398,23 @@ def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, 
         e = emb[a.name]
         tab = e.rows[["frame_id", "plate_id", "frame_index", "gene", "ensg_id", "localization", "split"]].copy()
         tab["umap_x"], tab["umap_y"] = a.coords[:, 0], a.coords[:, 1]
-        buf = io.BytesIO()
-        tab.to_parquet(buf, index=False)
-        _atomic_bytes(out / f"{a.name}_frames.parquet", buf.getvalue())
+        _atomic_bytes(out / f"{a.name}_frames.parquet", _parquet_bytes(tab))
         buf = io.BytesIO()
         np.savez_compressed(buf, histograms=e.histograms, pooled=e.pooled, used_codes=a.used_codes, corr=a.clusters.corr,
                             linkage=a.clusters.linkage, code_cluster=a.clusters.labels,
                             leaf_order=a.clusters.leaf_order, provenance=np.array(prov_json))
         _atomic_bytes(out / f"{a.name}_matrices.npz", buf.getvalue())
-        sp = a.spectra.copy()
-        sp.columns = [f"code_{c}" for c in range(sp.shape[1])]
-        sp.insert(0, "frames", a.counts.reindex(sp.index).to_numpy())
-        buf = io.BytesIO()
-        sp.reset_index(names="protein").to_parquet(buf, index=False)
-        _atomic_bytes(out / f"{a.name}_spectra.parquet", buf.getvalue())
+        save_spectra(a.spectra, a.counts, out / f"{a.name}_spectra.parquet")
         for name, table in (("knn", a.knn_table), ("predictions", a.predictions)):
-            buf = io.BytesIO()
-            table.astype({c: str for c in table.columns if table[c].dtype == object}).to_parquet(buf, index=False)
-            _atomic_bytes(out / f"{a.name}_{name}.parquet", buf.getvalue())
-        figs = _figures(a, e)
-        for fname, fig in figs.items():
-            from .. import plots
-
-            paths[f"{a.name}_{fname}"] = plots.save_png(fig, out / "figures" / f"{a.name}_{fname}.png")
+            table = table.astype({c: str for c in table.columns if table[c].dtype == object})
+            _atomic_bytes(out / f"{a.name}_{name}.parquet", _parquet_bytes(table))
+        for fname, fig in _figures(a, e).items():
+            paths[f"{a.name}_{fname}"] = save_png(fig, out / "figures" / f"{a.name}_{fname}.png")
     if len(atlases) > 1:
-        from .. import plots
-
-        labels = emb[atlases[0].name].rows["gene"].map(
-            analysis.single_localization(annotations_from_rows(emb[atlases[0].name].rows))).fillna("others").to_numpy()
-        fig = analysis.plot_aligned_umaps([a.coords for a in atlases], labels, [a.name for a in atlases],
-                                          single_mask=labels != "others")
-        paths["aligned_umaps"] = plots.save_png(fig, out / "figures" / "aligned_umaps.png")
+        labels = frame_classes(emb[atlases[0].name].rows)
+        fig = plot_aligned_umaps([a.coords for a in atlases], labels, [a.name for a in atlases],
+                                 single_mask=labels != "others")
+        paths["aligned_umaps"] = save_png(fig, out / "figures" / "aligned_umaps.png")
     scores = {a.name: a.scores for a in atlases}
     _atomic_bytes(out / "scores.json", (json.dumps({"scores": scores, "provenance": provenance, "seed": seed},
                                                    indent=2, default=str) + "\n").encode())
@@ -242,9 +423,9 @@ def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, 
 
 
 def _figures(a: ModelAtlas, e: Embeddings) -> dict:
-    labels = e.rows["gene"].map(analysis.single_localization(annotations_from_rows(e.rows))).fillna("others").to_numpy()
+    labels = frame_classes(e.rows)
     figs = cluster_figures(a.name, a.spectra, a.used_codes, a.clusters, e.rows)
-    figs["umap"] = analysis.plot_umap(a.coords, labels, labels != "others", title=f"{a.name}: UMAP of codebook histograms")
+    figs["umap"] = plot_umap(a.coords, labels, labels != "others", title=f"{a.name}: UMAP of codebook histograms")
     return figs
 
 
@@ -253,44 +434,59 @@ def scores_table(atlases: list[ModelAtlas]) -> pd.DataFrame:
     return pd.DataFrame({a.name: a.scores for a in atlases})
 
 
+def report_provenance(models: dict[str, dict], split: str, n_clusters: int, **extra) -> dict:
+    """The provenance every report export carries (``scores.json``, ``*_matrices.npz``).
+
+    Parameters
+    ----------
+    models : dict of name -> dict
+        Per model what :func:`embed_checkpoint` returned (checkpoint, step, dataset md5).
+    split : str
+        The frames embedded.
+    n_clusters : int
+        The requested number of code clusters.
+    **extra
+        More JSON-ready keys (the dataset md5 of the frames, the embeddings folder, ...).
+    """
+    return {"models": models, "split": split, "n_clusters": n_clusters, **extra}
+
+
 def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: pd.DataFrame, out_dir: str | Path,
                  split: str = "all", n_clusters: int = 16, seed: int = 0, batch_size: int = 256,
                  provenance: dict | None = None, log=print) -> tuple[pd.DataFrame, dict[str, Path]]:
     """The whole atlas for one or more models (first = the one to report; others side by side).
+
+    The same steps as the Dagster atlas assets, in one call: :func:`embed_checkpoint`,
+    :func:`embedding_spectra`, :func:`cluster_used_codes`, :func:`~.projection.aligned_umap`
+    (a single model gets a plain UMAP), :func:`model_atlas` and :func:`export_atlas`.
 
     Parameters
     ----------
     checkpoints : dict name -> model folder (as written by training.fit)
     splits : DataFrame with ``split``; ``split="all"`` uses every frame.
     """
-    from .training import load_checkpoint
-
     rows = splits if split == "all" else splits[splits["split"] == split]
     if len(rows) == 0:
         raise CellscapeError(f"the {split!r} split holds no frames", field="split")
-    emb, atlases, coords = {}, [], None
-    ckpt_prov = {}
+    emb, models = {}, {}
     for name, ckpt in checkpoints.items():
-        params, model_cfg, meta = load_checkpoint(ckpt)
-        ckpt_prov[name] = {"checkpoint": str(ckpt), "step": meta.get("step"),
-                           "dataset_md5": meta.get("provenance", {}).get("dataset_md5")}
-        emb[name] = frame_embeddings(params, model_cfg, store, rows, batch_size=batch_size)
+        emb[name], models[name] = embed_checkpoint(ckpt, store, rows, batch_size=batch_size)
         log(f"{name}: embedded {len(rows)} frames at {emb[name].frames_per_second:.0f} frames/s")
     names = list(checkpoints)
-    if len(names) > 1:
-        coords = analysis.aligned_umap([emb[n].histograms for n in names], seed=seed)
-    for i, name in enumerate(names):
-        atlases.append(model_atlas(name, emb[name], n_clusters, seed, coords=None if coords is None else coords[i]))
+    coords = aligned_umap([emb[n].histograms for n in names], seed=seed)
+    atlases = []
+    for name, xy in zip(names, coords, strict=True):
+        spectra, counts = embedding_spectra(emb[name])
+        used, clusters = cluster_used_codes(name, spectra, n_clusters)
+        atlases.append(model_atlas(name, emb[name], spectra, counts, used, clusters, xy))
         log(f"{name}: {atlases[-1].scores}")
-    prov = {"models": ckpt_prov, "split": split, "n_clusters": n_clusters, **(provenance or {})}
+    prov = report_provenance(models, split, n_clusters, **(provenance or {}))
     paths = export_atlas(out_dir, atlases, emb, prov, seed)
     return scores_table(atlases), paths
 
 
 def save_embeddings(emb: Embeddings, out_dir: str | Path, name: str) -> Path:
     """Write embeddings as ``<name>_embeddings.npz`` + ``<name>_rows.parquet`` (no pickle)."""
-    import io
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -299,9 +495,7 @@ def save_embeddings(emb: Embeddings, out_dir: str | Path, name: str) -> Path:
         arrays["histograms_global"] = emb.histograms_global
     np.savez(buf, **arrays)
     _atomic_bytes(out / f"{name}_embeddings.npz", buf.getvalue())
-    buf = io.BytesIO()
-    emb.rows.to_parquet(buf, index=False)
-    _atomic_bytes(out / f"{name}_rows.parquet", buf.getvalue())
+    _atomic_bytes(out / f"{name}_rows.parquet", _parquet_bytes(emb.rows))
     return out
 
 

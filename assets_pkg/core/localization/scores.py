@@ -1,0 +1,293 @@
+"""Scores of an atlas: cytoself's clustering score of a projection, leave-one-out kNN
+localization accuracy on spectra, predictions for unannotated proteins, protein clusters and
+their adjusted Rand index against the annotations.
+
+``annotations`` arguments take any form :func:`~.annotations.normalize_annotations` accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import cdist, pdist
+
+from .annotations import class_order, normalize_annotations
+from .inputs import AnalysisError, as_matrix, as_spectra_frame
+
+__all__ = ["adjusted_rand_index", "clustering_score", "knn_localization_accuracy",
+           "predict_localization", "protein_clusters"]
+
+
+def clustering_score(coords, labels, exclude: Sequence[str] = ("others",)) -> tuple[float, pd.DataFrame]:
+    """cytoself's clustering score of labelled points in a 2-D projection.
+
+    For every class: centre = per-axis median of its points, size = median Euclidean
+    distance of its points to that centre.  Then::
+
+        score = np.std(centres) / np.median(sizes)
+
+    where ``centres`` is the (C, 2) array of class centres and ``np.std`` runs over all its
+    ``2 C`` numbers (population std, ``ddof=0``), exactly as in cytoself
+    (``cytoself/analysis/plot_umap.py``: ``inter_cluster = np.std(cluster_matrix[:, 1:-1])``,
+    ``intra_cluster = np.median(cluster_matrix[:, -1])``, the centres and sizes from
+    ``analysis/utils/cluster_score.py: calculate_cluster_centrosize``).  Note that pooling both
+    axes makes the spread depend on the offset between the x and y means, as in cytoself;
+    the score is comparable between runs only as cytoself's is.
+
+    Parameters
+    ----------
+    coords : array-like, shape (N, 2)
+        Projected coordinates (e.g. of single-localization frames).
+    labels : array-like of str, shape (N,)
+        Class of each point.
+    exclude : sequence of str
+        Labels left out (cytoself leaves out ``"others"``).
+
+    Returns
+    -------
+    score : float
+        Higher is better separated; ``inf`` when every class has size 0 and the centres differ.
+    per_class : pandas.DataFrame
+        Indexed by class (sorted), columns ``n`` (int), ``centre_x``, ``centre_y``, ``size``.
+    """
+    c = as_matrix(coords, "coords")
+    if c.shape[1] != 2:
+        raise AnalysisError(f"expected shape (N, 2), got {c.shape}", field="coords")
+    lab = np.asarray(labels).astype(str)
+    if lab.shape != (c.shape[0],):
+        raise AnalysisError(f"needs one label per point, got {lab.shape} for {c.shape[0]} points",
+                            field="labels")
+    keep = ~np.isin(lab, np.asarray(list(exclude), dtype=str))
+    c, lab = c[keep], lab[keep]
+    classes, inv = np.unique(lab, return_inverse=True)
+    if classes.size == 0:
+        raise AnalysisError("no labelled points left after exclusion", field="labels")
+    # Group by class once (stable sort), then medians per group.
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(classes.size + 1))
+    centres = np.empty((classes.size, 2))
+    sizes = np.empty(classes.size)
+    for j in range(classes.size):
+        pts = c[order[bounds[j]:bounds[j + 1]]]
+        centres[j] = np.median(pts, axis=0)
+        sizes[j] = np.median(np.hypot(pts[:, 0] - centres[j, 0], pts[:, 1] - centres[j, 1]))
+    inter = float(np.std(centres))
+    intra = float(np.median(sizes))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = float(np.float64(inter) / np.float64(intra))
+    per_class = pd.DataFrame({"n": np.diff(bounds).astype(np.int64), "centre_x": centres[:, 0],
+                              "centre_y": centres[:, 1], "size": sizes},
+                             index=pd.Index(classes, name="class"))
+    return score, per_class
+
+
+def _knn_votes(query: np.ndarray, ref: np.ndarray, ref_onehot: np.ndarray, k: int, metric: str,
+               self_index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest reference rows of each query row and the class votes they cast.
+
+    Returns ``(neighbours (Q, k) int, votes (Q, C) int, key (Q, C) float)``; ``key`` ranks
+    classes by votes, then by the rank of their closest supporting neighbour.
+    """
+    d = cdist(query, ref, metric=metric)
+    d[np.isnan(d)] = np.inf  # correlation distance of a constant spectrum
+    if self_index is not None:
+        rows = np.flatnonzero(self_index >= 0)
+        d[rows, self_index[rows]] = np.inf
+    nbrs = np.argsort(d, axis=1, kind="stable")[:, :k]  # ties by reference (table) order
+    support = ref_onehot[nbrs]  # (Q, k, C) bool
+    votes = support.sum(axis=1)
+    first = np.where(support.any(axis=1), support.argmax(axis=1), k)
+    key = votes * (k + 1.0) - first
+    return nbrs, votes, key
+
+
+def _annotated_matrix(spectra: pd.DataFrame, ann: dict[str, frozenset[str]]):
+    names = [p for p in spectra.index if p in ann]
+    classes = class_order(c for p in names for c in ann[p])
+    col = {c: i for i, c in enumerate(classes)}
+    onehot = np.zeros((len(names), len(classes)), dtype=bool)
+    for i, p in enumerate(names):
+        onehot[i, [col[c] for c in ann[p]]] = True
+    return names, classes, onehot
+
+
+def knn_localization_accuracy(spectra, annotations, k: int = 5,
+                              metric: str = "correlation") -> tuple[float, pd.DataFrame]:
+    """Leave-one-protein-out k-nearest-neighbour localization accuracy on feature spectra.
+
+    Rule: for every annotated protein, its ``k`` nearest *other* annotated proteins (distance
+    ``metric`` between spectra, ties by table order) vote; each neighbour casts one vote for
+    each of its annotated classes.  The predicted class is the one with the most votes; ties
+    go to the class whose supporting neighbour is closest, then to the first class in
+    :data:`~assets_pkg.core.imaging.plates.LOCALIZATIONS` order.  The protein counts as correct when
+    the predicted class is one of its own annotated classes.
+
+    Parameters
+    ----------
+    spectra : pandas.DataFrame, shape (P, K)
+        Spectra indexed by protein (:func:`protein_spectra`); a plain array is indexed
+        ``0 .. P-1`` (then annotation keys are ``"0"``, ``"1"``, ...).
+    annotations : see :func:`normalize_annotations`
+        Proteins not in ``spectra`` are ignored; unannotated proteins neither vote nor count.
+    k : int
+        Neighbours per protein (lowered to the number of other annotated proteins).
+    metric : str
+        Any ``scipy.spatial.distance.cdist`` metric; a NaN distance (correlation of a constant
+        spectrum) counts as infinitely far.
+
+    Returns
+    -------
+    accuracy : float
+        Fraction of annotated proteins counted correct, in [0, 1].
+    per_protein : pandas.DataFrame
+        One row per annotated protein in spectra order: ``protein``, ``annotated``
+        (``';'``-joined), ``predicted``, ``votes`` (int, of the predicted class),
+        ``correct`` (bool), ``neighbours`` (``';'``-joined, nearest first).
+    """
+    df = as_spectra_frame(spectra)
+    ann = normalize_annotations(annotations)
+    names, classes, onehot = _annotated_matrix(df, ann)
+    if len(names) < 2:
+        raise AnalysisError(f"needs at least 2 annotated proteins in spectra, found {len(names)}",
+                            field="annotations")
+    if k < 1:
+        raise AnalysisError(f"must be >= 1, got {k}", field="k")
+    keff = min(int(k), len(names) - 1)
+    x = df.loc[names].to_numpy(dtype=np.float64)
+    nbrs, votes, key = _knn_votes(x, x, onehot, keff, metric, np.arange(len(names)))
+    top = key.argmax(axis=1)
+    correct = onehot[np.arange(len(names)), top]
+    name_arr = np.asarray(names, dtype=object)
+    per = pd.DataFrame({
+        "protein": names,
+        "annotated": [";".join(class_order(ann[p])) for p in names],
+        "predicted": [classes[t] for t in top],
+        "votes": votes[np.arange(len(names)), top].astype(np.int64),
+        "correct": correct,
+        "neighbours": [";".join(name_arr[row]) for row in nbrs],
+    })
+    return float(correct.mean()), per
+
+
+def predict_localization(spectra, annotations, unannotated: Sequence[str], k: int = 5,
+                         metric: str = "correlation") -> pd.DataFrame:
+    """Predicted localization of proteins from their nearest annotated spectra.
+
+    Same neighbours and votes as :func:`knn_localization_accuracy` (a query that is itself
+    annotated is never its own neighbour).
+
+    Parameters
+    ----------
+    spectra : pandas.DataFrame, shape (P, K)
+        Spectra indexed by protein.
+    annotations : see :func:`normalize_annotations`
+    unannotated : sequence of str
+        Proteins to predict; each must be a row of ``spectra``.
+    k : int
+        Neighbours (lowered to the number of available annotated proteins).
+    metric : str
+        ``cdist`` metric.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per query in the given order: ``protein``; ``predicted``, every class with the
+        top vote count, ``';'``-joined (tie order as in the accuracy rule); ``confidence``, the
+        share of the neighbours voting for the top class (votes / neighbours, 0..1);
+        ``neighbours``, ``';'``-joined, nearest first.
+    """
+    df = as_spectra_frame(spectra)
+    ann = normalize_annotations(annotations)
+    names, classes, onehot = _annotated_matrix(df, ann)
+    queries = [str(q) for q in unannotated]
+    missing = [q for q in queries if q not in df.index]
+    if missing:
+        raise AnalysisError(f"proteins not in spectra: {missing[:10]}", field="unannotated")
+    cols = ["protein", "predicted", "confidence", "neighbours"]
+    if not queries:
+        return pd.DataFrame({c: pd.Series(dtype=float if c == "confidence" else object) for c in cols})
+    if k < 1:
+        raise AnalysisError(f"must be >= 1, got {k}", field="k")
+    pos = {p: i for i, p in enumerate(names)}
+    self_index = np.array([pos.get(q, -1) for q in queries])
+    available = len(names) - (self_index >= 0).astype(int)
+    if available.min() < 1:
+        raise AnalysisError("no annotated protein to compare with", field="annotations")
+    keff = min(int(k), int(available.min()))
+    nbrs, votes, key = _knn_votes(df.loc[queries].to_numpy(dtype=np.float64),
+                                  df.loc[names].to_numpy(dtype=np.float64), onehot, keff, metric,
+                                  self_index)
+    name_arr = np.asarray(names, dtype=object)
+    predicted, confidence = [], []
+    for v, kk in zip(votes, key, strict=True):
+        best = v.max()
+        tied = np.flatnonzero(v == best)
+        tied = tied[np.argsort(-kk[tied], kind="stable")]
+        predicted.append(";".join(classes[t] for t in tied))
+        confidence.append(best / keff)
+    return pd.DataFrame({"protein": queries, "predicted": predicted,
+                         "confidence": np.asarray(confidence, dtype=np.float64),
+                         "neighbours": [";".join(name_arr[row]) for row in nbrs]})
+
+
+def adjusted_rand_index(cluster_labels, class_labels) -> float:
+    """Adjusted Rand index between a clustering and reference classes.
+
+    Parameters
+    ----------
+    cluster_labels, class_labels : array-like, shape (N,)
+        Any hashable labels (e.g. :func:`protein_clusters` against :func:`single_localization`,
+        aligned on the same proteins).
+
+    Returns
+    -------
+    float
+        1 for identical partitions (up to renaming), about 0 for chance (can be negative).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    a, b = np.asarray(cluster_labels), np.asarray(class_labels)
+    if a.shape != b.shape or a.ndim != 1:
+        raise AnalysisError(f"need two 1-D label arrays of one length, got {a.shape} and {b.shape}",
+                            field="class_labels")
+    return float(adjusted_rand_score(b, a))
+
+
+def protein_clusters(spectra, n_clusters: int, seed: int | None = None,
+                     method: str = "average") -> pd.Series:
+    """Hierarchical clusters of proteins by the correlation distance of their spectra.
+
+    Parameters
+    ----------
+    spectra : pandas.DataFrame, shape (P, K)
+        Spectra indexed by protein (a plain array is indexed ``0 .. P-1``).
+    n_clusters : int
+        ``fcluster(..., n_clusters, criterion="maxclust")``, ``1 <= n_clusters <= P``.
+    seed : int, optional
+        Accepted so the report can pass one seed to every step; hierarchical clustering is
+        deterministic and does not use it.
+    method : str
+        SciPy linkage method.
+
+    Returns
+    -------
+    pandas.Series of int32
+        Cluster ``1 .. n_clusters`` of each protein, indexed like ``spectra``, named
+        ``"cluster"``.  Correlation distance ``1 - r`` between spectra (``pdist(...,
+        "correlation")``); a constant spectrum is at distance 1 from every other.
+    """
+    del seed  # deterministic; see docstring
+    df = as_spectra_frame(spectra)
+    if df.shape[0] < 2:
+        raise AnalysisError(f"needs at least 2 proteins, got {df.shape[0]}", field="spectra")
+    if not 1 <= int(n_clusters) <= df.shape[0]:
+        raise AnalysisError(f"must be between 1 and {df.shape[0]}, got {n_clusters}",
+                            field="n_clusters")
+    d = pdist(df.to_numpy(dtype=np.float64), metric="correlation")
+    d = np.clip(np.nan_to_num(d, nan=1.0), 0.0, 2.0)
+    z = linkage(d, method=method)
+    lab = fcluster(z, int(n_clusters), criterion="maxclust").astype(np.int32)
+    return pd.Series(lab, index=df.index, name="cluster")
