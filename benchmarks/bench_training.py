@@ -68,11 +68,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets_pkg.core.localization.loader import FrameLoader  # noqa: E402
 from assets_pkg.core.localization.models import parameter_count  # noqa: E402
 from assets_pkg.core.localization.training import (  # noqa: E402
-    Devices,
     _jitted_train,
     create_state,
     train_config_from_preset,
 )
+from assets_pkg.core.ml.devices import Devices  # noqa: E402
 from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
 
 FRAME_SHAPE = (100, 100, 3)

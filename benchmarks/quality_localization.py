@@ -20,11 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from assets_pkg.core.localization.training import (
-    describe_devices,
     fit,
     save_training_figures,
     train_config_from_preset,
 )
+from assets_pkg.core.ml.devices import describe_devices
 from assets_pkg.core.store.frame_store import FrameStore
 from assets_pkg.core.store.splits import SplitConfig, make_splits, split_summary
 
