@@ -171,15 +171,10 @@ def _add_train(sub):
 
 
 def cmd_train(a) -> int:
-    from tqdm import tqdm
-
     from .core.errors import StoreError
-    from .core.localization.training import (
-        describe_devices,
-        fit,
-        save_training_figures,
-        train_config_from_preset,
-    )
+    from .core.localization.training import fit, save_training_figures, train_config_from_preset
+    from .core.ml.devices import describe_devices
+    from .core.ml.loop import ProgressBar
     from .core.store.dvc import dataset_md5_or_none
     from .core.store.splits import SplitConfig, make_splits, split_version
 
@@ -202,21 +197,13 @@ def cmd_train(a) -> int:
         classification_weight=a.classification_weight, compute_dtype=a.compute_dtype, seed=a.seed,
     )
     print(f"devices: {describe_devices()}")
-    bar = tqdm(desc="training", unit="step")
-
-    def progress(step, total):
-        bar.total = total
-        bar.update(step - bar.n)
-
-    try:
+    with ProgressBar("training") as bar:
         res = fit(store, splits, cfg, a.out, provenance={"dataset_md5": dataset_md5_or_none(), "split_version": version},
-                  resume=not a.no_resume, log=bar.write, progress=progress)
-    finally:
-        bar.close()
+                  resume=not a.no_resume, log=bar.write, progress=bar)
     figs = save_training_figures(res, store, splits, a.out.name, seed=a.seed)
     fm = res.final_metrics
     print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
-    print(f"model: {a.out}  (metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
+    print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
     return 0
 
 
@@ -328,7 +315,7 @@ def _add_train_segmentation(sub):
 
 def cmd_train_segmentation(a) -> int:
     from .core.segmentation.run import training_pairs
-    from .core.segmentation.training import SegTrainConfig, save_model, train_segmentation
+    from .core.segmentation.training import SegTrainConfig, train_segmentation
 
     names, images, labels = training_pairs(a.images, a.masks)
     valid = {}
@@ -340,12 +327,23 @@ def cmd_train_segmentation(a) -> int:
     cfg = SegTrainConfig(depth=a.depth, base_width=a.width, crop=a.crop, batch_size=a.batch_size, steps=a.steps,
                          learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
     print(f"training on {len(images)} images from {a.images}")
-    model = train_segmentation(images, labels, cfg, names=names, progress=True, **valid)
-    out = save_model(model, a.out, extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
+    model, out = _train_and_save(train_segmentation, (images, labels, cfg), dict(names=names, **valid), a.out,
+                                 {"images": str(a.images.resolve()), "masks": str(a.masks.resolve())}, "train U-Net")
     t = model.info["tuning"]
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s; thresholds "
           f"{t['threshold']}/{t['marker_threshold']}, min area {t['min_area']} (F1@0.5 {t['f1']:.3f} on {t['on']})")
     return 0
+
+
+def _train_and_save(train, args: tuple, kwargs: dict, out: Path, extra: dict, desc: str):
+    """Train with ``out`` as the work folder (checkpoints, resume) under a progress bar, then save
+    the model there; returns ``(model, path)``."""
+    from .core.ml.loop import ProgressBar, TrainRun
+    from .core.segmentation.models import save_model
+
+    with ProgressBar(desc) as bar:
+        model = train(*args, **kwargs, run=TrainRun(work_dir=out, progress=bar, log=bar.write))
+    return model, save_model(model, out, extra=extra)
 
 
 def _add_segment(sub):
@@ -385,15 +383,15 @@ def _add_train_counting(sub):
 
 def cmd_train_counting(a) -> int:
     from .core.segmentation.datasets import bbbc005_table, load_image
-    from .core.segmentation.training import CountTrainConfig, save_model, train_counting
+    from .core.segmentation.training import CountTrainConfig, train_counting
 
     table = bbbc005_table(a.images)
     images = [load_image(p) for p in table.path]
     cfg = CountTrainConfig(input_shape=tuple(a.input_size), steps=a.steps, batch_size=a.batch_size,
                            learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
     print(f"training on {len(images)} images from {a.images} (counts {table['count'].min()}..{table['count'].max()})")
-    model = train_counting(images, table["count"], cfg, names=list(table.name), progress=True)
-    out = save_model(model, a.out, extra={"images": str(a.images.resolve())})
+    model, out = _train_and_save(train_counting, (images, table["count"], cfg), dict(names=list(table.name)), a.out,
+                                 {"images": str(a.images.resolve())}, "train counting CNN")
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s, "
           f"train MAE {model.info['train_mae']:.2f}")
     return 0

@@ -254,21 +254,6 @@ def _restore(mngr, step: int, state, key):
     return state.replace(params=r["params"], opt_state=r["opt_state"], step=r["step"]), r["key"], dict(got["meta"])
 
 
-def latest_checkpoint_meta(work_dir: str | Path) -> dict | None:
-    """The JSON metadata of the newest checkpoint under ``work_dir/checkpoints`` (None if none)."""
-    import orbax.checkpoint as ocp
-
-    d = Path(work_dir) / CHECKPOINTS
-    if not d.is_dir():
-        return None
-    mngr = ocp.CheckpointManager(d.resolve())
-    try:
-        step = mngr.latest_step()
-        return None if step is None else dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-    finally:
-        mngr.close()
-
-
 def train_loop(
     state,
     step_fn: Callable,
