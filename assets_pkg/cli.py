@@ -327,22 +327,28 @@ def cmd_train_segmentation(a) -> int:
     cfg = SegTrainConfig(depth=a.depth, base_width=a.width, crop=a.crop, batch_size=a.batch_size, steps=a.steps,
                          learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
     print(f"training on {len(images)} images from {a.images}")
-    model, out = _train_and_save(train_segmentation, (images, labels, cfg), dict(names=names, **valid), a.out,
-                                 {"images": str(a.images.resolve()), "masks": str(a.masks.resolve())}, "train U-Net")
+    model, out = _train_into(a.out, "train U-Net",
+                             lambda run: train_segmentation(images, labels, cfg, names=names, run=run, **valid),
+                             extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
     t = model.info["tuning"]
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s; thresholds "
           f"{t['threshold']}/{t['marker_threshold']}, min area {t['min_area']} (F1@0.5 {t['f1']:.3f} on {t['on']})")
     return 0
 
 
-def _train_and_save(train, args: tuple, kwargs: dict, out: Path, extra: dict, desc: str):
-    """Train with ``out`` as the work folder (checkpoints, resume) under a progress bar, then save
-    the model there; returns ``(model, path)``."""
+def _train_into(out: Path, desc: str, train, extra: dict):
+    """Run ``train(run)`` with the model folder ``out`` as its work folder (its ``checkpoints/``
+    make a killed run resumable) under a progress bar, then save the model there.
+
+    Returns
+    -------
+    (model, Path)
+    """
     from .core.ml.loop import ProgressBar, TrainRun
     from .core.segmentation.models import save_model
 
     with ProgressBar(desc) as bar:
-        model = train(*args, **kwargs, run=TrainRun(work_dir=out, progress=bar, log=bar.write))
+        model = train(TrainRun(out, progress=bar, log=bar.write))
     return model, save_model(model, out, extra=extra)
 
 
@@ -390,8 +396,9 @@ def cmd_train_counting(a) -> int:
     cfg = CountTrainConfig(input_shape=tuple(a.input_size), steps=a.steps, batch_size=a.batch_size,
                            learning_rate=a.lr, max_minutes=a.minutes, seed=a.seed)
     print(f"training on {len(images)} images from {a.images} (counts {table['count'].min()}..{table['count'].max()})")
-    model, out = _train_and_save(train_counting, (images, table["count"], cfg), dict(names=list(table.name)), a.out,
-                                 {"images": str(a.images.resolve())}, "train counting CNN")
+    model, out = _train_into(a.out, "train counting CNN",
+                             lambda run: train_counting(images, table["count"], cfg, names=list(table.name), run=run),
+                             extra={"images": str(a.images.resolve())})
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s, "
           f"train MAE {model.info['train_mae']:.2f}")
     return 0
