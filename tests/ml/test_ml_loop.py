@@ -132,6 +132,19 @@ def test_time_budget_stops_checkpoints_and_resumes(full, tmp_path):
     _same(resumed, full)
 
 
+def test_early_stopping_is_kept_over_a_resume(tmp_path):
+    def run():
+        rule = PlateauRule("loss", 0.05, patience=0, stop_patience=2, min_delta=10.0)
+        return train_loop(_state(), _step, EpochBatches(), steps_per_epoch=N // BATCH, epochs=5,
+                          key=jax.random.PRNGKey(7), run=TrainRun(tmp_path), identity={"run": "early"},
+                          evaluate=_evaluate(rule), rules=[rule])
+
+    first = run()
+    assert first.stopped_by == "early stopping" and first.step == 12 and len(first.history) == 3
+    again = run()  # resumes from the final checkpoint and trains no further
+    assert again.stopped_by == "early stopping" and again.step == 12 and again.history == first.history
+
+
 def test_another_runs_checkpoint_is_refused(tmp_path):
     _run(tmp_path, stop_after_steps=3)
     rule = PlateauRule("loss", 0.05)

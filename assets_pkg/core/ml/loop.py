@@ -319,6 +319,7 @@ def train_loop(
     acc: dict = {}
     n_acc = 0
     epochs_done, prior_seconds = 0, 0.0
+    stopped = "steps"
     resumed_from = None
     mngr = None
     if work_dir is not None:
@@ -335,6 +336,8 @@ def train_loop(
             history, train_log = lp["history"], lp["train_log"]
             acc = {k: jnp.asarray(v, jnp.float32) for k, v in lp["acc"].items()}
             n_acc, epochs_done, prior_seconds = lp["n_acc"], lp["epochs_done"], lp["train_seconds"]
+            if lp.get("stopped_by") == "early stopping":  # a finished run stays finished
+                stopped = "early stopping"
             for rule, s in zip(rules, lp["rules"], strict=True):
                 rule.load_state_dict(s)
             if lp.get("source") is not None:
@@ -348,7 +351,6 @@ def train_loop(
     t_start = t_log = time.perf_counter()
     t_warm = None
     steady_steps, eval_seconds = 0, 0.0
-    stopped = "steps"
     budget = None if max_minutes is None else max_minutes * 60.0
 
     def seconds() -> float:
@@ -359,7 +361,7 @@ def train_loop(
             return
         loop = {"history": history, "train_log": train_log, "acc": {k: float(v) for k, v in acc.items()},
                 "n_acc": n_acc, "epochs_done": epochs_done, "train_seconds": seconds(),
-                "rules": [r.state_dict() for r in rules],
+                "rules": [r.state_dict() for r in rules], "stopped_by": stopped,
                 "source": source.state_dict() if hasattr(source, "state_dict") else None}
         _save(mngr, step, state, key, {"identity": identity, "loop": loop, "step": step, **(meta or {})})
 
