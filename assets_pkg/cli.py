@@ -244,11 +244,11 @@ def _add_train(sub):
 
 
 def cmd_train(a) -> int:
-    from tqdm import tqdm
-
     from .core.errors import StoreError
     from .core.localization.config import TrainConfig
-    from .core.localization.training import describe_devices, fit, save_training_figures
+    from .core.localization.training import fit, save_training_figures
+    from .core.ml.devices import describe_devices
+    from .core.ml.loop import ProgressBar
     from .core.store.config import SplitConfig
     from .core.store.dvc import dataset_md5_or_none
     from .core.store.splits import make_splits, split_version
@@ -269,21 +269,13 @@ def cmd_train(a) -> int:
         version = split_version(splits, sc)
         print(f"splits: made here, {a.split_by}-exclusive, seed {cfg.seed} (version {version})")
     print(f"devices: {describe_devices()}")
-    bar = tqdm(desc="training", unit="step")
-
-    def progress(step, total):
-        bar.total = total
-        bar.update(step - bar.n)
-
-    try:
+    with ProgressBar("training") as bar:
         res = fit(store, splits, cfg, a.out, provenance={"dataset_md5": dataset_md5_or_none(), "split_version": version},
-                  resume=not a.no_resume, log=bar.write, progress=progress)
-    finally:
-        bar.close()
+                  resume=not a.no_resume, log=bar.write, progress=bar)
     figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
     fm = res.final_metrics
     print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
-    print(f"model: {a.out}  (metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
+    print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
     return 0
 
 
@@ -398,7 +390,7 @@ def _add_train_segmentation(sub):
 def cmd_train_segmentation(a) -> int:
     from .core.segmentation.config import SegTrainConfig
     from .core.segmentation.run import training_pairs
-    from .core.segmentation.training import save_model, train_segmentation
+    from .core.segmentation.training import train_segmentation
 
     cfg = config_from_args(SegTrainConfig, a)
     names, images, labels = training_pairs(a.images, a.masks)
@@ -409,12 +401,29 @@ def cmd_train_segmentation(a) -> int:
         _, vi, vl = training_pairs(a.valid_images, a.valid_masks)
         valid = {"valid_images": vi, "valid_labels": vl}
     print(f"training on {len(images)} images from {a.images}")
-    model = train_segmentation(images, labels, cfg, names=names, progress=True, **valid)
-    out = save_model(model, a.out, extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
+    model, out = _train_into(a.out, "train U-Net",
+                             lambda run: train_segmentation(images, labels, cfg, names=names, run=run, **valid),
+                             extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
     t = model.info["tuning"]
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s; thresholds "
           f"{t['threshold']}/{t['marker_threshold']}, min area {t['min_area']} (F1@0.5 {t['f1']:.3f} on {t['on']})")
     return 0
+
+
+def _train_into(out: Path, desc: str, train, extra: dict):
+    """Run ``train(run)`` with the model folder ``out`` as its work folder (its ``checkpoints/``
+    make a killed run resumable) under a progress bar, then save the model there.
+
+    Returns
+    -------
+    (model, Path)
+    """
+    from .core.ml.loop import ProgressBar, TrainRun
+    from .core.segmentation.models import save_model
+
+    with ProgressBar(desc) as bar:
+        model = train(TrainRun(out, progress=bar, log=bar.write))
+    return model, save_model(model, out, extra=extra)
 
 
 def _add_segment(sub):
@@ -463,14 +472,15 @@ def cmd_train_counting(a) -> int:
     from .core.imaging.io import read_image as load_image
     from .core.segmentation.config import CountTrainConfig
     from .core.segmentation.datasets import bbbc005_table
-    from .core.segmentation.training import save_model, train_counting
+    from .core.segmentation.training import train_counting
 
     cfg = config_from_args(CountTrainConfig, a)
     table = bbbc005_table(a.images)
     images = [load_image(p) for p in table.path]
     print(f"training on {len(images)} images from {a.images} (counts {table['count'].min()}..{table['count'].max()})")
-    model = train_counting(images, table["count"], cfg, names=list(table.name), progress=True)
-    out = save_model(model, a.out, extra={"images": str(a.images.resolve())})
+    model, out = _train_into(a.out, "train counting CNN",
+                             lambda run: train_counting(images, table["count"], cfg, names=list(table.name), run=run),
+                             extra={"images": str(a.images.resolve())})
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s, "
           f"train MAE {model.info['train_mae']:.2f}")
     return 0

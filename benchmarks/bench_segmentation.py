@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets_pkg.core.imaging.io import read_image  # noqa: E402
 from assets_pkg.core.segmentation.classical import classical_segment  # noqa: E402
 from assets_pkg.core.segmentation.datasets import bbbc039_split, read_bbbc039  # noqa: E402
-from assets_pkg.core.segmentation.training import CountingModel, load_model, prepare_count_input  # noqa: E402
+from assets_pkg.core.segmentation.models import CountingModel, load_model, prepare_count_input  # noqa: E402
 from assets_pkg.core.segmentation.unet import (  # noqa: E402
     CountingCNN,
     UNet,

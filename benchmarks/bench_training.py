@@ -69,10 +69,10 @@ from assets_pkg.core.localization.config import train_config_from_preset  # noqa
 from assets_pkg.core.localization.loader import FrameLoader  # noqa: E402
 from assets_pkg.core.localization.models import parameter_count  # noqa: E402
 from assets_pkg.core.localization.training import (  # noqa: E402
-    Devices,
     _jitted_train,
     create_state,
 )
+from assets_pkg.core.ml.devices import Devices  # noqa: E402
 from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
 
 FRAME_SHAPE = (100, 100, 3)

@@ -21,10 +21,10 @@ import pandas as pd
 
 from assets_pkg.core.localization.config import train_config_from_preset
 from assets_pkg.core.localization.training import (
-    describe_devices,
     fit,
     save_training_figures,
 )
+from assets_pkg.core.ml.devices import describe_devices
 from assets_pkg.core.store.config import SplitConfig
 from assets_pkg.core.store.frame_store import FrameStore
 from assets_pkg.core.store.splits import make_splits, split_summary

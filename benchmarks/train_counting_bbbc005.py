@@ -28,11 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
 from assets_pkg.core.imaging.io import read_image  # noqa: E402
+from assets_pkg.core.ml.loop import ProgressBar, TrainRun  # noqa: E402
 from assets_pkg.core.segmentation.classical import classical_count  # noqa: E402
 from assets_pkg.core.segmentation.config import CountTrainConfig  # noqa: E402
 from assets_pkg.core.segmentation.datasets import bbbc005_split, bbbc005_table  # noqa: E402
 from assets_pkg.core.segmentation.metrics import count_metrics_by  # noqa: E402
-from assets_pkg.core.segmentation.training import save_model, train_counting  # noqa: E402
+from assets_pkg.core.segmentation.models import save_model  # noqa: E402
+from assets_pkg.core.segmentation.training import train_counting  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     train, test = table[table.split == "train"], table[table.split == "test"]
     print(f"BBBC005: {len(train)} train / {len(test)} test images; jax on {jax.devices()[0].platform}")
     if a.load:
-        from assets_pkg.core.segmentation.training import load_model
+        from assets_pkg.core.segmentation.models import load_model
 
         model = load_model(a.load, kind="counting")
         a.sim_only = a.sim_only or False
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
             print(f"simulated {len(sim)} images in {time.perf_counter() - ts:.0f}s")
     cfg = CountTrainConfig(input_shape=(a.height, a.width), steps=a.steps, batch_size=a.batch,
                            learning_rate=a.lr, seed=a.seed)
-    model = train_counting(images, counts, cfg, names=names, progress=True, log=print)
+    with ProgressBar("train counting CNN") as bar:
+        model = train_counting(images, counts, cfg, names=names, run=TrainRun(progress=bar, log=bar.write))
     if a.save:
         print("saved", save_model(model, a.save))
     return _score(a, model, test, t0)
@@ -105,7 +108,7 @@ def _score(a, model, test, t0) -> int:
         cls_ips = len(test) / (time.perf_counter() - ts)
         rows.append(count_metrics_by(test, pred_col="classical").assign(method="classical instances"))
     if a.seg_model:
-        from assets_pkg.core.segmentation.training import load_model
+        from assets_pkg.core.segmentation.models import load_model
 
         seg = load_model(a.seg_model, kind="segmentation")
         w1 = test[test.stain == 1].copy()

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets_pkg.core.imaging.cellsim import simulate_cells  # noqa: E402
 from assets_pkg.core.imaging.io import read_image  # noqa: E402
+from assets_pkg.core.ml.loop import ProgressBar, TrainRun  # noqa: E402
 from assets_pkg.core.segmentation.classical import (
     classical_segment,  # noqa: E402
     score_folder,  # noqa: E402
@@ -37,10 +38,9 @@ from assets_pkg.core.segmentation.classical import (
 from assets_pkg.core.segmentation.config import SegTrainConfig  # noqa: E402
 from assets_pkg.core.segmentation.datasets import bbbc039_split, load_mask, read_bbbc039  # noqa: E402
 from assets_pkg.core.segmentation.metrics import summarise_scores  # noqa: E402
+from assets_pkg.core.segmentation.models import load_model, save_model  # noqa: E402
 from assets_pkg.core.segmentation.training import (  # noqa: E402
-    load_model,
     median_diameter,
-    save_model,
     train_segmentation,
 )
 
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
         cfg = SegTrainConfig(depth=args.depth, base_width=args.width, crop=args.crop, batch_size=args.batch,
                              steps=args.steps, learning_rate=args.lr, max_minutes=args.minutes, seed=args.seed,
                              tune_images=args.tune_images)
-        model = train_segmentation(images, labels, cfg, names=names, progress=True, log=print)
+        with ProgressBar("train U-Net") as bar:
+            model = train_segmentation(images, labels, cfg, names=names, run=TrainRun(progress=bar, log=bar.write))
         if args.save:
             print("saved", save_model(model, args.save))
         print(f"trained {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s "

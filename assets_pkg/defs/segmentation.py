@@ -10,20 +10,20 @@ import numpy as np
 import pandas as pd
 
 from ..core import plots
+from ..core.ml.loop import TrainRun
 from ..core.segmentation.config import (
     CellSetsConfig,
     CountTrainConfig,
     SegTrainConfig,
 )
 from ..core.segmentation.metrics import count_metrics_by, summarise_scores
+from ..core.segmentation.models import load_model, save_model
 from ..core.segmentation.run import (
     cell_sets_table,
     evaluate_segmentation,
     write_label_stack,
 )
 from ..core.segmentation.training import (
-    load_model,
-    save_model,
     train_counting,
     train_segmentation,
 )
@@ -126,9 +126,10 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
     cfg = config.to_library()
     cfg = cfg.model_copy(update={"log_every": max(1, cfg.steps // 20)})
     context.log.info(f"training the U-Net on {len(images)} images: {cfg}")
-    model = train_segmentation(images, masks, cfg, names=list(train.name), log=context.log.info)
-    out = save_model(model, _model_dir(cellscape, "segmentation_model", context),
-                     extra=_provenance(context, cellscape, train))
+    work = _model_dir(cellscape, "segmentation_model", context)
+    model = train_segmentation(images, masks, cfg, names=list(train.name),
+                               run=TrainRun(work_dir=work, log=context.log.info))
+    out = save_model(model, work, extra=_provenance(context, cellscape, train))
     curve = plots.save_png(plots.plot_loss_history(model.info["history"], ("loss", "bce", "distance_mse"),
                                                    "U-Net training loss"), out.parent / f"{out.name}_loss.png")
     t = model.info["tuning"]
@@ -161,9 +162,10 @@ def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingCo
     cfg = config.to_library()
     cfg = cfg.model_copy(update={"log_every": max(1, cfg.steps // 20)})
     context.log.info(f"training the counting CNN on {len(images)} images: {cfg}")
-    model = train_counting(images, train["count"].to_numpy(), cfg, names=list(train.name), log=context.log.info)
-    out = save_model(model, _model_dir(cellscape, "counting_model", context),
-                     extra=_provenance(context, cellscape, train))
+    work = _model_dir(cellscape, "counting_model", context)
+    model = train_counting(images, train["count"].to_numpy(), cfg, names=list(train.name),
+                           run=TrainRun(work_dir=work, log=context.log.info))
+    out = save_model(model, work, extra=_provenance(context, cellscape, train))
     curve = plots.save_png(plots.plot_loss_history(model.info["history"], ("loss",), "count MSE (cells²)"),
                            out.parent / f"{out.name}_loss.png")
     return dg.MaterializeResult(metadata={

@@ -192,6 +192,7 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
             assert md["classification_weight"].value == weight
             ckpt = Path(md["checkpoint_dir"].value)
             assert (ckpt / "metrics.json").is_file() and (ckpt / "checkpoints").is_dir()
+            assert (ckpt / "model.json").is_file()
             assert (ckpt / "figures" / "reconstructions.png").stat().st_size > 5_000
             assert (ckpt / "figures" / "curves.png").stat().st_size > 5_000
             assert "data:image/png;base64" in md["reconstructions"].value

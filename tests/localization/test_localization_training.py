@@ -85,11 +85,13 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(_params_flat(resumed.state.params), _params_flat(full.state.params), rtol=0, atol=1e-6)
     pd.testing.assert_frame_equal(resumed.history, full.history, check_exact=False, rtol=1e-5)
     # the outputs a user reads, and the provenance every checkpoint records
-    for name in ("metrics.json", "history.csv", "config.json"):
+    for name in ("model.json", "metrics.json", "history.csv"):
         assert (tmp_path / "b" / name).is_file()
     params, model_cfg, meta = load_checkpoint(tmp_path / "b")
-    assert meta["provenance"]["git_commit"] and meta["config"]["train"]["seed"] == 3
-    assert "valid_total" in meta["final_metrics"] and model_cfg.num_embeddings == 16
+    assert meta["kind"] == "vqvae" and meta["step"] == full.step
+    assert meta["provenance"]["git_commit"] and meta["config"]["seed"] == 3
+    assert "valid_total" in meta["metrics"] and model_cfg.num_embeddings == 16
+    assert len(meta["history"]) == len(full.history)
     out = predict(params, model_cfg, store.read_frames("p0", [0, 1]), fields=("reconstruction", "indices"))
     assert out["reconstruction"].shape == (2, 100, 100, 1) and out["indices"].shape[:3] == (2, 25, 25)
     # the command-line report on this model, compared with the uninterrupted twin
@@ -117,7 +119,9 @@ SHARDED = textwrap.dedent("""
     from test_localization_training import synthetic_store, TINY
     from pathlib import Path
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from assets_pkg.core.localization.training import Devices, create_state, train_step
+    from assets_pkg.core.localization.config import TrainConfig
+    from assets_pkg.core.localization.training import create_state, train_step
+    from assets_pkg.core.ml.devices import Devices
     assert jax.local_device_count() == 4, jax.local_devices()
     store, splits = synthetic_store(Path({root!r}))
     cfg = TrainConfig(**TINY)

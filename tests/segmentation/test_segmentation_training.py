@@ -1,19 +1,24 @@
 """Training, saving and running the segmentation U-Net and counting CNN; the CLI contract; the
 segmentation assets.  Small simulated images keep every case at CPU seconds."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import dagster as dg
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
 from assets_pkg.cli import main as cli
+from assets_pkg.core.errors import CellscapeError
 from assets_pkg.core.imaging.cellsim import CellSimParams, simulate_cells
+from assets_pkg.core.ml.loop import CheckpointPolicy, TrainRun
 from assets_pkg.core.segmentation.config import CountTrainConfig, SegTrainConfig
 from assets_pkg.core.segmentation.datasets import CellSetError
+from assets_pkg.core.segmentation.models import ModelFileError, load_model, save_model
 from assets_pkg.core.segmentation.run import (
     cell_sets_table,
     count_folder,
@@ -22,10 +27,7 @@ from assets_pkg.core.segmentation.run import (
     write_label_stack,
 )
 from assets_pkg.core.segmentation.training import (
-    ModelFileError,
-    load_model,
     median_diameter,
-    save_model,
     train_counting,
     train_segmentation,
 )
@@ -69,6 +71,28 @@ def test_segmentation_training_records_history_and_tunes_thresholds(seg_model):
     assert seg_model.object_diameter_px == pytest.approx(2 * 7.0, rel=0.35)
 
 
+def test_segmentation_training_checkpoints_and_resumes_exactly(cells, tmp_path):
+    _, table = cells
+    images, labels, names = _nuclei(table)
+    cfg = SegTrainConfig(depth=2, base_width=8, crop=64, batch_size=2, steps=9, log_every=4, tune_images=2)
+    run = TrainRun(work_dir=tmp_path, checkpoint=CheckpointPolicy(every=5, keep=2))
+    full = train_segmentation(images, labels, cfg, names=names)
+    killed = train_segmentation(images, labels, cfg, names=names, run=dataclasses.replace(run, stop_after_steps=7))
+    # the last checkpoint, at step 5, falls inside a log interval
+    assert killed.info["stopped_by"] == "interrupted" and killed.info["steps_done"] == 7
+    resumed = train_segmentation(images, labels, cfg, names=names, run=run)
+    assert resumed.info["steps_done"] == 9
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(full.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.info["history"]]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.info["history"]] == strip
+    # other data in the same work folder is refused, not resumed
+    with pytest.raises(CellscapeError, match="another config"):
+        train_segmentation(images[:2], labels[:2], cfg, run=run)
+    path = save_model(resumed, tmp_path)  # the work folder becomes the model folder
+    assert (path / "checkpoints").is_dir() and load_model(path).kind == "segmentation"
+
+
 def test_segment_returns_labels_of_the_image_shape_and_rescales(seg_model, cells):
     _, table = cells
     images, _, _ = _nuclei(table)
@@ -97,7 +121,9 @@ def test_save_load_roundtrip_gives_identical_predictions(seg_model, cells, tmp_p
     assert back.threshold == seg_model.threshold and back.min_area == seg_model.min_area
     assert np.array_equal(back.segment(images[1]), seg_model.segment(images[1]))
     rec = json.loads((path / "model.json").read_text())
-    assert rec["kind"] == "segmentation" and rec["info"]["steps_done"] == 40
+    assert rec["kind"] == "segmentation" and rec["metrics"]["steps_done"] == 40 and rec["step"] == 40
+    assert rec["config"]["steps"] == 40 and len(rec["history"]) == 4 and rec["provenance"]["data"]["hash"]
+    assert back.info["tuning"] == seg_model.info["tuning"] and back.info["history"] == seg_model.info["history"]
     with pytest.raises(ModelFileError, match="expected a counting model"):
         load_model(path, kind="counting")
 
@@ -106,16 +132,18 @@ def test_failed_save_keeps_the_previous_model(seg_model, tmp_path, monkeypatch):
     path = save_model(seg_model, tmp_path / "m")
     before = (path / "model.json").read_bytes()
 
-    import assets_pkg.core.segmentation.training as st
+    import assets_pkg.core.ml.model_folder as mf
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(st, "_write_record", boom)
+    monkeypatch.setattr(mf, "write_record", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_model(seg_model, path)
     assert (path / "model.json").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len([p for p in path.iterdir() if p.name.startswith("params")]) == 1
+    assert load_model(path).threshold == seg_model.threshold
 
 
 def test_save_refuses_to_replace_a_non_model_folder(seg_model, tmp_path):
@@ -129,7 +157,7 @@ def test_save_refuses_to_replace_a_non_model_folder(seg_model, tmp_path):
 def test_load_model_errors_name_the_file(tmp_path):
     with pytest.raises(ModelFileError, match="no model.json"):
         load_model(tmp_path)
-    (tmp_path / "model.json").write_text('{"format": 1, "kind": "weird"}')
+    (tmp_path / "model.json").write_text('{"format": 2, "kind": "weird"}')
     with pytest.raises(ModelFileError, match="kind"):
         load_model(tmp_path)
 
@@ -326,7 +354,7 @@ def test_cli_trains_on_bbbc039_png_masks_and_segments_16bit_tiffs(tmp_path):
     assert cli(["train-segmentation", "--images", str(imgs), "--masks", str(masks), "--out", str(out),
                 "--steps", "3", "--crop", "64", "--depth", "2", "--width", "8"]) == 0
     rec = json.loads((out / "model.json").read_text())
-    assert rec["info"]["data"]["n_images"] == 2 and 10 < rec["postprocessing"]["object_diameter_px"] < 40
+    assert rec["provenance"]["data"]["n_images"] == 2 and 10 < rec["postprocessing"]["object_diameter_px"] < 40
     assert cli(["segment", str(imgs), "--out", str(tmp_path / "labels"), "--model", str(out)]) == 0
     lab = tifffile.imread(tmp_path / "labels" / f"{sorted(imgs.iterdir())[0].stem}.tif")
     assert lab.dtype == np.uint16 and lab.shape == (520, 696)

@@ -1,18 +1,17 @@
 """Training the VQ-VAE: a pure jitted ``train_step``, evaluation, data parallelism over all
-local devices, Orbax checkpoints and exact resume.
+local devices, checkpoints and exact resume, on the shared loop of :mod:`assets_pkg.core.ml`.
 
 Determinism: the data order of epoch ``e`` is ``default_rng((seed, e))`` and the step key is
 ``fold_in(PRNGKey(seed), step)``, so a run resumed from any checkpoint reaches the same
 parameters as an uninterrupted one.
+
+The output folder is an :mod:`~assets_pkg.core.ml.model_folder` (``model.json`` + parameters,
+``checkpoints/``) with ``metrics.json`` and ``history.csv`` exported beside for DVC.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +23,13 @@ import numpy as np
 import optax
 import pandas as pd
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from ..errors import CellscapeError
+from ..ml import model_folder
+from ..ml.devices import Devices, describe_devices
+from ..ml.loop import CheckpointPolicy, PlateauRule, TrainRun, train_loop
+from ..ml.optim import plateau_optimizer
+from ..ml.provenance import git_commit
 from ..store.frame_store import FrameStore
 from .config import TrainConfig
 from .loader import FrameLoader
@@ -35,6 +37,8 @@ from .models import VQVAE, ModelConfig, compute_losses, init_model
 
 #: Metric names recorded per epoch and split.
 METRICS = ("total", "reconstruction", "codebook", "commitment", "classification", "perplexity", "accuracy")
+#: The ``kind`` of a VQ-VAE model folder.
+KIND = "vqvae"
 
 
 class TrainState(train_state.TrainState):
@@ -42,28 +46,10 @@ class TrainState(train_state.TrainState):
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """Adam/AdamW whose base learning rate is an injected hyperparameter (for plateau cuts)."""
-    total_steps = max(1, total_steps)
-
-    def shape(step):
-        if cfg.schedule == "cosine":
-            warm = jnp.minimum(1.0, (step + 1) / max(1, cfg.warmup_steps)) if cfg.warmup_steps else 1.0
-            frac = jnp.clip((step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps), 0.0, 1.0)
-            return warm * (0.1 + 0.9 * 0.5 * (1 + jnp.cos(jnp.pi * frac)))
-        if cfg.schedule != "constant":
-            raise CellscapeError(f"unknown schedule {cfg.schedule!r}", field="schedule")
-        return 1.0
-
-    def build(learning_rate):
-        if cfg.optimizer == "adam":
-            core = optax.scale_by_adam()
-        elif cfg.optimizer == "adamw":
-            core = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(cfg.weight_decay))
-        else:
-            raise CellscapeError(f"unknown optimizer {cfg.optimizer!r}", field="optimizer")
-        return optax.chain(core, optax.scale_by_schedule(shape), optax.scale(-learning_rate))
-
-    return optax.inject_hyperparams(build)(learning_rate=cfg.learning_rate)
+    """Adam/AdamW whose base learning rate is an injected hyperparameter (for plateau cuts);
+    see :func:`assets_pkg.core.ml.optim.plateau_optimizer`."""
+    return plateau_optimizer(cfg.learning_rate, total_steps, cfg.optimizer, cfg.weight_decay, cfg.schedule,
+                             cfg.warmup_steps)
 
 
 def augment(frames: jax.Array, rng: jax.Array) -> jax.Array:
@@ -122,48 +108,6 @@ def eval_step(state: TrainState, batch: tuple, classification_weight: float) -> 
     return metrics
 
 
-# --------------------------------------------------------------------------- devices
-@dataclass
-class Devices:
-    """The data-parallel layout: a 1-D mesh over the local devices."""
-
-    mesh: Mesh
-    data: NamedSharding
-    replicated: NamedSharding
-
-    @property
-    def count(self) -> int:
-        return self.mesh.devices.size
-
-    @classmethod
-    def local(cls) -> Devices:
-        mesh = Mesh(np.array(jax.local_devices()), ("data",))
-        return cls(mesh, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
-
-    def put_batch(self, frames: np.ndarray, labels: np.ndarray):
-        """Shard a batch over devices along N (N divisible by the device count), else replicate."""
-        sharding = self.data if frames.shape[0] % self.count == 0 else self.replicated
-        return jax.device_put(frames, sharding), jax.device_put(labels, sharding)
-
-
-def describe_devices() -> str:
-    devs = jax.local_devices()
-    return f"{len(devs)} x {devs[0].platform}:{getattr(devs[0], 'device_kind', '')}"
-
-
-# --------------------------------------------------------------------------- provenance
-def git_commit(path: str | Path | None = None) -> str:
-    """The git commit of the code (``unknown`` outside a git checkout), ``+dirty`` if modified."""
-    cwd = Path(path or Path(__file__).resolve().parent)
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 # --------------------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:
@@ -214,42 +158,15 @@ def _jitted_eval(classification_weight: float):
     return _JIT_CACHE[key]
 
 
-def _checkpoint_manager(directory: Path, cfg: TrainConfig):
-    import orbax.checkpoint as ocp
+@dataclass
+class _EpochBatches:
+    """The loop's batch source over a shuffling :class:`FrameLoader`: ``(frames, labels)``."""
 
-    opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory.resolve(), options=opts)
+    loader: FrameLoader
 
-
-def _save(mngr, step: int, state: TrainState, meta: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"params": state.params, "opt_state": state.opt_state, "step": state.step}),
-            meta=ocp.args.JsonSave(meta),
-        ),
-        force=True,
-    )
-    mngr.wait_until_finished()
-
-
-def _restore(mngr, step: int, state: TrainState) -> tuple[TrainState, dict]:
-    import orbax.checkpoint as ocp
-
-    target = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    restored = got["state"]
-    state = state.replace(params=restored["params"], opt_state=restored["opt_state"], step=restored["step"])
-    return state, dict(got["meta"])
-
-
-def _set_lr(state: TrainState, lr: float) -> TrainState:
-    hp = dict(state.opt_state.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(hp["learning_rate"]).dtype)
-    return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
+    def batches(self, epoch: int, start: int):
+        for b in self.loader.epoch(epoch, start_batch=start):
+            yield b.frames, b.labels
 
 
 def fit(
@@ -263,6 +180,7 @@ def fit(
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     devices: Devices | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train on the ``train`` rows of ``splits``, evaluate on ``train`` and ``valid``.
 
@@ -275,11 +193,12 @@ def fit(
         ``split``, ``label``).
     cfg : TrainConfig
     out_dir : path-like
-        Receives ``checkpoints/`` (Orbax), ``history.csv``, ``metrics.json`` and
-        ``config.json``.
+        The model folder (:mod:`assets_pkg.core.ml.model_folder`): ``checkpoints/`` during
+        training, then ``model.json`` and the parameters, with ``history.csv`` and
+        ``metrics.json`` exported beside.
     provenance : dict, optional
-        Recorded in every checkpoint (dataset md5, split version, ...); the git commit is
-        added here.
+        Recorded in every checkpoint and in ``model.json`` (dataset md5, split version, ...);
+        the git commit, devices and split sizes are added here.
     resume : bool
         Continue from the newest checkpoint in ``out_dir`` when its config matches.
     stop_after_steps : int, optional
@@ -289,9 +208,11 @@ def fit(
         Receives one line per evaluation.
     progress : callable, optional
         ``progress(step, total_steps)`` after every step.
+    max_minutes : float, optional
+        Stop after this much wall time (checkpointed; a later call resumes).
     """
     log = log or (lambda s: None)
-    out_dir = Path(out_dir)
+    out_dir = model_folder.check_writable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     devices = devices or Devices.local()
     train_rows = splits[splits["split"] == "train"]
@@ -311,136 +232,59 @@ def fit(
     if len(valid_rows):
         eval_sets["valid"] = FrameLoader(store, valid_rows, ebs, shuffle=False, drop_remainder=False, put=devices.put_batch)
     steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * cfg.epochs
     sample, _ = train_loader.host_batch(np.arange(min(2, len(train_rows))))
-    state = create_state(model_cfg, cfg, sample, total_steps)
+    state = jax.device_put(create_state(model_cfg, cfg, sample, steps_per_epoch * cfg.epochs), devices.replicated)
     config_record = {"train": cfg.model_dump(), "model": asdict(model_cfg)}
     prov = dict(provenance or {})
     prov.setdefault("git_commit", git_commit())
     prov["devices"] = describe_devices()
     prov["n_train"], prov["n_valid"] = int(len(train_rows)), int(len(valid_rows))
+    plateau = PlateauRule("valid_total" if "valid" in eval_sets else "train_total", cfg.learning_rate,
+                          cfg.plateau_patience, cfg.plateau_factor, cfg.early_stopping_patience)
 
-    ckpt_dir = out_dir / "checkpoints"
-    mngr = _checkpoint_manager(ckpt_dir, cfg)
-    history: list[dict] = []
-    loop = {"best": math.inf, "bad_evals": 0, "lr": cfg.learning_rate, "stopped_early": False}
-    if resume and mngr.latest_step() is not None:
-        step0 = mngr.latest_step()
-        state, meta = _restore(mngr, step0, state)
-        if meta.get("config") != json.loads(json.dumps(config_record)):
-            raise CellscapeError(
-                "the checkpoint in this folder was trained with another config; use a new --out folder",
-                path=ckpt_dir, field="config",
-            )
-        history = meta.get("history", [])
-        loop.update(meta.get("loop", {}))
-        log(f"resumed from step {step0} ({ckpt_dir})")
-    state = jax.device_put(state, devices.replicated)
-    step_fn = _jitted_train(cfg.classification_weight, cfg.augment)
-    base_key = jax.random.PRNGKey(cfg.seed)
+    def evaluate_all(st, epoch: int, step: int) -> dict:
+        row = {"learning_rate": plateau.lr}
+        for name, ld in eval_sets.items():
+            for k, v in evaluate(st, ld, devices, cfg.classification_weight).items():
+                row[f"{name}_{k}"] = v
+        return row
 
-    def meta_now(final: dict | None = None) -> dict:
-        return {"config": config_record, "provenance": prov, "history": history, "loop": loop,
-                "final_metrics": final or {}, "step": int(state.step)}
-
-    step = int(state.step)
-    interrupted = False
-    t_start = time.perf_counter()
-    t_warm = None
-    frames_seen, eval_seconds = 0, 0.0
-    epoch = step // steps_per_epoch
-    while epoch < cfg.epochs and not loop["stopped_early"]:
-        for b in train_loader.epoch(epoch, start_batch=step - epoch * steps_per_epoch):
-            state, _ = step_fn(state, (b.frames, b.labels), jax.random.fold_in(base_key, step))
-            step += 1
-            if t_warm is None:  # throughput counts steady-state steps, not the first compile
-                jax.block_until_ready(state.params)
-                t_warm = time.perf_counter()
-            else:
-                frames_seen += b.size
-            if progress:
-                progress(step, total_steps)
-            if step % cfg.checkpoint_every == 0:
-                _save(mngr, step, state, meta_now())
-            if stop_after_steps is not None and step >= stop_after_steps:
-                interrupted = True
-                break
-        if interrupted:
-            break
-        epoch += 1
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            row = {"epoch": epoch, "step": step, "learning_rate": loop["lr"]}
-            t_eval = time.perf_counter()
-            for name, ld in eval_sets.items():
-                for k, v in evaluate(state, ld, devices, cfg.classification_weight).items():
-                    row[f"{name}_{k}"] = v
-            history.append(row)
-            eval_seconds += time.perf_counter() - t_eval
-            key = "valid_total" if "valid" in eval_sets else "train_total"
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            if not np.isfinite(row[key]):
-                raise CellscapeError(f"training diverged: {key} = {row[key]} at epoch {epoch}", field="learning_rate")
-            if row[key] < loop["best"] - 1e-6:
-                loop["best"], loop["bad_evals"] = row[key], 0
-            else:
-                loop["bad_evals"] += 1
-                if cfg.plateau_patience and loop["bad_evals"] % cfg.plateau_patience == 0:
-                    loop["lr"] = loop["lr"] * cfg.plateau_factor
-                    state = _set_lr(state, loop["lr"])
-                    log(f"plateau: learning rate -> {loop['lr']:.3g}")
-                if cfg.early_stopping_patience and loop["bad_evals"] >= cfg.early_stopping_patience:
-                    loop["stopped_early"] = True
-                    log(f"early stop after epoch {epoch}")
-    seconds = time.perf_counter() - t_start
-    final = dict(history[-1]) if history else {}
-    if not interrupted:  # an interrupted run stops like a killed one: only its checkpoints remain
+    res = train_loop(
+        state, _jitted_train(cfg.classification_weight, cfg.augment), _EpochBatches(train_loader),
+        steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, key=jax.random.PRNGKey(cfg.seed), key_mode="fold_in",
+        run=TrainRun(out_dir, CheckpointPolicy(cfg.checkpoint_every, cfg.keep_checkpoints), resume, max_minutes,
+                     stop_after_steps, progress, log),
+        identity=config_record, evaluate=evaluate_all, eval_every=cfg.eval_every, rules=[plateau],
+        desc="train VQ-VAE", meta={"provenance": prov},
+    )
+    final = dict(res.history[-1]) if res.history else {}
+    hist = pd.DataFrame(res.history)
+    if not res.interrupted:  # an interrupted run stops like a killed one: only its checkpoints remain
         # steady-state training throughput: wall time after the first step, minus evaluations
-        busy = time.perf_counter() - t_warm - eval_seconds if t_warm else 0.0
-        fps = frames_seen / busy if frames_seen and busy > 0 else float("nan")
-        final.update(frames_per_second=fps, train_seconds=seconds)
-        _save(mngr, step, state, meta_now(final))
-    mngr.close()
-    hist = pd.DataFrame(history)
-    if not interrupted:
-        _write_outputs(out_dir, hist, final, config_record, prov, step)
-    return TrainResult(state=state, model_config=model_cfg, history=hist, final_metrics=final, out_dir=out_dir,
-                       step=step, stopped_early=bool(loop["stopped_early"]), interrupted=interrupted)
+        frames = res.steady_steps * cfg.batch_size
+        fps = frames / res.steady_seconds if frames and res.steady_seconds > 0 else float("nan")
+        final.update(frames_per_second=fps, train_seconds=res.train_seconds)
+        record = {"kind": KIND, "architecture": asdict(model_cfg), "config": cfg.model_dump(), "provenance": prov,
+                  "history": res.history, "metrics": final, "step": res.step, "stopped_by": res.stopped_by}
+        model_folder.save(out_dir, res.state.params, record)
+        model_folder.atomic_write_text(out_dir / "history.csv", hist.to_csv(index=False))
+        model_folder.atomic_write_text(out_dir / "metrics.json", json.dumps(final, indent=2, sort_keys=True) + "\n")
+    return TrainResult(state=res.state, model_config=model_cfg, history=hist, final_metrics=final, out_dir=out_dir,
+                       step=res.step, stopped_early=res.stopped_by == "early stopping", interrupted=res.interrupted)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_outputs(out_dir: Path, hist: pd.DataFrame, final: dict, config: dict, prov: dict, step: int) -> None:
-    _atomic_write(out_dir / "history.csv", hist.to_csv(index=False))
-    _atomic_write(out_dir / "metrics.json", json.dumps(final, indent=2, sort_keys=True) + "\n")
-    _atomic_write(out_dir / "config.json", json.dumps({**config, "provenance": prov, "step": step}, indent=2, default=str) + "\n")
-
-
-def load_checkpoint(out_dir: str | Path, step: int | None = None) -> tuple[Any, ModelConfig, dict]:
-    """Parameters, model config and metadata of a trained model folder (no pickle involved).
+def load_checkpoint(out_dir: str | Path) -> tuple[Any, ModelConfig, dict]:
+    """Parameters, model config and record of a trained VQ-VAE model folder (no pickle involved).
 
     Returns
     -------
-    (params, ModelConfig, meta)
-        ``meta`` holds config, provenance, history and final metrics as saved.
+    (params, ModelConfig, record)
+        ``record`` is ``model.json``: architecture, config, provenance (dataset md5, split
+        version, git commit), history, metrics and step.
     """
-    import orbax.checkpoint as ocp
-
-    ckpt_dir = Path(out_dir) / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise CellscapeError("no checkpoints folder", path=ckpt_dir)
-    mngr = ocp.CheckpointManager(ckpt_dir.resolve())
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise CellscapeError("no checkpoint saved", path=ckpt_dir)
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    model_cfg = ModelConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"]["model"].items()})
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    mngr.close()
-    return restored["params"], model_cfg, dict(meta)
+    record = model_folder.read_record(out_dir, kind=KIND)
+    model_cfg = ModelConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in record["architecture"].items()})
+    return model_folder.load_params(out_dir, record), model_cfg, record
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -452,8 +296,15 @@ def config_from_dict(d: dict) -> TrainConfig:
 _PREDICT_CACHE: dict = {}
 
 
-def _predict_fn(model_cfg: ModelConfig, fields: tuple[str, ...]):
-    """The jitted ``(params, frames) -> {field: array}`` evaluation-mode forward pass."""
+def predict_fn(model_cfg: ModelConfig, fields: tuple[str, ...]):
+    """The jitted ``(params, frames) -> {field: array}`` evaluation-mode forward pass.
+
+    Parameters
+    ----------
+    model_cfg : ModelConfig
+    fields : tuple of str
+        See :func:`predict`.
+    """
     key = (model_cfg, fields)
     if key not in _PREDICT_CACHE:
         model = VQVAE(model_cfg)
@@ -493,7 +344,7 @@ def predict(params, model_cfg: ModelConfig, frames: np.ndarray, batch_size: int 
     dict of str to ndarray
         Each field concatenated over N.
     """
-    run = _predict_fn(model_cfg, fields)
+    run = predict_fn(model_cfg, fields)
     parts = [jax.device_get(run(params, jnp.asarray(frames[i : i + batch_size]))) for i in range(0, len(frames), batch_size)]
     return {f: np.concatenate([p[f] for p in parts]) for f in fields}
 

@@ -25,7 +25,7 @@ from ..errors import CellSetError
 from ..imaging.io import read_image
 from .classical import classical_segment
 from .datasets import pair_by_stem, read_image_mask_folder
-from .training import CountingModel, SegmentationModel, load_model
+from .models import CountingModel, SegmentationModel, load_model
 
 __all__ = [
     "segmenter",
@@ -44,7 +44,7 @@ def segmenter(model: str | Path | SegmentationModel | None = None, preset: str |
     Parameters
     ----------
     model : path-like or SegmentationModel, optional
-        A segmentation model folder (see :func:`~assets_pkg.core.segmentation.training.save_model`);
+        A segmentation model folder (see :func:`~assets_pkg.core.segmentation.models.save_model`);
         None gives the classical baseline.
     preset : str, optional
         Classical preset (:data:`~assets_pkg.core.segmentation.classical.CLASSICAL_PRESETS`) when no

@@ -1,4 +1,4 @@
-"""Training, saving, loading and running the segmentation U-Net and the counting CNN.
+"""Training the segmentation U-Net and the counting CNN on the shared loop of :mod:`assets_pkg.core.ml`.
 
 - :func:`train_segmentation` fits a :class:`~assets_pkg.core.segmentation.unet.UNet` on (image, instance
   label) pairs from random crops with the 4/8 symmetries, AdamW with warm-up and cosine decay,
@@ -6,66 +6,50 @@
   :func:`~assets_pkg.core.segmentation.classical.instances_from_maps` on a few images by F1 at IoU 0.5.
 - :func:`train_counting` fits a :class:`~assets_pkg.core.segmentation.unet.CountingCNN` on whole images
   resized to one input shape, with their true counts (BBBC005 names).
-- :func:`save_model` / :func:`load_model` write and read either model as a folder: an Orbax
-  ``params`` checkpoint plus ``model.json`` (kind, architecture, post-processing, training
-  config, data, history).  Writes go to a temporary folder swapped in at the end, so a failed
-  save leaves the previous model in place; nothing is ever unpickled.
 
-Images are 2-D (height, width) arrays of any integer or float dtype; they are
-percentile-normalised (:func:`~assets_pkg.core.segmentation.unet.normalize_image`) before the networks.
+Given a ``work_dir`` (the model folder the result is saved to), both write checkpoints under
+``work_dir/checkpoints`` and resume from them exactly: the batches come from one NumPy generator
+and the step keys from one split chain, both saved in every checkpoint.  The trained models and
+their folders are in :mod:`assets_pkg.core.segmentation.models` (:func:`save_model` and
+:func:`load_model` are re-exported here for the callers that train and save).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from skimage.segmentation import relabel_sequential as segmentation_relabel
 
-from ..errors import CellscapeError
+from ..ml.loop import HostRngBatches, LoopResult, TrainRun, train_loop
+from ..ml.optim import warmup_cosine_adamw
+from ..ml.provenance import data_hash
 from . import classical
 from .config import CountTrainConfig, SegTrainConfig
 from .metrics import match_instances
+from .models import CountingModel, SegmentationModel, load_model, prepare_count_input, save_model
 from .unet import (
     CountingCNN,
-    UNet,
-    UNetConfig,
     count_train_step,
     create_count_state,
     create_seg_state,
     normalize_image,
-    predict_instances,
-    predict_maps,
     seg_targets,
     seg_train_step,
 )
 
 __all__ = [
-    "SegmentationModel",
-    "CountingModel",
     "train_segmentation",
     "train_counting",
     "tune_postprocessing",
+    "median_diameter",
     "save_model",
     "load_model",
-    "MODEL_FILE",
 ]
-
-MODEL_FILE = "model.json"
-_FORMAT = 1
 
 #: Post-processing grid searched by :func:`tune_postprocessing`.
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -73,160 +57,41 @@ MARKER_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_AREAS = (0, 15, 40)
 
 
-class ModelFileError(CellscapeError):
-    """A model folder is missing, incomplete or of another kind."""
-
-
 def _log(log: Callable[[str], None] | None, msg: str) -> None:
     if log is not None:
         log(msg)
 
 
-def _optimizer(config) -> optax.GradientTransformation:
-    """AdamW with linear warm-up then cosine decay to 1 % over ``config.steps``."""
-    lr, steps = config.learning_rate, config.steps
-    warmup = max(0, min(config.warmup_steps, steps - 1))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=lr * 0.01)
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
+def _fit(config, state, step_fn, make_batch, key, desc: str, data_hash: str, run: TrainRun,
+         scale_log=lambda row: row) -> LoopResult:
+    """Run the shared loop the way both trainers do: ``config.steps`` steps in one epoch, batches
+    from ``make_batch(rng)`` with ``rng = default_rng(config.seed)``, split-chain step keys,
+    a train-log row every ``config.log_every`` steps, ``config.max_minutes`` of wall time (unless
+    ``run`` sets its own); a checkpoint of another config or data is not resumed."""
+    if run.max_minutes is None and config.max_minutes is not None:
+        run = dataclasses.replace(run, max_minutes=config.max_minutes)
+    identity = {**{k: v for k, v in config.model_dump().items() if k != "max_minutes"}, "data_hash": data_hash}
+    return train_loop(state, step_fn, HostRngBatches(make_batch, config.seed), steps_per_epoch=config.steps, epochs=1,
+                      key=key, key_mode="split", run=run, identity=identity, log_every=config.log_every,
+                      scale_log=scale_log, desc=desc)
 
 
-def _train_loop(
-    step_once: Callable[[], dict],
-    steps: int,
-    log_every: int,
-    max_minutes: float | None,
-    desc: str,
-    progress: bool,
-    log: Callable[[str], None] | None,
-    scale: Callable[[dict], dict] = lambda row: row,
-) -> tuple[list[dict], int, str, float]:
-    """Run ``step_once()`` (returns the step's metrics) up to ``steps`` times or ``max_minutes``.
-
-    Every ``log_every`` steps the metrics are averaged over the interval, passed through
-    ``scale``, appended to the history with ``step`` and ``seconds``, and logged; a non-finite
-    ``loss`` stops training with an error.
-
-    Returns
-    -------
-    (history, steps_done, stopped_by, train_seconds)
-    """
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc=desc, unit="step")
-    budget = None if max_minutes is None else max_minutes * 60.0
-    history, acc, n_acc = [], {}, 0
-    t_train = t_log = time.perf_counter()
-    step, stopped = 0, "steps"
-    try:
-        while step < steps:
-            metrics = step_once()
-            step += 1
-            for k, v in metrics.items():
-                acc[k] = acc.get(k, 0.0) + v
-            n_acc += 1
-            if bar is not None:
-                bar.update(1)
-            if step % log_every == 0 or step == steps:
-                now = time.perf_counter()
-                row = {"step": step, **scale({k: float(v) / n_acc for k, v in acc.items()}), "seconds": now - t_train}
-                history.append(row)
-                shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "seconds"))
-                _log(log, f"{desc}: step {step}/{steps} {shown} ({n_acc / max(now - t_log, 1e-9):.2f} steps/s)")
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
-                if not np.isfinite(row["loss"]):
-                    raise FloatingPointError(f"{desc}: loss is not finite at step {step}: {row}")
-                acc, n_acc, t_log = {}, 0, now
-            if budget is not None and time.perf_counter() - t_train > budget:
-                stopped = "time budget"
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-    return history, step, stopped, time.perf_counter() - t_train
+def _run_info(config, res: LoopResult, data: dict, t_start: float) -> dict:
+    """The ``info`` both trainers record: config, data, history, steps, timings, size, platform."""
+    return {
+        "train_config": config.model_dump(),
+        "data": data,
+        "history": res.train_log,
+        "steps_done": res.step,
+        "stopped_by": res.stopped_by,
+        "train_seconds": res.train_seconds,
+        "total_seconds": time.perf_counter() - t_start,
+        "n_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(res.state.params))),
+        "platform": jax.devices()[0].platform,
+    }
 
 
 # ============================================================================ segmentation
-@dataclass
-class SegmentationModel:
-    """A trained U-Net with its post-processing.
-
-    Attributes
-    ----------
-    config : UNetConfig
-    params : pytree of jax.Array
-    threshold, marker_threshold : float
-        Foreground and marker thresholds of :func:`instances_from_maps` (``kind="distance"``).
-    min_area : int
-        Smallest object kept, pixels (at the training scale).
-    object_diameter_px : float, optional
-        Median equivalent diameter of the training objects, pixels; lets :meth:`segment`
-        rescale images whose objects are of another size.
-    info : dict
-        Training config, data, history, timings (saved in ``model.json``).
-    """
-
-    config: UNetConfig
-    params: Any
-    threshold: float = 0.5
-    marker_threshold: float = 0.5
-    min_area: int = 0
-    object_diameter_px: float | None = None
-    info: dict = field(default_factory=dict)
-
-    kind = "segmentation"
-
-    def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Foreground probability and normalised distance, both (H, W) float32."""
-        return predict_maps(self.params, self.config, image)
-
-    def segment(self, image: np.ndarray, object_diameter_px: float | None = None) -> np.ndarray:
-        """Instance labels (H, W) int32 of one 2-D image (0 = background).
-
-        Parameters
-        ----------
-        image : ndarray, shape (H, W)
-            Raw intensities, any dtype.
-        object_diameter_px : float, optional
-            Expected object diameter in this image, pixels.  When it differs from the
-            training objects' by more than 10 %, the image is resized to the training scale,
-            segmented, and the labels resized back (nearest neighbour).
-        """
-        scale = 1.0
-        if object_diameter_px and self.object_diameter_px:
-            scale = self.object_diameter_px / float(object_diameter_px)
-        image = np.asarray(image)
-        if abs(scale - 1.0) <= 0.1:
-            return self._segment(image)
-        from skimage.transform import resize
-
-        shape = (max(8, round(image.shape[0] * scale)), max(8, round(image.shape[1] * scale)))
-        small = resize(image.astype(np.float32), shape, order=1, anti_aliasing=scale < 1, preserve_range=True)
-        labels = self._segment(small)
-        back = resize(labels, image.shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
-        out, _, _ = segmentation_relabel(back)
-        return out
-
-    def _segment(self, image: np.ndarray) -> np.ndarray:
-        return predict_instances(self.params, self.config, image, self.threshold, self.marker_threshold,
-                                 self.min_area)
-
-    def count(self, image: np.ndarray) -> int:
-        """Number of predicted instances in one image."""
-        return int(self.segment(image).max())
-
-    def record(self) -> dict:
-        return {
-            "unet": dataclasses.asdict(self.config),
-            "postprocessing": {
-                "threshold": self.threshold,
-                "marker_threshold": self.marker_threshold,
-                "min_area": self.min_area,
-                "object_diameter_px": self.object_diameter_px,
-            },
-        }
 
 
 def median_diameter(labels: Sequence[np.ndarray]) -> float | None:
@@ -292,8 +157,7 @@ def train_segmentation(
     valid_images: Sequence[np.ndarray] | None = None,
     valid_labels: Sequence[np.ndarray] | None = None,
     names: Sequence[str] | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
+    run: TrainRun | None = None,
 ) -> SegmentationModel:
     """Train the U-Net on instance-labelled images and tune its post-processing.
 
@@ -309,19 +173,20 @@ def train_segmentation(
         images spread over the set).
     names : sequence of str, optional
         Image names, recorded in ``info["data"]``.
-    progress : bool
-        tqdm bar over the steps.
-    log : callable, optional
-        Receives a line every ``config.log_every`` steps and at the end.
+    run : TrainRun, optional
+        The work folder (usually the model folder: checkpoints go to its ``checkpoints/`` and a
+        run of the same config and data resumes from them), checkpoint policy, progress
+        callback and log (a line every ``config.log_every`` steps and at the end).
 
     Returns
     -------
     SegmentationModel
-        ``info`` holds the config, data, per-interval ``history`` (step, loss, bce,
-        distance_mse, seconds) and the tuning result.
+        ``info`` holds the config, data (names, hash), per-interval ``history`` (step, loss,
+        bce, distance_mse, seconds) and the tuning result.
     """
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many label images as images (> 0), got {len(images)} and {len(labels)}")
+    run = run or TrainRun()
     t_start = time.perf_counter()
     c = config.crop
     imgs, fgs, dists = [], [], []
@@ -333,14 +198,16 @@ def train_segmentation(
         imgs.append(_pad_min(normalize_image(im), c))
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
+    data = {"n_images": len(images), "names": list(names) if names is not None else None,
+            "hash": data_hash([*images, *labels], names)}
     ucfg = config.unet
     key = jax.random.PRNGKey(config.seed)
     key, init_key = jax.random.split(key)
-    state = create_seg_state(ucfg, init_key, (c, c), tx=_optimizer(config))
-    step_fn = jax.jit(seg_train_step, static_argnames="do_augment")
-    rng = np.random.default_rng(config.seed)
+    state = create_seg_state(ucfg, init_key, (c, c),
+                             tx=warmup_cosine_adamw(config.learning_rate, config.steps, config.warmup_steps,
+                                                    config.weight_decay))
 
-    def batch():
+    def batch(rng):
         idx = rng.integers(0, len(imgs), config.batch_size)
         out = ([], [], [])
         for i in idx:
@@ -350,16 +217,10 @@ def train_segmentation(
                 arr.append(src[i][y : y + c, x : x + c])
         return jnp.asarray(np.stack(out[0])[..., None]), jnp.asarray(np.stack(out[1])), jnp.asarray(np.stack(out[2]))
 
-    def step_once():
-        nonlocal state, key
-        key, sub = jax.random.split(key)
-        state, metrics = step_fn(state, batch(), sub)
-        return metrics
-
-    history, step, stopped, train_s = _train_loop(step_once, config.steps, config.log_every, config.max_minutes,
-                                                  "train U-Net", progress, log)
-    jax.block_until_ready(state.params)
-    seg = SegmentationModel(config=ucfg, params=state.params, object_diameter_px=median_diameter(labels))
+    res = _fit(config, state, jax.jit(seg_train_step, static_argnames="do_augment"), batch, key, "train U-Net",
+               data["hash"], run)
+    jax.block_until_ready(res.state.params)
+    seg = SegmentationModel(config=ucfg, params=res.state.params, object_diameter_px=median_diameter(labels))
     if valid_images is not None:
         tune_imgs, tune_labs, tuned_on = list(valid_images), list(valid_labels), "validation"
     else:
@@ -367,91 +228,13 @@ def train_segmentation(
         tune_imgs, tune_labs, tuned_on = [images[i] for i in idx], [labels[i] for i in idx], "train"
     t_tune = time.perf_counter()
     best = tune_postprocessing(seg, tune_imgs, tune_labs)
-    _log(log, f"post-processing tuned on {len(tune_imgs)} {tuned_on} images: {best}")
-    seg.info = {
-        "train_config": config.model_dump(),
-        "data": {"n_images": len(images), "names": list(names) if names is not None else None},
-        "history": history,
-        "steps_done": step,
-        "stopped_by": stopped,
-        "train_seconds": train_s,
-        "tune_seconds": time.perf_counter() - t_tune,
-        "total_seconds": time.perf_counter() - t_start,
-        "tuning": {**best, "images": len(tune_imgs), "on": tuned_on},
-        "n_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(state.params))),
-        "platform": jax.devices()[0].platform,
-    }
+    _log(run.log, f"post-processing tuned on {len(tune_imgs)} {tuned_on} images: {best}")
+    seg.info = {**_run_info(config, res, data, t_start), "tune_seconds": time.perf_counter() - t_tune,
+                "tuning": {**best, "images": len(tune_imgs), "on": tuned_on}}
     return seg
 
 
 # ============================================================================ counting
-@dataclass
-class CountingModel:
-    """A trained counting CNN.
-
-    Attributes
-    ----------
-    net : CountingCNN
-    params : pytree of jax.Array
-    input_shape : (int, int)
-        Images are resized to this before the network.
-    count_scale : float
-        The network predicts ``count / count_scale``.
-    info : dict
-    """
-
-    net: CountingCNN
-    params: Any
-    input_shape: tuple[int, int]
-    count_scale: float = 1.0
-    info: dict = field(default_factory=dict)
-
-    kind = "counting"
-
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Normalised, resized (H, W) float32 network input of one raw image."""
-        return prepare_count_input(image, self.input_shape)
-
-    def predict_batch(self, x: np.ndarray, tta: bool = True) -> np.ndarray:
-        """Counts (N,) float32 of prepared inputs (N, H, W).
-
-        With ``tta`` the count is the mean over the four flips the network was trained with.
-        """
-        out = _count_forward(self.net, self.params, jnp.asarray(x[..., None], jnp.float32), tta)
-        return np.asarray(out) * self.count_scale
-
-    def count(self, image: np.ndarray) -> float:
-        """Predicted number of cells in one raw 2-D image (not rounded)."""
-        return float(self.predict_batch(self.prepare(image)[None])[0])
-
-    def record(self) -> dict:
-        return {
-            "counting_cnn": {"widths": list(self.net.widths), "dense": self.net.dense,
-                             "count_offset": self.net.count_offset, "dtype": self.net.dtype},
-            "input_shape": list(self.input_shape),
-            "count_scale": self.count_scale,
-        }
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _count_forward(net: CountingCNN, params, x, tta: bool = True):
-    if not tta:
-        return net.apply({"params": params}, x, train=False)
-    views = jnp.concatenate([x, x[:, ::-1], x[:, :, ::-1], x[:, ::-1, ::-1]])
-    return net.apply({"params": params}, views, train=False).reshape(4, x.shape[0]).mean(axis=0)
-
-
-def prepare_count_input(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Percentile-normalise a 2-D image and resize it (anti-aliased) to ``shape`` (H, W)."""
-    from skimage.transform import resize
-
-    img = normalize_image(image)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
-    if img.shape != tuple(shape):
-        img = resize(img, shape, order=1, anti_aliasing=True, preserve_range=True)
-    return img.astype(np.float32)
-
 
 def train_counting(
     images: Sequence[np.ndarray],
@@ -459,8 +242,7 @@ def train_counting(
     config: CountTrainConfig = CountTrainConfig(),
     *,
     names: Sequence[str] | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
+    run: TrainRun | None = None,
 ) -> CountingModel:
     """Train the counting CNN with an L2 loss on whole images and their true counts.
 
@@ -471,7 +253,7 @@ def train_counting(
     counts : sequence of number
         True cell counts.
     config : CountTrainConfig
-    names, progress, log
+    names, run
         As in :func:`train_segmentation`.
 
     Returns
@@ -485,176 +267,32 @@ def train_counting(
         raise ValueError(f"need one count per image (> 0 images), got {len(images)} and {counts.size}")
     if not np.all(np.isfinite(counts)) or (counts < 0).any():
         raise ValueError("counts must be finite and >= 0")
+    run = run or TrainRun()
     t_start = time.perf_counter()
     x_all = np.stack([prepare_count_input(im, config.input_shape) for im in images])
     scale = float(max(counts.max(), 1.0))
     y_all = counts / scale
+    data = {"n_images": len(images), "names": list(names) if names is not None else None,
+            "count_range": [float(counts.min()), float(counts.max())], "hash": data_hash([*images, counts], names)}
     net = CountingCNN(widths=config.widths, dense=config.dense, count_offset=float(y_all.mean()), dtype=config.dtype)
     key = jax.random.PRNGKey(config.seed)
     key, init_key = jax.random.split(key)
-    state = create_count_state(net, init_key, (*config.input_shape, 1), tx=_optimizer(config))
-    step_fn = jax.jit(count_train_step, static_argnames="do_augment")
-    rng = np.random.default_rng(config.seed)
+    state = create_count_state(net, init_key, (*config.input_shape, 1),
+                               tx=warmup_cosine_adamw(config.learning_rate, config.steps, config.warmup_steps,
+                                                      config.weight_decay))
     j = config.intensity_jitter
 
-    def step_once():
-        nonlocal state, key
+    def batch(rng):
         idx = rng.integers(0, len(x_all), config.batch_size)
         gain = 1.0 + rng.uniform(-j, j, (config.batch_size, 1, 1)).astype(np.float32) if j > 0 else 1.0
-        key, sub = jax.random.split(key)
-        state, metrics = step_fn(state, (jnp.asarray((x_all[idx] * gain)[..., None]), jnp.asarray(y_all[idx])), sub)
-        return metrics
+        return jnp.asarray((x_all[idx] * gain)[..., None]), jnp.asarray(y_all[idx])
 
-    history, step, stopped, train_s = _train_loop(
-        step_once, config.steps, config.log_every, config.max_minutes, "train counting CNN", progress, log,
-        scale=lambda row: {"loss": row["loss"] * scale**2})  # count MSE in cells^2
-    jax.block_until_ready(state.params)
-    model = CountingModel(net=net, params=state.params, input_shape=config.input_shape, count_scale=scale)
+    res = _fit(config, state, jax.jit(count_train_step, static_argnames="do_augment"), batch, key,
+               "train counting CNN", data["hash"], run,
+               scale_log=lambda row: {"loss": row["loss"] * scale**2})  # count MSE in cells^2
+    jax.block_until_ready(res.state.params)
+    model = CountingModel(net=net, params=res.state.params, input_shape=config.input_shape, count_scale=scale)
     pred = np.concatenate([model.predict_batch(x_all[i : i + 32]) for i in range(0, len(x_all), 32)])
-    model.info = {
-        "train_config": config.model_dump(),
-        "data": {"n_images": len(images), "names": list(names) if names is not None else None,
-                 "count_range": [float(counts.min()), float(counts.max())]},
-        "history": history,
-        "steps_done": step,
-        "stopped_by": stopped,
-        "train_seconds": train_s,
-        "total_seconds": time.perf_counter() - t_start,
-        "train_mae": float(np.mean(np.abs(pred - counts))),
-        "n_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(state.params))),
-        "platform": jax.devices()[0].platform,
-    }
-    _log(log, f"trained {step} steps in {model.info['train_seconds']:.0f}s; train MAE {model.info['train_mae']:.2f}")
+    model.info = {**_run_info(config, res, data, t_start), "train_mae": float(np.mean(np.abs(pred - counts)))}
+    _log(run.log, f"trained {res.step} steps in {model.info['train_seconds']:.0f}s; train MAE {model.info['train_mae']:.2f}")
     return model
-
-
-# ============================================================================ save / load
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _write_record(path: Path, record: dict) -> None:
-    path.write_text(json.dumps(record, indent=2, default=_json_default) + "\n", encoding="utf-8")
-
-
-def save_model(model: SegmentationModel | CountingModel, path: str | Path, extra: dict | None = None) -> Path:
-    """Write a model folder (Orbax ``params/`` + ``model.json``) atomically.
-
-    The folder is built beside ``path`` under a temporary name and swapped in at the end: a
-    failure leaves the previous model at ``path`` untouched.
-
-    Parameters
-    ----------
-    model : SegmentationModel or CountingModel
-    path : path-like
-        The model folder to create or replace.
-    extra : dict, optional
-        More JSON-able facts to record (for example provenance of the data).
-
-    Returns
-    -------
-    Path
-        The absolute folder path.
-    """
-    import orbax.checkpoint as ocp
-
-    path = Path(path).resolve()
-    if path.exists() and not (path / MODEL_FILE).is_file():
-        raise ModelFileError("refusing to replace a folder that is not a model folder", path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(tmp / "params", model.params)
-        ckptr.wait_until_finished()
-        from ..localization.training import git_commit
-
-        record = {
-            "format": _FORMAT,
-            "kind": model.kind,
-            **model.record(),
-            "info": model.info,
-            "jax": jax.__version__,
-            "git_commit": git_commit(),
-            **({"extra": extra} if extra else {}),
-        }
-        _write_record(tmp / MODEL_FILE, record)
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def read_model_record(path: str | Path) -> dict:
-    """The ``model.json`` of a model folder, checked for its format and kind."""
-    path = Path(path)
-    f = path / MODEL_FILE
-    if not f.is_file():
-        raise ModelFileError(f"not a model folder (no {MODEL_FILE})", path=path)
-    try:
-        record = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"unreadable model record ({e})", path=f) from e
-    if record.get("format") != _FORMAT:
-        raise ModelFileError(f"unsupported model format {record.get('format')!r}", path=f, field="format")
-    if record.get("kind") not in ("segmentation", "counting"):
-        raise ModelFileError(f"unknown model kind {record.get('kind')!r}", path=f, field="kind")
-    return record
-
-
-def load_model(path: str | Path, kind: str | None = None) -> SegmentationModel | CountingModel:
-    """Read a model folder written by :func:`save_model`.
-
-    Parameters
-    ----------
-    path : path-like
-    kind : {"segmentation", "counting"}, optional
-        Require this kind (a clear error otherwise).
-
-    Raises
-    ------
-    ModelFileError
-        Missing/incomplete folder, other format or kind, or parameters that do not match the
-        recorded architecture.
-    """
-    import orbax.checkpoint as ocp
-
-    path = Path(path).resolve()
-    record = read_model_record(path)
-    if kind is not None and record["kind"] != kind:
-        raise ModelFileError(f"expected a {kind} model, found a {record['kind']} model", path=path / MODEL_FILE,
-                             field="kind")
-    if record["kind"] == "segmentation":
-        cfg = UNetConfig(**record["unet"])
-        net = UNet(cfg)
-        dummy = jnp.zeros((1, cfg.multiple, cfg.multiple, cfg.in_channels), jnp.float32)
-    else:
-        c = record["counting_cnn"]
-        net = CountingCNN(widths=tuple(c["widths"]), dense=int(c["dense"]), count_offset=float(c["count_offset"]),
-                          dtype=c["dtype"])
-        dummy = jnp.zeros((1, *record["input_shape"], 1), jnp.float32)
-    abstract = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), dummy)["params"])
-    try:
-        params = ocp.StandardCheckpointer().restore(path / "params", abstract)
-    except Exception as e:  # orbax raises several types for missing/mismatched trees
-        raise ModelFileError(f"cannot restore parameters ({type(e).__name__}: {e})", path=path / "params") from e
-    if record["kind"] == "segmentation":
-        pp = record["postprocessing"]
-        return SegmentationModel(config=cfg, params=params, threshold=float(pp["threshold"]),
-                                 marker_threshold=float(pp["marker_threshold"]), min_area=int(pp["min_area"]),
-                                 object_diameter_px=pp.get("object_diameter_px"), info=record.get("info", {}))
-    return CountingModel(net=net, params=params, input_shape=tuple(record["input_shape"]),
-                         count_scale=float(record["count_scale"]), info=record.get("info", {}))
