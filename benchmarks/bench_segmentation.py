@@ -37,7 +37,7 @@ from assets_pkg.core.segmentation.unet import (  # noqa: E402
     CountingCNN,
     UNet,
     UNetConfig,
-    _forward,
+    forward_maps,
     normalize_image,
 )
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     label = f"U-Net d{cfg.depth} w{cfg.base_width}"
 
     def net_one(im):
-        fg, dist = _forward(params, cfg, jnp.asarray(normalize_image(im)[None, ..., None]))
+        fg, dist = forward_maps(params, cfg, jnp.asarray(normalize_image(im)[None, ..., None]))
         return jax.block_until_ready(fg)
 
     rows[f"{label} network, 1 image/call"] = _rate(net_one, images)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                for i in range(0, len(images) - a.batch + 1, a.batch)]
     if batches:
         def net_batch(x):
-            fg, _ = _forward(params, cfg, jnp.asarray(x))
+            fg, _ = forward_maps(params, cfg, jnp.asarray(x))
             return jax.block_until_ready(fg)
 
         rows[f"{label} network, {a.batch} images/call"] = _rate(net_batch, batches) * a.batch

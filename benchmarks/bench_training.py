@@ -69,8 +69,8 @@ from assets_pkg.core.localization.config import train_config_from_preset  # noqa
 from assets_pkg.core.localization.loader import FrameLoader  # noqa: E402
 from assets_pkg.core.localization.models import parameter_count  # noqa: E402
 from assets_pkg.core.localization.training import (  # noqa: E402
-    _jitted_train,
     create_state,
+    jitted_train_step,
 )
 from assets_pkg.core.ml.devices import Devices  # noqa: E402
 from assets_pkg.core.store.frame_store import FrameStore  # noqa: E402
@@ -215,7 +215,7 @@ def _throughput(args, root: Path) -> pd.DataFrame:
     jax.block_until_ready(state)
     print(f"preset {args.preset}: {parameter_count(state.params):,} parameters, batch {bs}, "
           f"create_state {time.perf_counter() - t:.1f} s")
-    step = _jitted_train(CLASSIFICATION_WEIGHT, AUGMENT)
+    step = jitted_train_step(CLASSIFICATION_WEIGHT, AUGMENT)
     base = jax.random.PRNGKey(0)
     keys = [jax.random.fold_in(base, i) for i in range(args.warmup + args.steps)]
 
@@ -376,7 +376,7 @@ def memory_child(preset: str, bs: int, extra_steps: int) -> None:
     out["params MB"] = _tree_mb(state.params)
     out["opt_state MB"] = _tree_mb(state.opt_state)
     out["batch MB"] = (frames.nbytes + labels.nbytes) / 1e6
-    step = _jitted_train(CLASSIFICATION_WEIGHT, AUGMENT)
+    step = jitted_train_step(CLASSIFICATION_WEIGHT, AUGMENT)
     batch = devices.put_batch(frames, labels)
     key = jax.random.PRNGKey(0)
     t = time.perf_counter()

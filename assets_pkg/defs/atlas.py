@@ -16,8 +16,8 @@ import dagster as dg
 import numpy as np
 
 from ..core.localization import atlas
+from ..core.localization.figures import plot_aligned_umaps
 from ..core.localization.projection import aligned_umap
-from ..core.plots.atlas import plot_aligned_umaps
 from ..core.plots.figures import png_markdown, save_png
 from .dataset import dataset_splits
 from .io import HANDLE_IO_MANAGER

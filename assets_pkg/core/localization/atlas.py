@@ -30,15 +30,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CellscapeError
-from ..plots.atlas import (
+from ..plots.figures import save_png
+from ..store.frame_store import FrameStore
+from .annotations import annotations_from_rows, single_localization
+from .figures import (
     plot_aligned_umaps,
     plot_code_correlation,
     plot_spectra_by_class,
     plot_umap,
 )
-from ..plots.figures import save_png
-from ..store.frame_store import FrameStore
-from .annotations import annotations_from_rows, single_localization
 from .loader import FrameLoader
 from .models import ModelConfig
 from .projection import aligned_umap

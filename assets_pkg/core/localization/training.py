@@ -142,7 +142,9 @@ def evaluate(state: TrainState, loader: FrameLoader, devices: Devices, classific
 _JIT_CACHE: dict = {}
 
 
-def _jitted_train(classification_weight: float, do_augment: bool):
+def jitted_train_step(classification_weight: float, do_augment: bool):
+    """The jitted ``(state, batch, rng) -> (state, metrics)`` of :func:`train_step` for these
+    settings, compiled once per process and shared (the state argument is donated)."""
     key = ("train", float(classification_weight), bool(do_augment))
     if key not in _JIT_CACHE:
         _JIT_CACHE[key] = jax.jit(
@@ -250,7 +252,7 @@ def fit(
         return row
 
     res = train_loop(
-        state, _jitted_train(cfg.classification_weight, cfg.augment), _EpochBatches(train_loader),
+        state, jitted_train_step(cfg.classification_weight, cfg.augment), _EpochBatches(train_loader),
         steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, key=jax.random.PRNGKey(cfg.seed), key_mode="fold_in",
         run=TrainRun(out_dir, CheckpointPolicy(cfg.checkpoint_every, cfg.keep_checkpoints), resume, max_minutes,
                      stop_after_steps, progress, log),

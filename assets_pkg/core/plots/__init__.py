@@ -5,7 +5,9 @@
 * :mod:`.fields` -- a field with its nuclei and crops, a grid of frames;
 * :mod:`.training` -- reconstructions, training curves, loss history;
 * :mod:`.segmentation` -- segmentation overlays, predicted vs true counts;
-* :mod:`.atlas` -- code-correlation heatmap, spectra per class, UMAPs.
+
+The atlas figures (code correlation, spectra per class, UMAPs) draw the localization room's types
+and live there: :mod:`assets_pkg.core.localization.figures`.  This package imports no domain room.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so importing or
 drawing never selects or changes a matplotlib backend.  New code imports a function from the
@@ -13,7 +15,6 @@ module that defines it; the names below are re-exported so ``from assets_pkg.cor
 plots.save_png(...)`` keeps working for existing callers.
 """
 
-from .atlas import plot_aligned_umaps, plot_code_correlation, plot_spectra_by_class, plot_umap
 from .fields import plot_field_nuclei, plot_frame_grid
 from .figures import figure_bytes, png_markdown, release, save_png, stretch
 from .segmentation import plot_counts, plot_segmentation_overlays
@@ -21,17 +22,13 @@ from .training import plot_loss_history, plot_reconstructions, plot_training_cur
 
 __all__ = [
     "figure_bytes",
-    "plot_aligned_umaps",
-    "plot_code_correlation",
     "plot_counts",
     "plot_field_nuclei",
     "plot_frame_grid",
     "plot_loss_history",
     "plot_reconstructions",
     "plot_segmentation_overlays",
-    "plot_spectra_by_class",
     "plot_training_curves",
-    "plot_umap",
     "png_markdown",
     "release",
     "save_png",

@@ -352,7 +352,9 @@ def seg_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: 
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def _forward(params, config: UNetConfig, x):
+def forward_maps(params, config: UNetConfig, x):
+    """Jitted evaluation-mode pass: ``x`` (N, H, W, 1) float32 normalised images to the foreground
+    probability and the normalised distance map, each (N, H, W) float32."""
     out = UNet(config).apply({"params": params}, x, train=False)
     return jax.nn.sigmoid(out[..., 0]), jax.nn.sigmoid(out[..., 1])
 
@@ -365,7 +367,7 @@ def predict_maps(params, config: UNetConfig, image) -> tuple[np.ndarray, np.ndar
     img = normalize_image(image)
     if img.ndim == 2:
         img = img[..., None]
-    fg, dist = _forward(params, config, jnp.asarray(img[None]))
+    fg, dist = forward_maps(params, config, jnp.asarray(img[None]))
     return np.asarray(fg[0]), np.asarray(dist[0])
 
 

@@ -1,17 +1,17 @@
-"""The atlas figures (assets_pkg.core.plots.atlas) draw what they promise."""
+"""The atlas figures (assets_pkg.core.localization.figures) draw what they promise."""
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from spectra_factory import planted_spectra
 
-from assets_pkg.core.localization.spectra import cluster_codes
-from assets_pkg.core.plots.atlas import (
+from assets_pkg.core.localization.figures import (
     plot_aligned_umaps,
     plot_code_correlation,
     plot_spectra_by_class,
     plot_umap,
 )
+from assets_pkg.core.localization.spectra import cluster_codes
 
 
 def test_figures_draw_without_pyplot():

@@ -1,4 +1,5 @@
-"""Figures of the localization atlas: code-correlation heatmap with dendrogram, mean spectra
+"""Figures of the localization atlas (they live with the atlas because they draw its types --
+CodeClusters, class order -- while core/plots stays free of domain imports): code-correlation heatmap with dendrogram, mean spectra
 per class, UMAP scatters (single and aligned panels).
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no backend is
@@ -14,9 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..localization.annotations import class_order
-from ..localization.inputs import AnalysisError, as_matrix, as_spectra_frame
-from ..localization.spectra import CodeClusters, roman
+from .annotations import class_order
+from .inputs import AnalysisError, as_matrix, as_spectra_frame
+from .spectra import CodeClusters, roman
 
 __all__ = ["plot_aligned_umaps", "plot_code_correlation", "plot_spectra_by_class", "plot_umap"]
 
