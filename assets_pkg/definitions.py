@@ -1,14 +1,21 @@
-"""The Cellscape code location: assets, checks, jobs, schedules, sensors and resources."""
+"""The Cellscape code location: assets, checks, jobs, schedules, sensors and resources.
+
+``defs/`` mirrors the library's rooms: imaging (raw plates), qc (GX suites), store (nuclei,
+frames, catalog, DVC pin, splits), localization (models, atlas) and segmentation.
+"""
 
 import dagster as dg
 
-from .defs import atlas, automation, dataset, model, plates, segmentation
+from .defs import automation, imaging, qc, segmentation, store
 from .defs.io import HANDLE_IO_MANAGER, HandleIOManager
+from .defs.localization import atlas, model
 from .defs.resources import CellscapeResource
 
+ROOMS = [imaging, qc, store, model, atlas, segmentation]
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([plates, dataset, model, atlas, segmentation]),
-    asset_checks=dg.load_asset_checks_from_modules([plates, dataset, model, atlas, segmentation]),
+    assets=dg.load_assets_from_modules(ROOMS),
+    asset_checks=dg.load_asset_checks_from_modules(ROOMS),
     jobs=[automation.ingest_plate_job, automation.dataset_job, model.train_job, model.ablation_job, atlas.atlas_job,
           segmentation.segmentation_job],
     schedules=[model.retrain_schedule],

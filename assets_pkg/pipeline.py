@@ -26,7 +26,7 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool
 
     from .core.imaging.plates import list_plates
     from .definitions import defs
-    from .defs.plates import plates_partitions
+    from .defs.imaging import plates_partitions
     from .defs.resources import CellscapeResource
 
     cellscape = CellscapeResource(root=str(root))

@@ -23,8 +23,9 @@ from assets_pkg.core.segmentation.config import (
     SegTrainConfig,
 )
 from assets_pkg.core.store.config import FrameConfig, IngestParams, NucleusConfig, SplitConfig
-from assets_pkg.defs import dataset, model, plates, segmentation
+from assets_pkg.defs import imaging, qc, segmentation, store
 from assets_pkg.defs.config import LibraryDerivedConfig, dagster_config
+from assets_pkg.defs.localization import model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def _config_class(asset) -> type:
 
 def _assets_with_config():
     out = {}
-    for module in (plates, dataset, model, segmentation):
+    for module in (imaging, qc, store, model, segmentation):
         for value in vars(module).values():
             if hasattr(value, "op") and hasattr(value.op, "compute_fn"):
                 fn = getattr(value.op.compute_fn, "decorated_fn", None)

@@ -3,16 +3,10 @@
 
 import dagster as dg
 
-from .dataset import dataset_splits, dataset_version, frame_catalog
-from .plates import (
-    new_plates,
-    nuclei_masks,
-    plate_frames,
-    plate_images,
-    plate_metadata,
-    plates_partitions,
-)
+from .imaging import new_plates, plate_images, plates_partitions
+from .qc import plate_metadata
 from .resources import CellscapeResource
+from .store import dataset_splits, dataset_version, frame_catalog, nuclei_masks, plate_frames
 
 ingest_plate_job = dg.define_asset_job(
     "ingest_plate_job",

@@ -11,8 +11,8 @@ import pytest
 from spectra_factory import synthetic_embeddings
 
 from assets_pkg.core.localization import atlas
-from assets_pkg.defs import atlas as atlas_defs
 from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
+from assets_pkg.defs.localization import atlas as atlas_defs
 from assets_pkg.defs.resources import CellscapeResource
 
 ASSETS = [atlas_defs.frame_embeddings, atlas_defs.protein_spectra, atlas_defs.feature_spectrum_clusters,

@@ -18,13 +18,15 @@ from assets_pkg.core.imaging.plates import METADATA_CSV, read_plate
 from assets_pkg.core.imaging.simulator import simulate_plates
 from assets_pkg.core.store.frame_store import FrameStore
 from assets_pkg.definitions import defs
-from assets_pkg.defs import atlas, dataset, model, plates
+from assets_pkg.defs import imaging, qc
+from assets_pkg.defs import store as store_defs
 from assets_pkg.defs.automation import new_plate_sensor
 from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
+from assets_pkg.defs.localization import atlas, model
 from assets_pkg.defs.resources import CellscapeResource
 
 REPO = Path(__file__).resolve().parents[2]
-PLATE_ASSETS = [plates.plate_images, plates.plate_metadata, plates.plate_metadata_suites, plates.nuclei_masks, plates.plate_frames]
+PLATE_ASSETS = [imaging.plate_images, qc.plate_metadata, qc.plate_metadata_suites, store_defs.nuclei_masks, store_defs.plate_frames]
 
 
 def test_definitions_hold_the_ingest_graph():
@@ -119,7 +121,7 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         for pk in ("plate01", "plate02"):
             assert _materialize_plate(project, pk, instance).success
         res = dg.materialize(
-            [dataset.dataset_version, dataset.frame_catalog, dataset.dataset_splits],
+            [store_defs.dataset_version, store_defs.frame_catalog, store_defs.dataset_splits],
             instance=instance, resources=resources,
             run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
         )
@@ -177,7 +179,7 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
         ctx = dg.build_schedule_context(instance=instance)
         assert isinstance(model.retrain_schedule(ctx), dg.RunRequest)  # plates, no model yet
         res = dg.materialize(
-            [dataset.dataset_version, dataset.frame_catalog, dataset.dataset_splits,
+            [store_defs.dataset_version, store_defs.frame_catalog, store_defs.dataset_splits,
              model.localization_model, model.localization_model_ablation],
             instance=instance, resources=resources,
             run_config={"ops": {

@@ -31,7 +31,7 @@ from assets_pkg.core.segmentation.training import (
     train_counting,
     train_segmentation,
 )
-from assets_pkg.defs import plates, segmentation
+from assets_pkg.defs import imaging, qc, segmentation, store
 from assets_pkg.defs.resources import CellscapeResource
 
 SIZE = (96, 128)
@@ -331,7 +331,7 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
         simulate_plates(root / "data" / "plates", n_plates=1, seed=5, wells=1, fields_per_well=1, field_size=256)
         instance.add_dynamic_partitions("plates", ["plate01"])
         r2 = dg.materialize(
-            [plates.plate_images, plates.plate_metadata, plates.plate_metadata_suites, plates.nuclei_masks],
+            [imaging.plate_images, qc.plate_metadata, qc.plate_metadata_suites, store.nuclei_masks],
             partition_key="plate01", instance=instance, resources={"cellscape": res},
             run_config={"ops": {"nuclei_masks": {"config": {"nucleus_segmenter": "unet"}}}})
         assert r2.success

@@ -1,7 +1,7 @@
 """From a trained model to the localization atlas: per-frame codebook histograms, protein
 feature spectra, code clusters, UMAP and the scores, with exports a user can take elsewhere.
 
-Each step is one function and one Dagster asset of ``assets_pkg.defs.atlas``, and each stored
+Each step is one function and one Dagster asset of ``assets_pkg.defs.localization.atlas``, and each stored
 result has a save/load pair, so an asset hands its result to the next one:
 
 * ``frame_embeddings``: :func:`embed_checkpoint`; :func:`save_embeddings` / :func:`load_embeddings`;

@@ -1,9 +1,7 @@
-"""Plate ingest assets: one dynamic partition per plate, GX checks that block what follows."""
+"""Store assets: nuclei and nucleus-centred frames per plate (TensorStore), the catalog over all
+plates, the DVC pin of the dataset and the splits."""
 
-
-import json
 import time
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -13,11 +11,10 @@ from pydantic import Field
 
 from ..core import plots
 from ..core.imaging.io import read_image
-from ..core.imaging.plates import list_plates, read_plate
-from ..core.qc.suites import SUITES
-from ..core.qc.validate import validate_plate
+from ..core.imaging.plates import read_plate
 from ..core.segmentation.nuclei import nucleus_centres
-from ..core.store.config import FrameConfig, NucleusConfig
+from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
+from ..core.store.dvc import run_dvc
 from ..core.store.ingest import (
     FieldNuclei,
     crop_plate_frames,
@@ -25,12 +22,18 @@ from ..core.store.ingest import (
     plate_digest,
     plate_pixel_size,
 )
+from ..core.store.splits import (
+    check_disjoint,
+    make_splits,
+    split_summary,
+    split_version,
+)
 from .config import dagster_config
+from .imaging import PLATE_GROUP, plate_images, plates_partitions
+from .qc import plate_metadata
 from .resources import CellscapeResource
 
-plates_partitions = dg.DynamicPartitionsDefinition(name="plates")
-
-PLATE_GROUP = "plates"
+DATASET_GROUP = "dataset"
 
 
 NucleiMasksConfig = dagster_config(
@@ -57,109 +60,6 @@ def _progress(context, what: str, every: int = 10):
             context.log.info(f"{context.partition_key}: {what} {i}/{n}")
 
     return cb
-
-
-def _md_table(df: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
-    return dg.MetadataValue.md(df.head(max_rows).to_markdown(index=False))
-
-
-@dg.asset(
-    partitions_def=plates_partitions,
-    group_name=PLATE_GROUP,
-    kinds={"tiff"},
-)
-def plate_images(context: dg.AssetExecutionContext, cellscape: CellscapeResource) -> dg.MaterializeResult:
-    """Raw plate folder: one TIFF per field and channel, versioned by the files' checksums."""
-    plate = read_plate(cellscape.plate_dir(context.partition_key))
-    meta = plate.metadata
-    digest = plate_digest(plate, from_files=True)
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(plate.path)),
-            "images": len(meta),
-            "fields": int(plate.fields().shape[0]),
-            "wells": len(plate.wells),
-            "bytes": int(pd.to_numeric(meta.get("file_bytes"), errors="coerce").sum()),
-            "content_sha256": digest,
-            "matches_metadata_checksums": digest == plate_digest(plate),
-            "dataset_md5": cellscape.dataset_md5() or "unpinned",
-        },
-        data_version=dg.DataVersion(digest[:32]),
-    )
-
-
-@dg.asset(
-    partitions_def=plates_partitions,
-    group_name=PLATE_GROUP,
-    deps=[plate_images],
-    kinds={"csv"},
-)
-def plate_metadata(context: dg.AssetExecutionContext, cellscape: CellscapeResource) -> dg.MaterializeResult:
-    """Per-image metadata and provenance of a plate (metadata.csv), checked by the GX suites."""
-    plate = read_plate(cellscape.plate_dir(context.partition_key))
-    meta = plate.metadata
-
-    def uniq(col):
-        return sorted(map(str, meta[col].dropna().unique())) if col in meta.columns else []
-
-    return dg.MaterializeResult(
-        metadata={
-            "rows": len(meta),
-            "columns": len(meta.columns),
-            "instruments": ", ".join(uniq("instrument")),
-            "operators": ", ".join(uniq("operator")),
-            "acquired": f"{min(uniq('acquisition_time'), default='?')} .. {max(uniq('acquisition_time'), default='?')}",
-            "genes": len(uniq("gene")),
-            "preview": _md_table(meta.drop(columns=["sha256"], errors="ignore")),
-        }
-    )
-
-
-_SUITE_DESCRIPTIONS = {
-    "schema": "Columns, types, unique files and complete channels of metadata.csv.",
-    "provenance": "Provenance fields present; instrument known; pixel size, optics and time in bounds.",
-    "checksums": "Every file exists with the size and SHA-256 metadata.csv records; no unlisted images.",
-    "geometry": "Every TIFF decodes to a 2-D image of the recorded shape and bit depth.",
-}
-
-
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(name=f"{s}_suite", asset=plate_metadata, blocking=True, description=_SUITE_DESCRIPTIONS[s])
-        for s in SUITES
-    ],
-)
-def plate_metadata_suites(context: dg.AssetCheckExecutionContext, cellscape: CellscapeResource):
-    """Run the Great Expectations suites on the plate; a failure blocks its frames."""
-    pk = context.partition_key if context.has_partition_key else None
-    if pk is None:
-        raise dg.Failure("plate_metadata_suites needs a plate partition")
-    report = validate_plate(cellscape.plate_dir(pk), registry=cellscape.registry())
-    for suite in report.suites:
-        rows = [
-            {
-                "expectation": f.expectation,
-                "column": f.column or "",
-                "files": ", ".join(f.files[:5]),
-                "message": f.message,
-                "examples": json.dumps(f.examples[:3], default=str),
-            }
-            for f in suite.failures
-        ]
-        md = pd.DataFrame(rows).to_markdown(index=False) if rows else "all expectations met"
-        if report.errors:
-            md = "\n".join(f"- {e}" for e in report.errors) + "\n\n" + md
-        yield dg.AssetCheckResult(
-            asset_key=plate_metadata.key,
-            check_name=f"{suite.name}_suite",
-            passed=suite.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "evaluated_expectations": suite.evaluated,
-                "failed_expectations": len(suite.failures),
-                "failures": dg.MetadataValue.md(md),
-            },
-        )
 
 
 @dg.asset(
@@ -286,14 +186,112 @@ def plate_frames(
     )
 
 
-def new_plates(plates_dir: Path, known: set[str], settle_seconds: float = 5.0) -> list[str]:
-    """Complete plate folders under ``plates_dir`` not yet known, untouched for ``settle_seconds``."""
-    out = []
-    now = time.time()
-    for p in list_plates(plates_dir, complete_only=True):
-        if p.name in known:
-            continue
-        newest = max((f.stat().st_mtime for f in p.iterdir()), default=now)
-        if now - newest >= settle_seconds:
-            out.append(p.name)
-    return out
+class DatasetVersionConfig(dg.Config):
+    """Whether to re-pin and push the plates with DVC (needs a DVC repository at the root)."""
+
+    pin: bool = True
+    push: bool = True
+
+
+@dg.asset(
+    group_name=DATASET_GROUP,
+    deps=[plate_images],
+    pool="dvc",
+    kinds={"dvc"},
+)
+def dataset_version(
+    context: dg.AssetExecutionContext, config: DatasetVersionConfig, cellscape: CellscapeResource
+) -> dg.MaterializeResult:
+    """The DVC md5 that pins data/ (re-pinned and pushed when plates changed)."""
+    root = cellscape.root_path()
+    if config.pin:
+        target = cellscape.path(cellscape.dvc_file).with_suffix("")
+        status = run_dvc(["status", "--json", str(cellscape.path(cellscape.dvc_file).relative_to(root))], root)
+        changed = status.stdout.strip() not in ("", "{}")
+        if changed:
+            context.log.info(f"data changed since {cellscape.dvc_file}; re-pinning {target.name}/")
+            run_dvc(["add", str(target.relative_to(root))], root)
+        if config.push:
+            run_dvc(["push"], root)
+    md5 = cellscape.dataset_md5()
+    if md5 is None:
+        raise dg.Failure(f"no {cellscape.dvc_file} at {root}: the dataset is not pinned")
+    return dg.MaterializeResult(
+        metadata={"dataset_md5": md5, "dvc_file": dg.MetadataValue.path(str(cellscape.path(cellscape.dvc_file)))},
+        data_version=dg.DataVersion(md5),
+    )
+
+
+@dg.asset(
+    group_name=DATASET_GROUP,
+    deps=[plate_frames, dataset_version],
+    kinds={"parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def frame_catalog(context: dg.AssetExecutionContext, cellscape: CellscapeResource) -> dg.MaterializeResult:
+    """Every frame of every ingested plate, one row each, with a dense protein id."""
+    store = cellscape.store()
+    catalog = store.catalog()
+    if len(catalog) == 0:
+        raise dg.Failure("the frame store holds no plates yet; ingest a plate first")
+    proteins = sorted(catalog["ensg_id"].astype(str).unique())
+    catalog["protein_id"] = catalog["ensg_id"].astype(str).map({p: i for i, p in enumerate(proteins)}).astype("int64")
+    md5 = cellscape.dataset_md5()
+    manifest = store.write_catalog(catalog, {"dataset_md5": md5, "plates": store.plate_ids()})
+    per_plate = catalog.groupby("plate_id").agg(frames=("frame_id", "size"), proteins=("ensg_id", "nunique"))
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(catalog),
+            "plates": int(catalog["plate_id"].nunique()),
+            "proteins": len(proteins),
+            "per_plate": dg.MetadataValue.md(per_plate.reset_index().to_markdown(index=False)),
+            "dataset_md5": md5 or "unpinned",
+            "catalog_version": manifest.get("version", ""),
+        },
+        data_version=dg.DataVersion(str(manifest.get("version", ""))),
+    )
+
+
+SplitsConfig = dagster_config(SplitConfig, "SplitsConfig")
+
+
+@dg.asset(
+    group_name=DATASET_GROUP,
+    deps=[frame_catalog],
+    kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("splits_disjoint", asset="dataset_splits", blocking=True)],
+)
+def dataset_splits(
+    context: dg.AssetExecutionContext, config: SplitsConfig, cellscape: CellscapeResource
+):
+    """Train/valid/test assignment of frames, exclusive by field of view or by protein."""
+    store = cellscape.store()
+    catalog = store.read_catalog()
+    sc = config.to_library()
+    splits = make_splits(catalog, sc)
+    version = split_version(splits, sc)
+    problems = check_disjoint(splits, sc.exclusive_by)
+    manifest = store.write_dataset_table(
+        "splits",
+        splits,
+        {"split_version": version, "config": sc.model_dump(), "catalog_version": store.read_catalog_manifest().get("version")},
+    )
+    summary = split_summary(splits)
+    yield dg.MaterializeResult(
+        metadata={
+            "split_version": version,
+            "summary": dg.MetadataValue.md(pd.DataFrame(summary).T.reset_index(names="split").to_markdown(index=False)),
+            "frames": len(splits),
+            "proteins": int(splits["label"].nunique()),
+            "store_version": manifest.get("version", ""),
+        },
+        data_version=dg.DataVersion(version),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="splits_disjoint",
+                passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"problems": "; ".join(problems) or "none"},
+            )
+        ],
+    )

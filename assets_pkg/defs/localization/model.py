@@ -6,13 +6,12 @@ import hashlib
 import dagster as dg
 import numpy as np
 
-from ..core import plots
-from ..core.localization.config import TrainConfig
-from ..core.localization.training import fit, save_training_figures
-from .config import dagster_config
-from .dataset import dataset_splits, frame_catalog
-from .plates import plate_frames
-from .resources import CellscapeResource
+from ...core import plots
+from ...core.localization.config import TrainConfig
+from ...core.localization.training import fit, save_training_figures
+from ..config import dagster_config
+from ..resources import CellscapeResource
+from ..store import dataset_splits, frame_catalog, plate_frames
 
 MODEL_GROUP = "model"
 

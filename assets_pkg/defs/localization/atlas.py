@@ -15,14 +15,14 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 
-from ..core.localization import atlas
-from ..core.localization.figures import plot_aligned_umaps
-from ..core.localization.projection import aligned_umap
-from ..core.plots.figures import png_markdown, save_png
-from .dataset import dataset_splits
-from .io import HANDLE_IO_MANAGER
+from ...core.localization import atlas
+from ...core.localization.figures import plot_aligned_umaps
+from ...core.localization.projection import aligned_umap
+from ...core.plots.figures import png_markdown, save_png
+from ..io import HANDLE_IO_MANAGER
+from ..resources import CellscapeResource
+from ..store import dataset_splits
 from .model import localization_model, localization_model_ablation
-from .resources import CellscapeResource
 
 ATLAS_GROUP = "atlas"
 MODELS = (localization_model, localization_model_ablation)
