@@ -186,6 +186,18 @@ def test_long_modules_say_why():
     assert not bad, f"modules over {MAX_LINES} lines without a stated reason: {bad}"
 
 
+def test_readme_layout_names_every_room():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("## Layout"):]
+    rooms = [d.name for d in CORE.iterdir() if d.is_dir() and d.name != "__pycache__"]
+    rooms += [d.name for d in (PKG / "defs").iterdir() if d.is_dir() and d.name != "__pycache__"]
+    rooms += [d.name for d in (REPO / "tests").iterdir() if d.is_dir() and d.name != "__pycache__"]
+    missing = [r for r in rooms if f"{r}/" not in block and f" {r}," not in block and f" {r})" not in block]
+    assert not missing, f"README's Layout section does not name {missing}"
+    for r in ALLOWED:
+        assert (CORE / r).is_dir(), f"layout table names {r!r}, which is not a folder of core/"
+
+
 @pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
                     reason="ruff is not installed")
 def test_ruff_clean():
