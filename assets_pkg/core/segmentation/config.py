@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from ..config import LibConfig
+from ..ml.config import StepTrainConfig
 from ..presets import CELL_SETS_PRESETS, COUNT_TRAIN_PRESETS, SEG_TRAIN_PRESETS
 
 if TYPE_CHECKING:  # the network modules import JAX: only when a config is used, not when flags are built
@@ -23,7 +24,7 @@ __all__ = ["SegTrainConfig", "CountTrainConfig", "SegmentRunConfig", "CountRunCo
 ClassicalPreset = Literal["bbbc039", "bbbc005_w1", "bbbc005_w2"]
 
 
-class SegTrainConfig(LibConfig):
+class SegTrainConfig(StepTrainConfig):
     """Training of the segmentation U-Net (random square crops, AdamW with warm-up and cosine decay).
 
     ``preset`` ``default`` is these defaults; ``tiny`` is what the demo trains on a CPU in
@@ -41,12 +42,6 @@ class SegTrainConfig(LibConfig):
         256, ge=16, description="Side of the square random crops trained on, pixels (smaller images are "
                                 "reflect-padded).")
     batch_size: int = Field(4, ge=1, description="Crops per step.")
-    steps: int = Field(1500, ge=1, description="Optimisation steps (the cosine schedule spans them).")
-    learning_rate: float = Field(2e-3, gt=0, description="AdamW peak learning rate.")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
-    max_minutes: float | None = Field(
-        None, gt=0, description="Stop earlier when this much wall time is spent on steps (None: no limit).")
     tune_images: int = Field(
         8, ge=1, description="Images the post-processing thresholds are picked on (validation images when "
                              "given, else spread over the training images).")
@@ -61,7 +56,7 @@ class SegTrainConfig(LibConfig):
         return UNetConfig(depth=self.depth, base_width=self.base_width, dtype=self.dtype)
 
 
-class CountTrainConfig(LibConfig):
+class CountTrainConfig(StepTrainConfig):
     """Training of the counting CNN on whole images resized to ``input_shape``.
 
     ``preset`` ``default`` is these defaults; ``tiny`` is what the demo trains (600 steps).
@@ -79,12 +74,6 @@ class CountTrainConfig(LibConfig):
     dense: int = Field(64, ge=1, description="Units of the dense layer (CountingCNN.dense).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype (CountingCNN.dtype).")
     batch_size: int = Field(8, ge=1, description="Images per step.")
-    steps: int = Field(1500, ge=1, description="Optimisation steps (the cosine schedule spans them).")
-    learning_rate: float = Field(2e-3, gt=0, description="AdamW peak learning rate.")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
-    max_minutes: float | None = Field(
-        None, gt=0, description="Stop earlier when this much wall time is spent on steps (None: no limit).")
     intensity_jitter: float = Field(
         0.2, ge=0, lt=1, description="Training images are multiplied by 1 + U(-j, j).")
     seed: int = Field(0, description="Seeds the initialisation, the batches and the jitter.")
