@@ -4,7 +4,9 @@
 :class:`~assets_pkg.core.config.LibConfig` into a ``dg.Config`` subclass (tuples become lists,
 paths strings and optional ``Literal`` its values' type, as Dagster's config schema needs); ``.to_library()`` turns the run config
 back into the library model, passing only the fields the run config set, so a ``preset``
-chosen there fills the rest.  Fields that only the asset uses (``extra``) are declared
+chosen there fills the rest.  Fields that some preset sets are optional on the Dagster side with
+default ``None`` ("the preset's value"): the launchpad scaffolds every field with its default,
+and a concrete default there would silently override the preset a user picks.  Fields that only the asset uses (``extra``) are declared
 beside and never reach the library model.
 """
 
@@ -55,11 +57,13 @@ class LibraryDerivedConfig(dg.Config):
 
     library_model: ClassVar[type[LibConfig]]
     asset_fields: ClassVar[tuple[str, ...]] = ()
+    preset_fields: ClassVar[tuple[str, ...]] = ()
 
     def to_library(self, **fixed: Any) -> LibConfig:
         """The library model of this run config: the fields the run config set (asset-only
         fields left out) and ``fixed`` on top."""
         given = {k: getattr(self, k) for k in self.model_fields_set if k not in self.asset_fields}
+        given = {k: v for k, v in given.items() if not (v is None and k in self.preset_fields)}
         return self.library_model(**{**given, **fixed})
 
 
@@ -91,15 +95,25 @@ def dagster_config(
     if unknown:
         raise ValueError(f"exclude: {sorted(unknown)} are not fields of {model.__name__}")
     fields: dict[str, tuple[Any, FieldInfo]] = {}
+    presets = model.PRESETS or {}
+    preset_fields = set().union(*(set(v) for v in presets.values())) - {"preset"} if presets else set()
     for fname, info in model.model_fields.items():
         if fname in exclude:
             continue
         kw: dict[str, Any] = {"description": info.description}
-        if info.default_factory is not None:
+        annotation = dagster_type(info.annotation)
+        if fname in preset_fields:
+            default_preset = model.model_fields["preset"].default
+            value = presets.get(default_preset, {}).get(fname, info.get_default(call_default_factory=True))
+            kw["description"] = (f"{info.description} Unset (null): the chosen preset's value "
+                                 f"({_dagster_default(value)!r} with preset {default_preset!r}).")
+            kw["default"] = None
+            annotation = annotation | None
+        elif info.default_factory is not None:
             kw["default_factory"] = info.default_factory
         elif not info.is_required():
             kw["default"] = _dagster_default(info.default)
-        fields[fname] = (dagster_type(info.annotation), Field(**kw))
+        fields[fname] = (annotation, Field(**kw))
     clash = set(extra or {}) & set(fields)
     if clash:
         raise ValueError(f"extra: {sorted(clash)} are already fields of {model.__name__}")
@@ -109,4 +123,5 @@ def dagster_config(
                        __module__=__name__, **fields)
     cls.library_model = model
     cls.asset_fields = tuple(extra or ())
+    cls.preset_fields = tuple(sorted(preset_fields - set(exclude)))
     return cls
