@@ -280,15 +280,16 @@ def cmd_train(a) -> int:
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="localization atlas of a trained model: spectra, clusters, UMAP, scores")
+    from .core.localization.config import AtlasConfig
+
+    p = sub.add_parser("report", help="localization atlas of a trained model: spectra, clusters, UMAP, scores",
+                       formatter_class=_HELP)
     p.add_argument("--checkpoint", required=True, type=Path, help="model folder written by cellscape train")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                    help="another model to score side by side (e.g. ablation=models/no_head); repeatable")
     p.add_argument("--frames", required=True, help="frame store")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--split", choices=["all", "train", "valid", "test"], default="all")
-    p.add_argument("--n-clusters", type=int, default=16, help="code clusters (fcluster maxclust)")
-    p.add_argument("--seed", type=int, default=0)
+    add_config_arguments(p, AtlasConfig)
     p.set_defaults(func=cmd_report)
 
 
@@ -309,8 +310,10 @@ def _splits_of(store, seed: int):
 
 def cmd_report(a) -> int:
     from .core.localization.atlas import build_report
+    from .core.localization.config import AtlasConfig
     from .core.store.dvc import dataset_md5_or_none
 
+    cfg = config_from_args(AtlasConfig, a)
     store = open_store(a.frames)
     models = {a.checkpoint.name or "model": a.checkpoint}
     for item in a.compare:
@@ -318,8 +321,7 @@ def cmd_report(a) -> int:
         if not path:
             raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
         models[name] = Path(path)
-    table, paths = build_report(models, store, _splits_of(store, a.seed), a.out, split=a.split,
-                                n_clusters=a.n_clusters, seed=a.seed,
+    table, paths = build_report(models, store, _splits_of(store, cfg.seed), a.out, cfg,
                                 provenance={"dataset_md5": dataset_md5_or_none()})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {a.out} (scores.json, *_frames/_spectra/_knn/_predictions.parquet, *_matrices.npz, figures/)")

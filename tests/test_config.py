@@ -13,7 +13,15 @@ from pydantic import ValidationError
 from assets_pkg.cli import build_parser, config_from_args
 from assets_pkg.core.config import LibConfig
 from assets_pkg.core.imaging.config import SimulateCellsConfig, SimulatePlatesConfig
-from assets_pkg.core.localization.config import TrainConfig, train_config_from_preset
+from assets_pkg.core.localization.config import (
+    AtlasConfig,
+    CodeClusterConfig,
+    EmbeddingConfig,
+    ProjectionConfig,
+    ScoreConfig,
+    TrainConfig,
+    train_config_from_preset,
+)
 from assets_pkg.core.params import PARAMS_SECTIONS, load_params
 from assets_pkg.core.segmentation.config import (
     CellSetsConfig,
@@ -25,7 +33,7 @@ from assets_pkg.core.segmentation.config import (
 from assets_pkg.core.store.config import FrameConfig, IngestParams, NucleusConfig, SplitConfig
 from assets_pkg.defs import imaging, qc, segmentation, store
 from assets_pkg.defs.config import LibraryDerivedConfig, dagster_config
-from assets_pkg.defs.localization import model
+from assets_pkg.defs.localization import atlas, model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +51,10 @@ DERIVED = {
     "segmentation_model": (SegTrainConfig, {"log_every"}, set()),
     "counting_model": (CountTrainConfig, {"log_every"}, set()),
     "cell_image_sets": (CellSetsConfig, set(), set()),
+    "frame_embeddings": (EmbeddingConfig, set(), set()),
+    "feature_spectrum_clusters": (CodeClusterConfig, set(), set()),
+    "umap_projection": (ProjectionConfig, set(), set()),
+    "localization_report": (ScoreConfig, set(), set()),
 }
 #: configs of what has no library step (yet): written in the Dagster layer alone.
 DAGSTER_ONLY = {"dataset_version", "segmentation_results"}
@@ -58,6 +70,7 @@ COMMANDS = {
     "train-counting": (CountTrainConfig, ["--images", "i", "--out", "o"], set()),
     "segment": (SegmentRunConfig, ["i", "--out", "o"], set()),
     "count": (CountRunConfig, ["i", "--out", "o"], set()),
+    "report": (AtlasConfig, ["--checkpoint", "c", "--frames", "f", "--out", "o"], set()),
 }
 
 
@@ -68,7 +81,7 @@ def _config_class(asset) -> type:
 
 def _assets_with_config():
     out = {}
-    for module in (imaging, qc, store, model, segmentation):
+    for module in (imaging, qc, store, model, atlas, segmentation):
         for value in vars(module).values():
             if hasattr(value, "op") and hasattr(value.op, "compute_fn"):
                 fn = getattr(value.op.compute_fn, "decorated_fn", None)

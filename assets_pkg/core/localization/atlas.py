@@ -33,6 +33,7 @@ from ..errors import CellscapeError
 from ..plots.figures import save_png
 from ..store.frame_store import FrameStore
 from .annotations import annotations_from_rows, single_localization
+from .config import AtlasConfig
 from .figures import (
     plot_aligned_umaps,
     plot_code_correlation,
@@ -452,8 +453,8 @@ def report_provenance(models: dict[str, dict], split: str, n_clusters: int, **ex
 
 
 def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: pd.DataFrame, out_dir: str | Path,
-                 split: str = "all", n_clusters: int = 16, seed: int = 0, batch_size: int = 256,
-                 provenance: dict | None = None, log=print) -> tuple[pd.DataFrame, dict[str, Path]]:
+                 config: AtlasConfig = AtlasConfig(), provenance: dict | None = None,
+                 log=print) -> tuple[pd.DataFrame, dict[str, Path]]:
     """The whole atlas for one or more models (first = the one to report; others side by side).
 
     The same steps as the Dagster atlas assets, in one call: :func:`embed_checkpoint`,
@@ -463,22 +464,25 @@ def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: 
     Parameters
     ----------
     checkpoints : dict name -> model folder (as written by training.fit)
-    splits : DataFrame with ``split``; ``split="all"`` uses every frame.
+    splits : DataFrame with ``split``; ``config.split="all"`` uses every frame.
+    config : AtlasConfig
+        Split and batch size of the embedding, code clusters, UMAP seed and neighbours, kNN k.
     """
+    split, n_clusters, seed = config.split, config.n_clusters, config.seed
     rows = splits if split == "all" else splits[splits["split"] == split]
     if len(rows) == 0:
         raise CellscapeError(f"the {split!r} split holds no frames", field="split")
     emb, models = {}, {}
     for name, ckpt in checkpoints.items():
-        emb[name], models[name] = embed_checkpoint(ckpt, store, rows, batch_size=batch_size)
+        emb[name], models[name] = embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size)
         log(f"{name}: embedded {len(rows)} frames at {emb[name].frames_per_second:.0f} frames/s")
     names = list(checkpoints)
-    coords = aligned_umap([emb[n].histograms for n in names], seed=seed)
+    coords = aligned_umap([emb[n].histograms for n in names], seed=seed, n_neighbors=config.n_neighbors)
     atlases = []
     for name, xy in zip(names, coords, strict=True):
         spectra, counts = embedding_spectra(emb[name])
         used, clusters = cluster_used_codes(name, spectra, n_clusters)
-        atlases.append(model_atlas(name, emb[name], spectra, counts, used, clusters, xy))
+        atlases.append(model_atlas(name, emb[name], spectra, counts, used, clusters, xy, k=config.k))
         log(f"{name}: {atlases[-1].scores}")
     prov = report_provenance(models, split, n_clusters, **(provenance or {}))
     paths = export_atlas(out_dir, atlases, emb, prov, seed)

@@ -1,5 +1,7 @@
-"""Settings of VQ-VAE training: :class:`TrainConfig` and its presets (values in
-:data:`assets_pkg.core.presets.TRAIN_PRESETS`)."""
+"""Settings of the localization steps: VQ-VAE training (:class:`TrainConfig` and its presets, values
+in :data:`assets_pkg.core.presets.TRAIN_PRESETS`) and the atlas built from a trained model, one
+model per step (:class:`EmbeddingConfig`, :class:`CodeClusterConfig`, :class:`ProjectionConfig`,
+:class:`ScoreConfig`) and their union for the one-call report (:class:`AtlasConfig`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from ..presets import TRAIN_PRESETS
 if TYPE_CHECKING:  # the model module imports JAX: only when a config is used, not when flags are built
     from .models import ModelConfig
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "train_config_from_preset"]
+__all__ = [
+    "TrainConfig", "TRAIN_PRESETS", "train_config_from_preset",
+    "EmbeddingConfig", "CodeClusterConfig", "ProjectionConfig", "ScoreConfig", "AtlasConfig",
+]
 
 
 class TrainConfig(LibConfig):
@@ -75,3 +80,35 @@ def train_config_from_preset(preset: str, **overrides) -> TrainConfig:
     if preset not in TRAIN_PRESETS:
         raise CellscapeError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}", field="preset")
     return TrainConfig(preset=preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class EmbeddingConfig(LibConfig):
+    """Which frames each trained model embeds, and in what batches."""
+
+    split: Literal["all", "train", "valid", "test"] = Field(
+        "all", description="Frames to embed: one split of the dataset, or all of them.")
+    batch_size: int = Field(256, ge=1, description="Frames per forward pass.")
+
+
+class CodeClusterConfig(LibConfig):
+    """Clustering of the codebook entries by the Pearson correlation of their use across proteins."""
+
+    n_clusters: int = Field(16, ge=2, description="Code clusters (fcluster maxclust over average linkage).")
+
+
+class ProjectionConfig(LibConfig):
+    """The UMAP of the frame histograms (aligned across models when several are compared)."""
+
+    seed: int = Field(0, description="UMAP random state (recorded with the projection).")
+    n_neighbors: int = Field(15, ge=2, description="UMAP neighbourhood size.")
+
+
+class ScoreConfig(LibConfig):
+    """Neighbours used by the kNN localization scores and predictions."""
+
+    k: int = Field(5, ge=1, description="Nearest annotated proteins voting per protein (kNN accuracy, predictions).")
+
+
+class AtlasConfig(EmbeddingConfig, CodeClusterConfig, ProjectionConfig, ScoreConfig):
+    """Every setting of the atlas in one model, for ``cellscape report`` (the Dagster assets take
+    the step models one each)."""

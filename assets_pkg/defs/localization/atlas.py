@@ -10,15 +10,21 @@ input, never "newest on disk") and records in its handle which checkpoints it us
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import numpy as np
 
 from ...core.localization import atlas
+from ...core.localization.config import (
+    CodeClusterConfig,
+    EmbeddingConfig,
+    ProjectionConfig,
+    ScoreConfig,
+)
 from ...core.localization.figures import plot_aligned_umaps
 from ...core.localization.projection import aligned_umap
 from ...core.plots.figures import png_markdown, save_png
+from ..config import dagster_config
 from ..io import HANDLE_IO_MANAGER
 from ..resources import CellscapeResource
 from ..store import dataset_splits
@@ -61,11 +67,7 @@ def _load_embeddings(handle: dict) -> dict[str, atlas.Embeddings]:
     return {name: atlas.load_embeddings(handle["path"], name) for name in handle["models"]}
 
 
-class EmbeddingsConfig(dg.Config):
-    """Which split to embed and the batch size."""
-
-    split: Literal["all", "train", "valid", "test"] = "all"
-    batch_size: int = 256
+EmbeddingsConfig = dagster_config(EmbeddingConfig, "EmbeddingsConfig")
 
 
 @dg.asset(group_name=ATLAS_GROUP, deps=[localization_model, localization_model_ablation, dataset_splits],
@@ -106,10 +108,7 @@ def protein_spectra(context: dg.AssetExecutionContext, frame_embeddings: dict, c
     return dg.MaterializeResult(value=handle, metadata=md)
 
 
-class ClustersConfig(dg.Config):
-    """Number of code clusters (fcluster maxclust)."""
-
-    n_clusters: int = 16
+ClustersConfig = dagster_config(CodeClusterConfig, "ClustersConfig")
 
 
 @dg.asset(group_name=ATLAS_GROUP, kinds={"numpy"}, io_manager_key=HANDLE_IO_MANAGER)
@@ -135,11 +134,7 @@ def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: Cluster
     return dg.MaterializeResult(value=handle, metadata=md)
 
 
-class UmapConfig(dg.Config):
-    """UMAP seed and neighbourhood."""
-
-    seed: int = 0
-    n_neighbors: int = 15
+UmapConfig = dagster_config(ProjectionConfig, "UmapConfig")
 
 
 @dg.asset(group_name=ATLAS_GROUP, kinds={"umap"}, io_manager_key=HANDLE_IO_MANAGER)
@@ -161,11 +156,7 @@ def umap_projection(context: dg.AssetExecutionContext, config: UmapConfig, frame
     return dg.MaterializeResult(value=handle, metadata=md)
 
 
-class ReportConfig(dg.Config):
-    """Neighbours used for the kNN localization accuracy and the predictions (the code clusters
-    come from feature_spectrum_clusters, with its own cluster count)."""
-
-    k: int = 5
+ReportConfig = dagster_config(ScoreConfig, "ReportConfig")
 
 
 def _check_same_lineage(protein_spectra: dict, feature_spectrum_clusters: dict, umap_projection: dict) -> None:
