@@ -19,6 +19,6 @@ defs = dg.Definitions(
     jobs=[automation.ingest_plate_job, automation.dataset_job, model.train_job, model.ablation_job, atlas.atlas_job,
           segmentation.segmentation_job],
     schedules=[model.retrain_schedule],
-    sensors=[automation.new_plate_sensor],
+    sensors=[automation.new_plate_sensor, automation.automation_sensor],
     resources={"cellscape": CellscapeResource(), HANDLE_IO_MANAGER: HandleIOManager()},
 )

@@ -37,3 +37,13 @@ def new_plate_sensor(context: dg.SensorEvaluationContext, cellscape: CellscapeRe
         run_requests=[dg.RunRequest(partition_key=p, run_key=f"ingest:{p}") for p in found],
         dynamic_partitions_requests=[plates_partitions.build_add_request(found)],
     )
+
+
+#: Declarative automation is on by default: ``frame_catalog`` (``AutomationCondition.eager()``)
+#: refreshes after any plate's frames change, without a job being launched by hand.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates the assets' automation conditions (frame_catalog refreshes eagerly).",
+)

@@ -84,7 +84,10 @@ def plate_metadata_suites(context: dg.AssetCheckExecutionContext, cellscape: Cel
             check_name=f"{suite.name}_suite",
             passed=suite.success,
             severity=dg.AssetCheckSeverity.ERROR,
+            description=f"plate {pk}: {suite.name} suite "
+                        + ("passed" if suite.success else f"failed {len(suite.failures)} expectation(s)"),
             metadata={
+                "plate": pk,
                 "evaluated_expectations": suite.evaluated,
                 "failed_expectations": len(suite.failures),
                 "failures": dg.MetadataValue.md(md),

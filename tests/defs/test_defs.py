@@ -41,6 +41,15 @@ def test_definitions_hold_the_ingest_graph():
     assert defs.resolve_job_def("segmentation_job") is not None
 
 
+def test_declarative_automation_is_on_by_default():
+    sensor = defs.resolve_sensor_def("automation_condition_sensor")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    frame_catalog = dg.AssetKey("frame_catalog")
+    assert frame_catalog in sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    assert defs.resolve_assets_def(frame_catalog).automation_conditions_by_key[frame_catalog] is not None
+
+
 def test_dagster_definitions_validate_passes():
     env = dict(os.environ, DAGSTER_HOME=str(REPO / "dagster_home"))
     dagster = Path(sys.executable).parent / "dagster"
@@ -96,6 +105,10 @@ def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
         assert not res2.success
         failed = [c for c in res2.get_asset_check_evaluations() if not c.passed]
         assert [c.check_name for c in failed] == ["checksums_suite"]
+        # every check result names its plate (the UI shows no partition for check results)
+        for c in res2.get_asset_check_evaluations():
+            assert c.metadata["plate"].value == "plate02" and c.description.startswith("plate plate02:")
+        assert "failed" in failed[0].description
         assert "sha256" in failed[0].metadata["failures"].value
         done = {e.asset_key.to_user_string() for e in res2.get_asset_materialization_events()}
         assert "plate_frames" not in done and "nuclei_masks" not in done
