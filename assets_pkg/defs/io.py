@@ -15,13 +15,14 @@ JSON-serialisable value (a ``dict`` of strings, numbers, lists and dicts).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import dagster as dg
 from pydantic import PrivateAttr
+
+from ..core.ml.model_folder import atomic_write_text
 
 HANDLE_IO_MANAGER = "handle_io_manager"
 
@@ -68,9 +69,7 @@ class HandleIOManager(dg.ConfigurableIOManager):
                 f"{where}: a handle must be plain JSON (dicts, lists, strings, finite numbers): {e}") from e
         path = self._path(context, context.partition_key if context.has_partition_key else None)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, text + "\n")
         context.add_output_metadata({"handle": dg.MetadataValue.path(str(path))})
 
     def _read(self, context: dg.InputContext, partition: str | None) -> Any:

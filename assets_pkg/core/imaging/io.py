@@ -23,6 +23,7 @@ there is one, the property concerned (``file_name``, ``shape``, ``dtype``, ``hei
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -120,17 +121,24 @@ def image_format(path: str | Path, head: bytes) -> str:
     )
 
 
-def _read_head(path: Path, n: int = 8) -> bytes:
-    if not path.is_file():
-        raise ImageFormatError("image file is missing", path=path, field="file_name")
+def _open(path: Path):
+    """The file opened for binary reading; only regular files (a FIFO would block the read)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(n)
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ImageFormatError("image file is missing (not a regular file)", path=path, field="file_name")
+        return open(path, "rb")
+    except FileNotFoundError as e:
+        raise ImageFormatError("image file is missing", path=path, field="file_name") from e
     except OSError as e:
         raise ImageFormatError(f"cannot read file ({e.strerror or e})", path=path) from e
 
 
-def _decode(fmt: str, source: Path | BytesIO, path: Path) -> np.ndarray:
+def _read_head(path: Path, n: int = 8) -> bytes:
+    with _open(path) as fh:
+        return fh.read(n)
+
+
+def _decode(fmt: str, source, path: Path) -> np.ndarray:
     """All pixels of ``source`` (a path or the file's bytes); errors name ``path``."""
     try:
         if fmt == "tiff":
@@ -166,8 +174,10 @@ def read_array(path: str | Path) -> np.ndarray:
         be decoded completely.
     """
     path = Path(path)
-    fmt = image_format(path, _read_head(path))
-    return _decode(fmt, path, path)
+    with _open(path) as fh:  # one open: the format from the first bytes, then the decoder
+        fmt = image_format(path, fh.read(8))
+        fh.seek(0)
+        return _decode(fmt, fh, path)
 
 
 def read_image(
@@ -253,11 +263,11 @@ def inspect_image(path: str | Path, data: bytes | None = None, verify: bool = Fa
         with ``verify``, cannot be decoded completely.
     """
     path = Path(path)
-    head = data[:8] if data is not None else _read_head(path)
+    head = data[:33] if data is not None else _read_head(path, 33)
     fmt = image_format(path, head)
     if fmt == "tiff":
         return _inspect_tiff(path, data, verify)
-    info = _inspect_png(path, data[:33] if data is not None else _read_head(path, 33))
+    info = _inspect_png(path, head)
     if verify:
         _decode(fmt, BytesIO(data) if data is not None else path, path)
     return info

@@ -503,10 +503,15 @@ def save_embeddings(emb: Embeddings, out_dir: str | Path, name: str) -> Path:
     return out
 
 
+def load_embedding_rows(out_dir: str | Path, name: str) -> pd.DataFrame:
+    """The frame table of saved embeddings (see :func:`save_embeddings`), without the arrays."""
+    return pd.read_parquet(Path(out_dir) / f"{name}_rows.parquet")
+
+
 def load_embeddings(out_dir: str | Path, name: str) -> Embeddings:
     """Inverse of :func:`save_embeddings`."""
     out = Path(out_dir)
     with np.load(out / f"{name}_embeddings.npz", allow_pickle=False) as z:
         hg = z["histograms_global"] if "histograms_global" in z.files else None
-        return Embeddings(pd.read_parquet(out / f"{name}_rows.parquet"), z["histograms"], hg, z["pooled"],
+        return Embeddings(load_embedding_rows(out, name), z["histograms"], hg, z["pooled"],
                           float(z["frames_per_second"]))

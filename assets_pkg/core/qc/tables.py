@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..errors import ImageFormatError, PlateFormatError
 from ..imaging import plates
-from ..imaging.io import TIFF_SUFFIXES, inspect_image
+from ..imaging.io import TIFF_SUFFIXES, image_format, inspect_image
 from .instruments import BOUNDED_FIELDS
 
 __all__ = [
@@ -117,12 +117,13 @@ def _inspect_file(plate_dir: Path, name: str | None, want_hash: bool, want_image
         facts.sha256 = hashlib.sha256(data).hexdigest()
     if want_image:
         try:
+            fmt = image_format(path, data[:8])
+            if fmt != "tiff":  # refused before decoding it
+                facts.tiff_error = f"not a TIFF file ({fmt.upper()} data)"
+                return facts
             info = inspect_image(path, data=data, verify=True)
         except ImageFormatError as e:
             facts.tiff_error = e.reason
-            return facts
-        if info.format != "tiff":
-            facts.tiff_error = f"not a TIFF file ({info.format.upper()} data)"
             return facts
         facts.shape, facts.ndim, facts.dtype = info.shape, info.ndim, info.dtype
     return facts

@@ -123,7 +123,7 @@ def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: Cluster
         used, clusters = atlas.cluster_used_codes(name, spectra, config.n_clusters)
         files[name] = str(atlas.save_code_clusters(used, clusters, out / f"{name}_code_clusters.npz"))
         method = clusters.method
-        rows = atlas.load_embeddings(embeddings["path"], name).rows
+        rows = atlas.load_embedding_rows(embeddings["path"], name)
         for fname, fig in atlas.cluster_figures(name, spectra, used, clusters, rows).items():
             png = save_png(fig, out / "figures" / f"{name}_{fname}.png")
             md[f"{name}_{fname}"] = dg.MetadataValue.md(png_markdown(png, fname))
