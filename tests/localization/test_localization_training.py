@@ -111,6 +111,11 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     fit(store, splits, TrainConfig(**TINY), tmp_path / "m", stop_after_steps=4)
     with pytest.raises(Exception, match="another config"):
         fit(store, splits, TrainConfig(**{**TINY, "learning_rate": 1e-4}), tmp_path / "m")
+    # the same config on other frames (one train frame moved to valid) is not resumed either
+    moved = splits.copy()
+    moved.loc[moved.index[moved.split == "train"][0], "split"] = "valid"
+    with pytest.raises(Exception, match="another config"):
+        fit(store, moved, TrainConfig(**TINY), tmp_path / "m")
 
 
 SHARDED = textwrap.dedent("""

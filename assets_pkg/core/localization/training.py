@@ -29,7 +29,7 @@ from ..ml import model_folder
 from ..ml.devices import Devices, describe_devices
 from ..ml.loop import CheckpointPolicy, PlateauRule, TrainRun, train_loop
 from ..ml.optim import plateau_optimizer
-from ..ml.provenance import git_commit
+from ..ml.provenance import data_hash, git_commit
 from ..store.frame_store import FrameStore
 from .config import TrainConfig
 from .loader import FrameLoader
@@ -256,7 +256,7 @@ def fit(
         steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, key=jax.random.PRNGKey(cfg.seed), key_mode="fold_in",
         run=TrainRun(out_dir, CheckpointPolicy(cfg.checkpoint_every, cfg.keep_checkpoints), resume, max_minutes,
                      stop_after_steps, progress, log),
-        identity=config_record, evaluate=evaluate_all, eval_every=cfg.eval_every, rules=[plateau],
+        identity={**config_record, "data": _split_identity(train_rows, valid_rows, prov)}, evaluate=evaluate_all, eval_every=cfg.eval_every, rules=[plateau],
         desc="train VQ-VAE", meta={"provenance": prov},
     )
     final = dict(res.history[-1]) if res.history else {}
@@ -275,6 +275,16 @@ def fit(
                        step=res.step, stopped_early=res.stopped_by == "early stopping", interrupted=res.interrupted)
 
 
+def _split_identity(train_rows: pd.DataFrame, valid_rows: pd.DataFrame, prov: dict) -> dict:
+    """What a checkpoint must have been trained on to be resumed: the frames of each split (a
+    hash of their plate ids and frame indices) and the dataset version recorded for them."""
+    def frames(rows):
+        return data_hash([rows["frame_index"].to_numpy(np.int64)], rows["plate_id"].astype(str).tolist())
+
+    return {"train": frames(train_rows), "valid": frames(valid_rows), "dataset_md5": prov.get("dataset_md5"),
+            "split_version": prov.get("split_version")}
+
+
 def load_checkpoint(out_dir: str | Path) -> tuple[Any, ModelConfig, dict]:
     """Parameters, model config and record of a trained VQ-VAE model folder (no pickle involved).
 
@@ -287,12 +297,6 @@ def load_checkpoint(out_dir: str | Path) -> tuple[Any, ModelConfig, dict]:
     record = model_folder.read_record(out_dir, kind=KIND)
     model_cfg = ModelConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in record["architecture"].items()})
     return model_folder.load_params(out_dir, record), model_cfg, record
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    """Inverse of ``TrainConfig.model_dump()`` (ignores unknown keys)."""
-    names = set(TrainConfig.model_fields)
-    return TrainConfig(**{k: v for k, v in d.items() if k in names})
 
 
 _PREDICT_CACHE: dict = {}

@@ -38,7 +38,6 @@ __all__ = [
     "prepare_count_input",
     "save_model",
     "load_model",
-    "read_model_record",
     "ModelFileError",
     "MODEL_FILE",
     "KINDS",
@@ -231,11 +230,6 @@ def save_model(model: SegmentationModel | CountingModel, path: str | Path, extra
         "step": info.get("steps_done"),
     }
     return model_folder.save(path, model.params, record)
-
-
-def read_model_record(path: str | Path) -> dict:
-    """The ``model.json`` of a segmentation or counting model folder, checked for format and kind."""
-    return model_folder.read_record(path, KINDS)
 
 
 def load_model(path: str | Path, kind: str | None = None) -> SegmentationModel | CountingModel:
