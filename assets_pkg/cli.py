@@ -158,13 +158,13 @@ def cmd_ingest(a) -> int:
     from .core.errors import ValidationFailed
     from .core.qc.instruments import load_instrument_registry
     from .core.store.config import IngestParams
-    from .core.store.dvc import dataset_md5_or_none
+    from .core.store.dvc import pinned_md5
     from .core.store.ingest import ingest_plate
 
     params = config_from_args(IngestParams, a)
     store = open_store(a.store)
     registry = load_instrument_registry(a.instruments)
-    md5 = dataset_md5_or_none()
+    md5s = set()
     failed = ingested = 0
     for d in a.plates:
         bars = {}
@@ -174,8 +174,14 @@ def cmd_ingest(a) -> int:
                 bars[step] = tqdm(total=n, desc=f"{d.name} {step}", unit="field", leave=False)
             bars[step].update(i - bars[step].n)
 
+        # the md5 of the pinned data that holds this plate as it is on disk (its own repository)
+        md5, pin = pinned_md5(d)
+        md5s.add(md5)
+        if md5 is None:
+            print(f"{d.name}: dataset md5 not recorded: {pin}", file=sys.stderr)
         try:
-            res = ingest_plate(d, store, params, provenance={"dataset_md5": md5}, registry=registry, progress=progress)
+            res = ingest_plate(d, store, params, provenance={"dataset_md5": md5, "pin": pin}, registry=registry,
+                               progress=progress)
         except ValidationFailed as e:
             failed += 1
             print(f"REFUSED {e}", file=sys.stderr)
@@ -187,6 +193,7 @@ def cmd_ingest(a) -> int:
         print(f"{res.plate_id}: {res.n_fields} fields, {res.n_nuclei} nuclei, {res.n_frames} frames in {res.seconds:.1f}s")
     if ingested and not a.no_catalog:
         cat = store.catalog()
+        md5 = md5s.pop() if len(md5s) == 1 else None
         store.write_catalog(cat, {"dataset_md5": md5, "plates": store.plate_ids()})
         print(f"catalog: {len(cat)} frames from {cat['plate_id'].nunique()} plates")
     return 1 if failed else 0

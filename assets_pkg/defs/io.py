@@ -10,6 +10,11 @@ cannot execute code.
 
 Any group can use it: give an asset ``io_manager_key=HANDLE_IO_MANAGER`` and return a
 JSON-serialisable value (a ``dict`` of strings, numbers, lists and dicts).
+
+An input declared ``dg.AssetIn(metadata={"optional": True})`` receives ``None`` when its parent
+has never stored a handle (a model that was never trained is left out instead of failing the
+run).  An unpartitioned asset that reads every partition of a partitioned parent receives the
+handles of the partitions that have one (a plate added but never ingested is not there).
 """
 
 from __future__ import annotations
@@ -83,8 +88,10 @@ class HandleIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         if not (context.has_asset_key and context.has_asset_partitions):
+            if (context.definition_metadata or {}).get("optional") and not self._path(context, None).is_file():
+                return None
             return self._read(context, None)
         keys = list(context.asset_partition_keys)
         if len(keys) == 1 and context.has_partition_key:
             return self._read(context, keys[0])
-        return {k: self._read(context, k) for k in keys}
+        return {k: self._read(context, k) for k in keys if self._path(context, k).is_file()}

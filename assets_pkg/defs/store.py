@@ -1,5 +1,11 @@
-"""Store assets: nuclei and nucleus-centred frames per plate (TensorStore), the catalog over all
-plates, the DVC pin of the dataset and the splits."""
+"""Store assets: nuclei and nucleus-centred frames per plate (TensorStore), the DVC pin of the
+dataset, the catalog over the pinned plates and the splits.
+
+Lineage by version id: each asset returns a JSON handle (:mod:`.io`) naming the store versions
+it wrote and read, and the next asset reads exactly those versions -- plate_frames the masks
+nuclei_masks wrote, dataset_version the plate versions it pinned, frame_catalog those plate
+versions, dataset_splits that catalog version -- never "the current one".
+"""
 
 import time
 from typing import Literal
@@ -14,7 +20,7 @@ from ..core.imaging.io import read_image
 from ..core.imaging.plates import read_plate
 from ..core.segmentation.nuclei import nucleus_centres
 from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
-from ..core.store.dvc import run_dvc
+from ..core.store.dvc import pinned_md5, run_dvc
 from ..core.store.ingest import (
     FieldNuclei,
     crop_plate_frames,
@@ -22,6 +28,7 @@ from ..core.store.ingest import (
     plate_digest,
     plate_pixel_size,
 )
+from ..core.store.lineage import catalog_of, content_key
 from ..core.store.splits import (
     check_disjoint,
     make_splits,
@@ -29,7 +36,8 @@ from ..core.store.splits import (
     split_version,
 )
 from .config import dagster_config
-from .imaging import PLATE_GROUP, plate_images, plates_partitions
+from .imaging import PLATE_GROUP, plates_partitions
+from .io import HANDLE_IO_MANAGER
 from .qc import plate_metadata
 from .resources import CellscapeResource
 
@@ -62,15 +70,18 @@ def _progress(context, what: str, every: int = 10):
     return cb
 
 
+def _table_md(df: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(df.to_markdown(index=False))
+
+
 @dg.asset(
     partitions_def=plates_partitions,
     group_name=PLATE_GROUP,
     deps=[plate_metadata],
     kinds={"tensorstore"},
+    io_manager_key=HANDLE_IO_MANAGER,
 )
-def nuclei_masks(
-    context: dg.AssetExecutionContext, config: NucleiMasksConfig, cellscape: CellscapeResource
-) -> dg.MaterializeResult:
+def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, cellscape: CellscapeResource):
     """Nucleus label images of every field, found on the Hoechst channel (classical watershed)."""
     pk = context.partition_key
     plate = read_plate(cellscape.plate_dir(pk))
@@ -93,11 +104,12 @@ def nuclei_masks(
     nuclei = detect_plate_nuclei(plate, params, progress=_progress(context, "nuclei"), segment_fn=segment_fn)
     seconds = time.perf_counter() - t0
     store = cellscape.store()
+    digest = plate_digest(plate)
     manifest = store.write_masks(
         pk,
         np.stack([n.labels for n in nuclei]).astype(np.int32),
         pd.DataFrame({"well": [n.well for n in nuclei], "field_id": [n.field_id for n in nuclei]}),
-        {"detector": detector, "params": params.model_dump(), "content_sha256": plate_digest(plate)},
+        {"detector": detector, "params": params.model_dump(), "content_sha256": digest},
     )
     counts = [len(n.centres) for n in nuclei]
     first = nuclei[int(np.argmax(counts))] if nuclei else None
@@ -108,7 +120,8 @@ def nuclei_masks(
         "nuclei_per_field_min": int(min(counts, default=0)),
         "seconds": round(seconds, 2),
         "detector": detector,
-        "store_version": manifest.get("version", ""),
+        "store_version": manifest["version"],
+        "content_sha256": digest,
     }
     if first is not None:
         fields = plate.fields().set_index(["well", "field_id"])
@@ -124,23 +137,28 @@ def nuclei_masks(
         png = plots.save_png(fig, cellscape.figures_dir(pk) / "nuclei_field.png")
         md["field_figure"] = dg.MetadataValue.md(plots.png_markdown(png, "nuclei"))
         md["field_figure_path"] = dg.MetadataValue.path(str(png))
-    return dg.MaterializeResult(metadata=md)
+    handle = {"plate_id": pk, "masks_version": manifest["version"], "content_sha256": digest,
+              "detector": detector, "run_id": context.run.run_id}
+    return dg.MaterializeResult(value=handle, metadata=md, data_version=dg.DataVersion(manifest["version"]))
 
 
 @dg.asset(
     partitions_def=plates_partitions,
     group_name=PLATE_GROUP,
-    deps=[nuclei_masks],
     kinds={"tensorstore"},
+    io_manager_key=HANDLE_IO_MANAGER,
 )
-def plate_frames(
-    context: dg.AssetExecutionContext, config: PlateFramesConfig, cellscape: CellscapeResource
-) -> dg.MaterializeResult:
+def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, nuclei_masks: dict,
+                 cellscape: CellscapeResource):
     """Nucleus-centred 100x100 frames (protein, nucleus, distance) of one plate in TensorStore."""
     pk = context.partition_key
     plate = read_plate(cellscape.plate_dir(pk))
+    digest = plate_digest(plate)
+    if digest != nuclei_masks["content_sha256"]:
+        raise dg.Failure(f"plate {pk} changed on disk since nuclei_masks ran (content {digest[:12]} vs "
+                         f"{nuclei_masks['content_sha256'][:12]}); materialize nuclei_masks again")
     store = cellscape.store()
-    masks, mask_table = store.read_masks(pk)
+    masks, mask_table = store.read_masks(pk, version=nuclei_masks["masks_version"])
     nuclei = [
         FieldNuclei(str(r.well), int(r.field_id), masks[i], nucleus_centres(masks[i]))
         for i, r in enumerate(mask_table.itertuples(index=False))
@@ -153,8 +171,8 @@ def plate_frames(
         frames,
         table,
         {
-            "content_sha256": plate_digest(plate),
-            "dataset_md5": cellscape.dataset_md5(),
+            "content_sha256": digest,
+            "masks_version": nuclei_masks["masks_version"],
             "ingest_params": params.model_dump(),
             "downsample": params.factor(plate_pixel_size(plate)),
         },
@@ -170,19 +188,23 @@ def plate_frames(
     captions = [f"{table.gene.iloc[i]}\n{table.localization.iloc[i].replace(';', ', ')}" for i in pick]
     fig = plots.plot_frame_grid(frames[pick] if len(pick) else frames[:0], captions, title=f"{pk}: random frames")
     png = plots.save_png(fig, cellscape.figures_dir(pk) / "frames_grid.png")
+    handle = {"plate_id": pk, "plate_version": manifest["version"], "masks_version": nuclei_masks["masks_version"],
+              "content_sha256": digest, "n_frames": int(len(table)), "run_id": context.run.run_id}
     return dg.MaterializeResult(
+        value=handle,
         metadata={
             "frames": len(table),
             "proteins": int(table["ensg_id"].nunique()) if len(table) else 0,
             "frames_per_field": float(len(table) / max(1, len(nuclei))),
             "shape": str(tuple(frames.shape)),
             "seconds": round(seconds, 2),
-            "store_version": manifest.get("version", ""),
-            "dataset_md5": cellscape.dataset_md5() or "unpinned",
+            "store_version": manifest["version"],
+            "masks_version": nuclei_masks["masks_version"],
+            "content_sha256": digest,
             "frames_figure": dg.MetadataValue.md(plots.png_markdown(png, "frames")),
             "frames_figure_path": dg.MetadataValue.path(str(png)),
         },
-        data_version=dg.DataVersion(str(manifest.get("version", ""))),
+        data_version=dg.DataVersion(manifest["version"]),
     )
 
 
@@ -195,60 +217,84 @@ class DatasetVersionConfig(dg.Config):
 
 @dg.asset(
     group_name=DATASET_GROUP,
-    deps=[plate_images],
     pool="dvc",
     kinds={"dvc"},
+    io_manager_key=HANDLE_IO_MANAGER,
+    automation_condition=dg.AutomationCondition.eager(),
 )
-def dataset_version(
-    context: dg.AssetExecutionContext, config: DatasetVersionConfig, cellscape: CellscapeResource
-) -> dg.MaterializeResult:
-    """The DVC md5 that pins data/ (re-pinned and pushed when plates changed)."""
+def dataset_version(context: dg.AssetExecutionContext, config: DatasetVersionConfig, plate_frames: dict,
+                    cellscape: CellscapeResource):
+    """The DVC md5 of the pinned plates (re-pinned and pushed after every ingest) and the plate versions it holds."""
+    if not plate_frames:
+        raise dg.Failure("no plate has been ingested yet; ingest a plate first")
     root = cellscape.root_path()
+    dvc_file = cellscape.path(cellscape.dvc_file)
     if config.pin:
-        target = cellscape.path(cellscape.dvc_file).with_suffix("")
-        status = run_dvc(["status", "--json", str(cellscape.path(cellscape.dvc_file).relative_to(root))], root)
-        changed = status.stdout.strip() not in ("", "{}")
-        if changed:
-            context.log.info(f"data changed since {cellscape.dvc_file}; re-pinning {target.name}/")
-            run_dvc(["add", str(target.relative_to(root))], root)
+        rel = str(dvc_file.relative_to(root))
+        status = run_dvc(["status", "--json", rel], root)
+        if status.stdout.strip() not in ("", "{}"):
+            context.log.info(f"data changed since {cellscape.dvc_file}; re-pinning {dvc_file.stem}/")
+            run_dvc(["add", str(dvc_file.with_suffix("").relative_to(root))], root)
         if config.push:
-            run_dvc(["push"], root)
-    md5 = cellscape.dataset_md5()
+            run_dvc(["push", rel], root)
+    md5, why = pinned_md5(cellscape.plates_path())
     if md5 is None:
-        raise dg.Failure(f"no {cellscape.dvc_file} at {root}: the dataset is not pinned")
+        raise dg.Failure(f"the plates are not pinned: {why}")
+    # the pin holds the files on disk now: each ingested plate must still be what was ingested
+    changed = []
+    for pid, h in sorted(plate_frames.items()):
+        now = plate_digest(read_plate(cellscape.plate_dir(pid)))
+        if now != h["content_sha256"]:
+            changed.append(pid)
+    if changed:
+        raise dg.Failure(f"plates {changed} changed on disk since they were ingested; ingest them again "
+                         "so the pinned md5 holds the frames' source")
+    plates = {pid: {"plate_version": h["plate_version"], "content_sha256": h["content_sha256"]}
+              for pid, h in sorted(plate_frames.items())}
+    key = content_key({p: v["content_sha256"] for p, v in plates.items()})
+    handle = {"dataset_md5": md5, "dvc_file": str(dvc_file), "plates": plates, "content_key": key,
+              "run_id": context.run.run_id}
+    table = pd.DataFrame([{"plate_id": p, **v} for p, v in plates.items()])
     return dg.MaterializeResult(
-        metadata={"dataset_md5": md5, "dvc_file": dg.MetadataValue.path(str(cellscape.path(cellscape.dvc_file)))},
-        data_version=dg.DataVersion(md5),
+        value=handle,
+        metadata={"dataset_md5": md5, "dvc_file": dg.MetadataValue.path(str(dvc_file)),
+                  "plates": _table_md(table), "content_key": key},
+        data_version=dg.DataVersion(f"{md5}:{key[:16]}"),
     )
 
 
 @dg.asset(
     group_name=DATASET_GROUP,
-    deps=[plate_frames, dataset_version],
     kinds={"parquet"},
+    io_manager_key=HANDLE_IO_MANAGER,
     automation_condition=dg.AutomationCondition.eager(),
 )
-def frame_catalog(context: dg.AssetExecutionContext, cellscape: CellscapeResource) -> dg.MaterializeResult:
-    """Every frame of every ingested plate, one row each, with a dense protein id."""
+def frame_catalog(context: dg.AssetExecutionContext, dataset_version: dict, cellscape: CellscapeResource):
+    """Every frame of the pinned plate versions, one row each, with a dense protein id."""
     store = cellscape.store()
-    catalog = store.catalog()
+    versions = {p: v["plate_version"] for p, v in dataset_version["plates"].items()}
+    catalog = catalog_of(store, versions)
     if len(catalog) == 0:
-        raise dg.Failure("the frame store holds no plates yet; ingest a plate first")
+        raise dg.Failure("the ingested plates hold no frames")
     proteins = sorted(catalog["ensg_id"].astype(str).unique())
     catalog["protein_id"] = catalog["ensg_id"].astype(str).map({p: i for i, p in enumerate(proteins)}).astype("int64")
-    md5 = cellscape.dataset_md5()
-    manifest = store.write_catalog(catalog, {"dataset_md5": md5, "plates": store.plate_ids()})
+    md5 = dataset_version["dataset_md5"]
+    manifest = store.write_catalog(catalog, {"dataset_md5": md5, "plates": versions,
+                                             "content_key": dataset_version["content_key"]})
     per_plate = catalog.groupby("plate_id").agg(frames=("frame_id", "size"), proteins=("ensg_id", "nunique"))
+    handle = {"catalog_version": manifest["version"], "dataset_md5": md5, "plates": versions,
+              "content_key": dataset_version["content_key"], "run_id": context.run.run_id}
     return dg.MaterializeResult(
+        value=handle,
         metadata={
             "frames": len(catalog),
             "plates": int(catalog["plate_id"].nunique()),
             "proteins": len(proteins),
-            "per_plate": dg.MetadataValue.md(per_plate.reset_index().to_markdown(index=False)),
-            "dataset_md5": md5 or "unpinned",
-            "catalog_version": manifest.get("version", ""),
+            "per_plate": _table_md(per_plate.reset_index()),
+            "dataset_md5": md5,
+            "catalog_version": manifest["version"],
         },
-        data_version=dg.DataVersion(str(manifest.get("version", ""))),
+        data_version=dg.DataVersion(manifest["version"]),
     )
 
 
@@ -257,16 +303,15 @@ SplitsConfig = dagster_config(SplitConfig, "SplitsConfig")
 
 @dg.asset(
     group_name=DATASET_GROUP,
-    deps=[frame_catalog],
     kinds={"parquet"},
+    io_manager_key=HANDLE_IO_MANAGER,
     check_specs=[dg.AssetCheckSpec("splits_disjoint", asset="dataset_splits", blocking=True)],
 )
-def dataset_splits(
-    context: dg.AssetExecutionContext, config: SplitsConfig, cellscape: CellscapeResource
-):
+def dataset_splits(context: dg.AssetExecutionContext, config: SplitsConfig, frame_catalog: dict,
+                   cellscape: CellscapeResource):
     """Train/valid/test assignment of frames, exclusive by field of view or by protein."""
     store = cellscape.store()
-    catalog = store.read_catalog()
+    catalog = store.read_dataset_table("catalog", version=frame_catalog["catalog_version"])
     sc = config.to_library()
     splits = make_splits(catalog, sc)
     version = split_version(splits, sc)
@@ -274,24 +319,30 @@ def dataset_splits(
     manifest = store.write_dataset_table(
         "splits",
         splits,
-        {"split_version": version, "config": sc.model_dump(), "catalog_version": store.read_catalog_manifest().get("version")},
+        {"split_version": version, "config": sc.model_dump(), "catalog_version": frame_catalog["catalog_version"],
+         "dataset_md5": frame_catalog["dataset_md5"], "plates": frame_catalog["plates"]},
     )
     summary = split_summary(splits)
-    yield dg.MaterializeResult(
+    handle = {"splits_version": manifest["version"], "split_version": version,
+              "catalog_version": frame_catalog["catalog_version"], "dataset_md5": frame_catalog["dataset_md5"],
+              "plates": frame_catalog["plates"], "content_key": frame_catalog["content_key"],
+              "disjoint": not problems, "problems": problems, "run_id": context.run.run_id}
+    yield dg.Output(
+        handle,
         metadata={
             "split_version": version,
-            "summary": dg.MetadataValue.md(pd.DataFrame(summary).T.reset_index(names="split").to_markdown(index=False)),
+            "summary": _table_md(pd.DataFrame(summary).T.reset_index(names="split")),
             "frames": len(splits),
             "proteins": int(splits["label"].nunique()),
-            "store_version": manifest.get("version", ""),
+            "store_version": manifest["version"],
+            "catalog_version": frame_catalog["catalog_version"],
+            "dataset_md5": frame_catalog["dataset_md5"],
         },
         data_version=dg.DataVersion(version),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="splits_disjoint",
-                passed=not problems,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"problems": "; ".join(problems) or "none"},
-            )
-        ],
+    )
+    yield dg.AssetCheckResult(
+        check_name="splits_disjoint",
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"problems": "; ".join(problems) or "none"},
     )

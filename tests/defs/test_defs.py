@@ -1,6 +1,7 @@
 """The Dagster layer: definitions load, assets materialize on a temporary instance, checks block,
 the sensor picks up complete plates only."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,13 @@ from assets_pkg.defs.resources import CellscapeResource
 
 REPO = Path(__file__).resolve().parents[2]
 PLATE_ASSETS = [imaging.plate_images, qc.plate_metadata, qc.plate_metadata_suites, store_defs.nuclei_masks, store_defs.plate_frames]
+DATASET_ASSETS = [store_defs.dataset_version, store_defs.frame_catalog, store_defs.dataset_splits]
+MODEL_ASSETS = [model.localization_model, model.localization_model_ablation, model.current_model]
+ALL = PLATE_ASSETS + DATASET_ASSETS + MODEL_ASSETS
+
+
+def _resources(root: Path) -> dict:
+    return {"cellscape": CellscapeResource(root=str(root)), HANDLE_IO_MANAGER: HandleIOManager()}
 
 
 def test_definitions_hold_the_ingest_graph():
@@ -71,7 +79,7 @@ def _materialize_plate(root: Path, pk: str, instance) -> dg.ExecuteInProcessResu
         PLATE_ASSETS,
         partition_key=pk,
         instance=instance,
-        resources={"cellscape": CellscapeResource(root=str(root))},
+        resources=_resources(root),
         raise_on_error=False,
     )
 
@@ -128,13 +136,13 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
     _dvc(project, "init", "--no-scm", "-q")
     _dvc(project, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     _dvc(project, "add", "-q", "data")
-    resources = {"cellscape": CellscapeResource(root=str(project))}
+    resources = _resources(project)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("plates", ["plate01", "plate02"])
         for pk in ("plate01", "plate02"):
             assert _materialize_plate(project, pk, instance).success
         res = dg.materialize(
-            [store_defs.dataset_version, store_defs.frame_catalog, store_defs.dataset_splits],
+            ALL, selection=DATASET_ASSETS,
             instance=instance, resources=resources,
             run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
         )
@@ -151,6 +159,29 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         assert set(splits["split"]) <= {"train", "valid"} and len(splits) == len(cat)
         check = res.get_asset_check_evaluations()[0]
         assert check.check_name == "splits_disjoint" and check.passed
+        # lineage by version id: each step names the versions it read
+        handles = Path(instance.storage_directory()) / "handles"
+        version = json.loads((handles / "dataset_version.json").read_text())
+        catalog_h = json.loads((handles / "frame_catalog.json").read_text())
+        splits_h = json.loads((handles / "dataset_splits.json").read_text())
+        plates = {p: store.read_manifest(p)["version"] for p in ("plate01", "plate02")}
+        assert {p: v["plate_version"] for p, v in version["plates"].items()} == plates == catalog_h["plates"]
+        assert version["dataset_md5"] == catalog_h["dataset_md5"] == splits_h["dataset_md5"] == md5
+        assert splits_h["catalog_version"] == catalog_h["catalog_version"] == store.read_catalog_manifest()["version"]
+        assert set(cat["plate_version"]) == set(plates.values())
+
+        # plate01 re-ingested: a new plate version, but the recorded catalog still reads the old one
+        assert _materialize_plate(project, "plate01", instance).success
+        assert store.read_manifest("plate01")["version"] != plates["plate01"]
+        old = store.read_dataset_table("catalog", version=catalog_h["catalog_version"])
+        pd.testing.assert_frame_equal(old, cat)
+        assert len(store.read_batch(old.head(5))) == 5  # the old plate version is still readable by id
+        # the next pin and catalog pick up the new plate version (a re-pin is part of the flow)
+        res = dg.materialize(ALL, selection=DATASET_ASSETS[:2], instance=instance, resources=resources)
+        assert res.success
+        catalog_h2 = json.loads((handles / "frame_catalog.json").read_text())
+        assert catalog_h2["plates"]["plate01"] == store.read_manifest("plate01")["version"]
+        assert catalog_h2["catalog_version"] != catalog_h["catalog_version"]
 
 
 def test_new_plate_sensor_picks_complete_settled_plates_only(project):
@@ -179,21 +210,20 @@ def test_new_plate_sensor_picks_complete_settled_plates_only(project):
         assert isinstance(result, dg.SkipReason)
 
 
-def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plates(project, tmp_path):
+def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(project, tmp_path):
     _dvc(project, "init", "--no-scm", "-q")
     _dvc(project, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     _dvc(project, "add", "-q", "data")
-    resources = {"cellscape": CellscapeResource(root=str(project))}
+    resources = _resources(project)
     small = {"preset": "tiny", "epochs": 2, "batch_size": 8}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("plates", ["plate01", "plate02"])
         for pk in ("plate01", "plate02"):
             assert _materialize_plate(project, pk, instance).success
-        ctx = dg.build_schedule_context(instance=instance)
-        assert isinstance(model.retrain_schedule(ctx), dg.RunRequest)  # plates, no model yet
+        cellscape = CellscapeResource(root=str(project))
+        assert isinstance(model.retrain_request(instance, cellscape), dg.RunRequest)  # plates, no model yet
         res = dg.materialize(
-            [store_defs.dataset_version, store_defs.frame_catalog, store_defs.dataset_splits,
-             model.localization_model, model.localization_model_ablation],
+            ALL, selection=DATASET_ASSETS + MODEL_ASSETS,
             instance=instance, resources=resources,
             run_config={"ops": {
                 "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}},
@@ -202,6 +232,8 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
             }},
         )
         assert res.success
+        handles = Path(instance.storage_directory()) / "handles"
+        splits_h = json.loads((handles / "dataset_splits.json").read_text())
         for name, weight in (("localization_model", 1.0), ("localization_model_ablation", 0.0)):
             md = res.asset_materializations_for_node(name)[0].metadata
             assert md["classification_weight"].value == weight
@@ -211,20 +243,38 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
             assert (ckpt / "figures" / "reconstructions.png").stat().st_size > 5_000
             assert (ckpt / "figures" / "curves.png").stat().st_size > 5_000
             assert "data:image/png;base64" in md["reconstructions"].value
+            # the model records the exact versions it read, and pins them in the store
+            prov = json.loads((ckpt / "model.json").read_text())["provenance"]
+            assert prov["splits_store_version"] == splits_h["splits_version"]
+            assert prov["plates"] == splits_h["plates"] and prov["dataset_md5"] == splits_h["dataset_md5"]
+        store = FrameStore(str(project / "artifacts" / "frames"))
+        assert any(p.startswith("model-localization_model-") for p in store.pins())
         checks = {c.asset_key.to_user_string(): c for c in res.get_asset_check_evaluations() if c.check_name == "model_health"}
         assert set(checks) == {"localization_model", "localization_model_ablation"}
         for c in checks.values():
             assert c.metadata["perplexity"].value > 0
-        # the atlas from both models: embeddings, spectra, code clusters, aligned UMAP, report
+        promoted = json.loads((handles / "current_model.json").read_text())
+        assert promoted["current"]["checkpoint"] == str(ckpt.parent.parent / "localization_model" / ckpt.name)
+        assert promoted["previous"] is None
+
+        # re-split after training (another seed): the atlas still embeds the model's own split version
+        res = dg.materialize(ALL, selection=[store_defs.dataset_splits], instance=instance, resources=resources,
+                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 0.5,
+                                                                                 "valid": 0.5, "test": 0.0}}}})
+        assert res.success
+        assert json.loads((handles / "dataset_splits.json").read_text())["splits_version"] != splits_h["splits_version"]
+        atlas_assets = [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
+                        atlas.umap_projection, atlas.localization_report]
         res = dg.materialize(
-            [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
-             atlas.umap_projection, atlas.localization_report],
-            instance=instance, resources={**resources, HANDLE_IO_MANAGER: HandleIOManager()},
+            ALL + atlas_assets, selection=atlas_assets, instance=instance, resources=resources,
             run_config={"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 4}},
                                 "localization_report": {"config": {"k": 2}},
                                 "umap_projection": {"config": {"n_neighbors": 5}}}},
         )
         assert res.success
+        emb_h = json.loads((handles / "frame_embeddings.json").read_text())
+        assert emb_h["splits_store_version"] == splits_h["splits_version"]
+        assert emb_h["frames"] == len(store.read_dataset_table("splits", version=splits_h["splits_version"]))
         md = res.asset_materializations_for_node("localization_report")[0].metadata
         report = Path(md["path"].value)
         assert "localization_model_ablation" in md["scores"].value
@@ -234,14 +284,14 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
             with np.load(report / f"{name}_matrices.npz", allow_pickle=False) as z:
                 assert "model" in str(z["provenance"]) and z["leaf_order"].size == z["used_codes"].size
         assert (report / "figures" / "aligned_umaps.png").stat().st_size > 5_000
-        scores = __import__("json").loads((report / "scores.json").read_text())
+        scores = json.loads((report / "scores.json").read_text())
         assert set(scores["scores"]) == {"localization_model", "localization_model_ablation"}
         assert scores["provenance"]["n_clusters"] == 4  # feature_spectrum_clusters' own count
         assert all(Path(m["checkpoint"]).is_dir() for m in scores["provenance"]["models"].values())
-        # nothing new since the model: the nightly schedule skips; a re-ingested plate triggers it
-        assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+        # nothing new since the model: the nightly schedule skips, also after re-ingesting identical files
+        assert isinstance(model.retrain_request(instance, cellscape), dg.SkipReason)
         assert _materialize_plate(project, "plate01", instance).success
-        assert isinstance(model.retrain_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+        assert isinstance(model.retrain_request(instance, cellscape), dg.SkipReason)
 
 
 def test_dvc_yaml_and_params_parse():

@@ -55,6 +55,44 @@ def dataset_md5(dvc_file: str | Path) -> str:
     return str(md5)
 
 
+def dvc_file_for(path: str | Path) -> Path | None:
+    """The ``.dvc`` file that pins ``path``: ``<A>.dvc`` beside the nearest ancestor ``A`` of
+    ``path`` (``path`` itself included) that has one, below the DVC repository root; None when
+    nothing pins it (no repository, or no ``.dvc`` file covers it)."""
+    p = Path(path).resolve()
+    try:
+        root = find_repo_root(p if p.is_dir() else p.parent)
+    except CellscapeError:
+        return None
+    for a in (p, *p.parents):
+        if a == root or root not in a.parents:
+            return None
+        cand = a.parent / (a.name + ".dvc")
+        if cand.is_file():
+            return cand
+    return None
+
+
+def pinned_md5(path: str | Path) -> tuple[str | None, str]:
+    """The DVC md5 of the pinned data that holds ``path`` as it is on disk now.
+
+    Returns ``(md5, why)``: the md5 of the covering ``.dvc`` file when ``dvc status`` says the
+    data on disk matches it, else ``(None, reason)`` -- unpinned, or changed since the pin (a
+    recorded md5 must name data that contains what was read).  The repository is the one that
+    holds ``path``, not the one around the working directory.
+    """
+    dvc_file = dvc_file_for(path)
+    if dvc_file is None:
+        return None, f"{path} is not pinned by any .dvc file"
+    root = find_repo_root(dvc_file.parent)
+    proc = run_dvc(["status", "--json", str(dvc_file.relative_to(root))], root, check=False)
+    if proc.returncode != 0:
+        return None, f"dvc status failed on {dvc_file}: {(proc.stderr or proc.stdout).strip()[-300:]}"
+    if proc.stdout.strip() not in ("", "{}"):
+        return None, f"{dvc_file.name} does not match the data on disk (run dvc add {dvc_file.stem})"
+    return dataset_md5(dvc_file), "pinned"
+
+
 def dataset_md5_or_none(repo_root: str | Path | None = None, name: str = "data.dvc") -> str | None:
     """:func:`dataset_md5` of ``<repo_root>/data.dvc``, or None where there is no such file."""
     try:

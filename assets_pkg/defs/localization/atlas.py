@@ -4,8 +4,9 @@ The atlas assets pass their results along the graph's edges: each writes its fil
 ``artifacts/atlas/<run>/`` and returns a small JSON handle (paths and ids, stored by
 :class:`~.io.HandleIOManager`); each downstream asset takes its parents' handles as arguments,
 so the report scores exactly the spectra, code clusters and projection its parents made.
-``frame_embeddings`` finds the models from their own materialization records (the model is an
-input, never "newest on disk") and records in its handle which checkpoints it used.
+``frame_embeddings`` takes the promoted model (``current_model``) and the ablation as inputs
+(never "newest on disk", never a model whose health check failed), embeds the frames of the
+promoted model's own split version, and records in its handle which checkpoints it used.
 """
 
 import json
@@ -24,36 +25,32 @@ from ...core.localization.config import (
 from ...core.localization.figures import plot_aligned_umaps
 from ...core.localization.projection import aligned_umap
 from ...core.plots.figures import png_markdown, save_png
+from ...core.store.lineage import lineage_refs
 from ..config import dagster_config
 from ..io import HANDLE_IO_MANAGER
 from ..resources import CellscapeResource
-from ..store import dataset_splits
-from .model import localization_model, localization_model_ablation
+from .model import accepted
 
 ATLAS_GROUP = "atlas"
-MODELS = (localization_model, localization_model_ablation)
 
 
-def _model_checkpoints(context) -> dict[str, Path]:
-    """Checkpoint folders to embed with: the model, its ablation, and the model's previous
-    materialization (``localization_model_previous``) so "is the new model better?" has an
-    answer; each taken from the asset's own materialization records."""
-    out = {}
-    for asset in MODELS:
-        records = context.instance.fetch_materializations(asset.key, limit=2).records
-        name = asset.key.to_user_string()
-        if not records:
-            context.log.info(f"{name} not materialized: left out")
-            continue
-        for suffix, rec in zip(("", "_previous"), records, strict=False):
-            if suffix and asset is not localization_model:
-                continue
-            md = rec.asset_materialization.metadata
-            ckpt = Path(md["checkpoint_dir"].value)
-            if ckpt.is_dir():
-                out[name + suffix] = ckpt
-            else:
-                context.log.warning(f"{name + suffix}: checkpoint {ckpt} is gone; left out")
+def _models_to_embed(context, current_model: dict, ablation: dict | None) -> dict[str, dict]:
+    """Model handles to embed with: the promoted model, the one it replaced
+    (``localization_model_previous``, so "is the new model better?" has an answer) and the
+    ablation when its health check passed.  A model that failed its check is never used."""
+    out = {"localization_model": current_model["current"]}
+    if current_model.get("previous"):
+        out["localization_model_previous"] = current_model["previous"]
+    if ablation is None:
+        context.log.info("localization_model_ablation not materialized: left out")
+    elif not accepted(ablation):
+        context.log.warning(f"localization_model_ablation run {ablation['run_id'][:8]} failed model_health: left out")
+    else:
+        out["localization_model_ablation"] = ablation
+    for name, h in list(out.items()):
+        if not Path(h["checkpoint"]).is_dir():
+            context.log.warning(f"{name}: checkpoint {h['checkpoint']} is gone; left out")
+            del out[name]
     return out
 
 
@@ -70,16 +67,23 @@ def _load_embeddings(handle: dict) -> dict[str, atlas.Embeddings]:
 EmbeddingsConfig = dagster_config(EmbeddingConfig, "EmbeddingsConfig")
 
 
-@dg.asset(group_name=ATLAS_GROUP, deps=[localization_model, localization_model_ablation, dataset_splits],
-          kinds={"numpy"}, io_manager_key=HANDLE_IO_MANAGER)
-def frame_embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, cellscape: CellscapeResource):
-    """Per-frame codebook-usage histograms (and pooled encoder outputs) of each trained model."""
+@dg.asset(group_name=ATLAS_GROUP, kinds={"numpy"}, io_manager_key=HANDLE_IO_MANAGER,
+          ins={"current_model": dg.AssetIn(),
+               "localization_model_ablation": dg.AssetIn(metadata={"optional": True})})
+def frame_embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, current_model: dict,
+                     localization_model_ablation: dict | None, cellscape: CellscapeResource):
+    """Per-frame codebook-usage histograms (and pooled encoder outputs) of the promoted model, the one before it and the ablation."""
     store = cellscape.store()
-    splits = store.read_dataset_table("splits")
+    model = current_model["current"]
+    # every model is embedded on the frames of the promoted model's own split version
+    splits = store.read_dataset_table("splits", version=model["splits_store_version"])
     rows = splits if config.split == "all" else splits[splits["split"] == config.split]
     out = _out_dir(context, cellscape)
+    store.pin(f"atlas-{context.run.run_id[:8]}",
+              lineage_refs(model["plates"], {"splits": model["splits_store_version"]}), note=str(out))
     models, md = {}, {}
-    for name, ckpt in _model_checkpoints(context).items():
+    for name, h in _models_to_embed(context, current_model, localization_model_ablation).items():
+        ckpt = Path(h["checkpoint"])
         emb, models[name] = atlas.embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size)
         atlas.save_embeddings(emb, out, name)
         md[f"{name}_checkpoint"] = dg.MetadataValue.path(str(ckpt))
@@ -88,7 +92,8 @@ def frame_embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig
     if not models:
         raise dg.Failure("no trained model to embed with; materialize localization_model first")
     handle = {"run_id": context.run.run_id, "path": str(out), "models": models, "split": config.split,
-              "frames": len(rows), "dataset_md5": cellscape.dataset_md5()}
+              "frames": len(rows), "dataset_md5": model["dataset_md5"],
+              "splits_store_version": model["splits_store_version"], "plates": model["plates"]}
     md.update({"path": dg.MetadataValue.path(str(out)), "models": json.dumps(list(models)), "frames": len(rows),
                "split": config.split, "dataset_md5": handle["dataset_md5"] or "unpinned"})
     return dg.MaterializeResult(value=handle, metadata=md)
