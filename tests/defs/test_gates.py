@@ -125,3 +125,17 @@ def test_the_schedule_retrains_on_changed_content_with_the_promoted_config_and_r
             assert isinstance(req, dg.RunRequest) and req.tags["attempt"] == "2"
             assert req.run_key != f"retrain-{bad_key[:16]}-1"
     assert isinstance(req, dg.SkipReason) and "failed 2 times" in req.skip_message
+
+
+def test_an_ingested_plate_is_re_pinned_and_catalogued_by_automation():
+    """After a plate's frames land (sensor-driven ingest), the automation sensor requests the DVC
+    re-pin and the catalog in one go, so a recorded md5 always holds the plates used."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01"])
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert result.total_requested == 0
+        instance.report_runless_asset_event(dg.AssetMaterialization("plate_frames", partition="plate01"))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        requested = {r.key.to_user_string() for r in result.results if r.true_subset.size}
+        assert {"dataset_version", "frame_catalog"} <= requested
+        assert "localization_model" not in requested  # training stays on demand / nightly
