@@ -10,6 +10,7 @@ import types
 import typing
 from pathlib import Path
 
+from .cli_store import add_store_commands, open_store
 from .core.errors import CellscapeError
 
 # ----------------------------------------------------------------------------- flags from the config models
@@ -146,12 +147,6 @@ def _add_ingest(sub):
     p.set_defaults(func=cmd_ingest)
 
 
-def open_store(spec: str):
-    from .core.store.frame_store import FrameStore
-
-    return FrameStore(json.loads(spec) if spec.lstrip().startswith("{") else spec)
-
-
 def cmd_ingest(a) -> int:
     from tqdm import tqdm
 
@@ -192,10 +187,10 @@ def cmd_ingest(a) -> int:
         ingested += 1
         print(f"{res.plate_id}: {res.n_fields} fields, {res.n_nuclei} nuclei, {res.n_frames} frames in {res.seconds:.1f}s")
     if ingested and not a.no_catalog:
-        cat = store.catalog()
+        # A conditional update, rebuilt on conflict: concurrent ingests never drop a plate.
         md5 = md5s.pop() if len(md5s) == 1 else None
-        store.write_catalog(cat, {"dataset_md5": md5, "plates": store.plate_ids()})
-        print(f"catalog: {len(cat)} frames from {cat['plate_id'].nunique()} plates")
+        man = store.update_catalog({"dataset_md5": md5})
+        print(f"catalog: {man['n_rows']} frames from {man['n_plates']} plates")
     return 1 if failed else 0
 
 
@@ -537,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_train_counting(sub)
     _add_count(sub)
+    add_store_commands(sub)
     return parser
 
 

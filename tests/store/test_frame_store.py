@@ -1,4 +1,7 @@
-"""FrameStore: layout, versioned writes, failure safety, batched reads, catalog."""
+"""FrameStore: layout, versioned writes, failure safety, batched reads, catalog, masks.
+
+Concurrency (processes), reads by version, garbage collection and checksums are in
+test_store_versions.py, test_store_concurrency.py and test_store_integrity.py."""
 
 from __future__ import annotations
 
@@ -72,6 +75,7 @@ def test_layout_on_disk(tmp_path):
     assert keys(st) == sorted(
         [
             "plates/P1/manifest.json",
+            f"plates/P1/{v}/manifest.json",
             f"plates/P1/{v}/frames.parquet",
             f"plates/P1/{v}/frames/zarr.json",
             *[f"plates/P1/{v}/frames/c/{i}/0/0/0" for i in range(3)],  # 3 shards of 4 frames
@@ -79,6 +83,9 @@ def test_layout_on_disk(tmp_path):
     )
     meta = json.loads((tmp_path / f"plates/P1/{v}/frames/zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "sharding_indexed"
+    inner = meta["codecs"][0]["configuration"]["codecs"]
+    assert [c["name"] for c in inner] == ["bytes", "crc32c"]  # every chunk is checksummed
+    assert json.loads((tmp_path / f"plates/P1/{v}/manifest.json").read_text()) == st.read_manifest("P1")
     assert meta["dimension_names"] == ["frame", "y", "x", "channel"]
 
 
@@ -99,17 +106,20 @@ def test_other_layouts_round_trip(tmp_path, layout):
     np.testing.assert_array_equal(st.read_frames("P1", [8, 0, 5]), fr[[8, 0, 5]])
 
 
-def test_rewrite_replaces_plate_and_deletes_old_version(store):
-    store.write_plate("P1", frames_for(10, seed=1), table_for("P1", 10))
-    v1 = store.read_manifest("P1")["version"]
+def test_rewrite_makes_a_new_current_version_and_keeps_the_old_one(store):
+    fr1 = frames_for(10, seed=1)
+    v1 = store.write_plate("P1", fr1, table_for("P1", 10))["version"]
     fr2 = frames_for(6, seed=2)
     man = store.write_plate("P1", fr2, table_for("P1", 6), {"run": 2})
     assert man["version"] != v1 and man["version"] > v1  # time-ordered ids
     assert store.read_manifest("P1")["n_frames"] == 6
     np.testing.assert_array_equal(store.read_frames("P1", np.arange(6)), fr2)
-    assert not [k for k in keys(store, "plates/P1/") if k.startswith(v1)]
     with pytest.raises(StoreError, match="out of range"):
         store.read_frames("P1", [6])
+    # The old version is intact and readable by id until garbage collection removes it.
+    assert store.read_manifest("P1", version=v1)["n_frames"] == 10
+    np.testing.assert_array_equal(store.read_frames("P1", [9, 0], version=v1), fr1[[9, 0]])
+    assert [v["current"] for v in store.versions("P1")] == [False, True]
 
 
 def test_failure_before_manifest_swap_keeps_previous_version(store, monkeypatch):
@@ -153,9 +163,11 @@ def test_failed_manifest_write_and_failed_cleanup_leave_orphan_swept_later(store
     np.testing.assert_array_equal(store.read_frames("P1", np.arange(10)), fr1)
     versions = {k.split("/")[0] for k in keys(store, "plates/P1/") if "/" in k}
     assert len(versions) == 2  # the orphan is still there ...
+    assert [v["complete"] for v in store.versions("P1")] == [True, False]
     man3 = store.write_plate("P1", frames_for(3, seed=3), table_for("P1", 3))
+    store.collect_garbage(grace_seconds=0)
     versions = {k.split("/")[0] for k in keys(store, "plates/P1/") if "/" in k}
-    assert versions == {man3["version"]}  # ... and swept by the next successful write
+    assert versions == {man3["version"]}  # ... and swept by garbage collection
 
 
 def test_adding_a_plate_does_not_touch_others(tmp_path):
@@ -176,7 +188,7 @@ def test_readers_of_a_rewritten_plate_retry_with_the_new_version(tmp_path):
     reader.read_frames("P1", [0])  # caches version 1
     fr2 = frames_for(8, seed=2)
     writer.write_plate("P1", fr2, table_for("P1", 8))
-    # Version 1's chunks are gone: the reader gets a missing-chunk error, refreshes, retries.
+    # The reader re-validates the pointer on every read: it sees version 2, not its cached 1.
     np.testing.assert_array_equal(reader.read_frames("P1", [5, 2]), fr2[[5, 2]])
 
 
@@ -188,7 +200,7 @@ def test_missing_chunks_are_errors_not_zeros(tmp_path):
     np.testing.assert_array_equal(st.read_frames("P1", [5]), fr[[5]])
     v = st.read_manifest("P1")["version"]
     (tmp_path / f"plates/P1/{v}/frames/c/1/0/0/0").unlink()
-    with pytest.raises(ValueError, match="NOT_FOUND|missing"):
+    with pytest.raises(StoreError, match=f"plate 'P1' version {v}.*frames 4..7.*NOT_FOUND"):
         FrameStore(tmp_path).read_frames("P1", [5])
 
 
@@ -226,12 +238,13 @@ def test_catalog(store):
     pd.testing.assert_frame_equal(store.read_catalog(), cat, check_dtype=False)
     man2 = store.write_catalog(cat.iloc[:2])
     assert len(store.read_catalog()) == 2 and store.read_catalog_manifest() == man2
-    assert {k.split("/")[0] for k in keys(store, "catalog/") if "/" in k} == {man2["version"]}
-    # Catalog rows name plate versions: rows of a re-ingested plate are refused, not misread.
+    assert len(store.read_catalog(version=man["version"])) == 5  # the first version stays readable
+    # Catalog rows name plate versions: rows of a re-ingested plate read the version they name.
+    old = store.read_batch(cat)
     store.write_plate("A", frames_for(2, seed=9), table_for("A", 2))
-    with pytest.raises(StoreError, match="rebuild the catalog"):
-        store.read_batch(cat)
-    assert len(store.read_batch(store.catalog())) == 5
+    np.testing.assert_array_equal(store.read_batch(cat), old)
+    new = store.read_batch(store.catalog())
+    np.testing.assert_array_equal(new[:2], frames_for(2, seed=9))
 
 
 def test_empty_store_and_empty_plate(store):
@@ -296,7 +309,9 @@ def test_masks_round_trip_and_versions(store):
     assert store.plate_ids() == []  # masks alone do not make a plate of frames
     man2 = store.write_masks("P1", masks[:1], fields.iloc[:1])
     assert store.read_masks_manifest("P1") == man2
-    assert {k.split("/")[0] for k in keys(store, "masks/P1/") if "/" in k} == {man2["version"]}
+    np.testing.assert_array_equal(store.read_masks("P1")[0], masks[:1])
+    np.testing.assert_array_equal(store.read_masks("P1", version=man["version"])[0], masks)
+    assert [v["version"] for v in store.versions("P1", kind="masks")] == [man["version"], man2["version"]]
     with pytest.raises(StoreError, match="integer"):
         store.write_masks("P1", masks.astype(float), fields)
     with pytest.raises(StoreError, match="no masks"):

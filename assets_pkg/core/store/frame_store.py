@@ -7,37 +7,43 @@ spec, by configuration alone.
 
 Layout under the root::
 
-    plates/<plate_id>/manifest.json              which version is current (+ provenance)
-    plates/<plate_id>/<version>/frames/          zarr3 array (N, H, W, C) float32,
-                                                 axes (frame, y, x, channel)
-    plates/<plate_id>/<version>/frames.parquet   frame table, one row per frame
-    catalog/manifest.json                        current catalog version (+ provenance)
-    catalog/<version>/catalog.parquet            concatenation of plate tables
-    masks/<plate_id>/manifest.json               nucleus label images of a plate's fields:
-    masks/<plate_id>/<version>/labels/           zarr3 (F, H, W) int32, axes (field, y, x)
-    masks/<plate_id>/<version>/fields.parquet    one row per field
+    plates/<plate_id>/manifest.json                 which version is current (a copy of its manifest)
+    plates/<plate_id>/<version>/manifest.json       the version's own manifest (readable by id)
+    plates/<plate_id>/<version>/frames/             zarr3 array (N, H, W, C) float32,
+                                                    axes (frame, y, x, channel)
+    plates/<plate_id>/<version>/frames.parquet      frame table, one row per frame
+    catalog/manifest.json, catalog/<version>/       concatenation of plate tables (catalog.parquet)
+    masks/<plate_id>/manifest.json                  nucleus label images of a plate's fields:
+    masks/<plate_id>/<version>/labels/              zarr3 (F, H, W) int32, axes (field, y, x)
+    masks/<plate_id>/<version>/fields.parquet       one row per field
+    pins/<name>.json                                versions kept by a pin (see :mod:`.retention`)
 
-Writes are versioned.  :meth:`FrameStore.write_plate` writes the new version under a fresh
-version id (the array inside a TensorStore transaction), then replaces the manifest with one
-single-key write (atomic in every kvstore driver), then deletes older versions.  Until the
-manifest is replaced readers see the previous version, whole; if anything fails before, the
-partial new version is removed (or, if even that fails, ignored and swept by the next
-successful write).  One array per plate, so adding a plate never rewrites another.  One
-writer per plate at a time (the Dagster partition guarantees it): two concurrent writers of
-the same plate could delete each other's new version.
+Every write makes an immutable version and never deletes another (:mod:`.versioned`): the
+version is written under a fresh id (the array inside a TensorStore transaction), then the
+plate's pointer moves by a conditional write, retried on conflict.  Any number of writers, in
+any processes, may write the same plate at once: every version they write stays intact and
+readable by id (``read_manifest(plate_id, version=...)``, ``read_batch`` rows with a
+``plate_version`` column), and the current one is the one created last.  One array per
+plate, so adding a plate never rewrites another.  The catalog is rebuilt by a retrying
+conditional update (:meth:`FrameStore.update_catalog`), so concurrent ingests of different
+plates never drop one.  Old versions go only through garbage collection
+(:meth:`FrameStore.collect_garbage`, policy in :mod:`.retention`).
 
 Chunking (see :data:`DEFAULT_LAYOUT`, chosen with ``benchmarks/bench_store.py``): Zarr v3
 ``sharding_indexed`` with one frame per inner chunk and :data:`DEFAULT_SHARD_FRAMES` frames
 per shard, so a random frame costs one small byte-range read while a plate is a few hundred
-files rather than one per frame.
+files rather than one per frame.  Every chunk carries a crc32c checksum: a damaged chunk is a
+:class:`~assets_pkg.core.errors.StoreError` naming the plate, the version and the chunk, never
+wrong numbers; :meth:`FrameStore.verify` scans the whole store (:mod:`.integrity`).
 
 Arrays are opened with ``fill_missing_data_reads=False`` and written with
 ``store_data_equal_to_fill_value=True``: a missing chunk is an error, never silent zeros.
-A reader that holds a plate's array when the plate is rewritten gets that error on its next
-read, re-reads the manifest and retries once.
+Reads without a version read the current one: the pointer is re-validated on every call (one
+small conditional read per plate), so a reader never serves a plate version that has been
+replaced.
 
 The module holds what is about plates (:class:`FrameStore`: plate arrays and tables, batched
-reads, the catalog, nucleus masks); the kvstore, versions and manifests are
+reads, the catalog, nucleus masks); the kvstore, versions, manifests and pins are
 :class:`~.versioned.VersionedStore`, its base, and the chunking is :mod:`.layout`.
 """
 
@@ -45,7 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,15 +60,20 @@ import tensorstore as ts
 from ..errors import StoreError
 from ..imaging.plates import check_plate_id
 from .frames import FRAME_CHANNELS
+from .integrity import VerifyReport, verify_store
 from .layout import AXES, DEFAULT_LAYOUT, DEFAULT_SHARD_FRAMES, ChunkLayout
-from .versioned import (
+from .naming import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA_VERSION,
-    VersionedStore,
+    MASKS_PREFIX,
+    PLATES_PREFIX,
     check_provenance,
+    check_version,
     now_iso,
     table_to_parquet,
 )
+from .retention import DEFAULT_GRACE_SECONDS, collect_garbage
+from .versioned import VersionedStore
 
 __all__ = [
     "AXES",
@@ -72,11 +83,9 @@ __all__ = [
     "FrameStore",
 ]
 
-PLATES_PREFIX = "plates/"
 CATALOG_NAME = "catalog"
 ARRAY_NAME = "frames"
 TABLE_NAME = "frames.parquet"
-MASKS_PREFIX = "masks/"
 MASKS_ARRAY_NAME = "labels"
 MASKS_TABLE_NAME = "fields.parquet"
 
@@ -106,7 +115,6 @@ class FrameStore(VersionedStore):
     ):
         self.layout = layout
         super().__init__(root, context)
-        self._arrays: dict[str, tuple[dict, ts.TensorStore]] = {}
 
     # ------------------------------------------------------------------ plate keys
     @staticmethod
@@ -125,7 +133,7 @@ class FrameStore(VersionedStore):
         provenance: Mapping | None = None,
         channels: Sequence[str] | None = None,
     ) -> dict:
-        """Store (or replace) the frames of one plate; return the new manifest.
+        """Store the frames of one plate as a new version; return its manifest.
 
         Parameters
         ----------
@@ -145,17 +153,19 @@ class FrameStore(VersionedStore):
         Returns
         -------
         dict
-            The manifest now current: ``plate_id``, ``version``, ``n_frames``, ``shape``,
+            The new version's manifest: ``plate_id``, ``version``, ``n_frames``, ``shape``,
             ``chunk_shape`` (stored object), ``read_chunk_shape``, ``dtype``, ``axes``,
             ``channels``, ``created``, ``array_path``, ``table_path``, ``table_sha256``,
-            ``table_columns``, ``layout``, ``provenance``.
+            ``table_columns``, ``layout``, ``provenance``.  It is current on return unless a
+            concurrent writer's version, created later, already is (the later one wins; this
+            one stays readable by id).
 
         Raises
         ------
         StoreError
             Bad plate id, frames or table, or provenance that is not JSON.  Storage errors
-            propagate as raised by TensorStore; in every case the previous version stays
-            current and intact.
+            propagate as raised by TensorStore; in every case the versions already stored stay
+            intact and the current one stays current.
         """
         check_plate_id(plate_id)
         frames = np.asarray(frames)
@@ -204,9 +214,7 @@ class FrameStore(VersionedStore):
                 "provenance": prov,
             }
 
-        manifest = self._versioned_write(self._plate_prefix(plate_id), build)
-        self._arrays.pop(plate_id, None)
-        return manifest
+        return self._versioned_write(self._plate_prefix(plate_id), build)
 
     @staticmethod
     def _check_table(plate_id: str, table: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -230,18 +238,21 @@ class FrameStore(VersionedStore):
         return table
 
     def delete_plate(self, plate_id: str) -> None:
-        """Remove a plate (frames and masks): manifest first (readers stop seeing it), then data."""
+        """Remove a plate, every version of its frames and masks, pinned or not.
+
+        The pointer goes first (readers stop seeing the plate), then the data.
+        """
         check_plate_id(plate_id)
         self._kv.delete_range(
             ts.KvStore.KeyRange(self._manifest_key(plate_id), self._manifest_key(plate_id) + "\0")
         ).result()
         self._delete_prefix(self._plate_prefix(plate_id))
         self._delete_prefix(self._masks_prefix(plate_id))
-        self._arrays.pop(plate_id, None)
+        self._opened = {k: v for k, v in self._opened.items() if k[1] != plate_id}
 
     # ------------------------------------------------------------------ reading plates
     def plate_ids(self) -> list[str]:
-        """Ids of the plates that have a manifest, sorted."""
+        """Ids of the plates that have a current version, sorted."""
         ids = []
         for k in self._list(PLATES_PREFIX):
             parts = k.split("/")
@@ -249,37 +260,28 @@ class FrameStore(VersionedStore):
                 ids.append(parts[0])
         return sorted(ids)
 
-    def read_manifest(self, plate_id: str) -> dict:
-        """The current manifest of a plate (see :meth:`write_plate`)."""
+    def read_manifest(self, plate_id: str, version: str | None = None) -> dict:
+        """The manifest of a plate's current version, or of ``version`` (see :meth:`write_plate`)."""
         check_plate_id(plate_id)
-        man = self._read_json(self._manifest_key(plate_id))
-        if man is None:
-            raise StoreError(f"plate {plate_id!r} is not in the store", path=self.url, field="plate_id")
-        return man
+        return self.version_manifest("plates", plate_id, version)
 
-    def read_table(self, plate_id: str) -> pd.DataFrame:
-        """The frame table of a plate's current version."""
-        return self._table_from_manifest(self.read_manifest(plate_id))
+    def read_table(self, plate_id: str, version: str | None = None) -> pd.DataFrame:
+        """The frame table of a plate's current version, or of ``version``."""
+        check_plate_id(plate_id)
+        return self.version_table("plates", plate_id, version)
 
-    def open_array(self, plate_id: str) -> ts.TensorStore:
-        """The current version's array, (N, H, W, C) float32, axes (frame, y, x, channel)."""
-        return self._current(plate_id, refresh=True)[1]
+    def open_array(self, plate_id: str, version: str | None = None) -> ts.TensorStore:
+        """A version's array (current when None), (N, H, W, C) float32, axes (frame, y, x, channel)."""
+        check_plate_id(plate_id)
+        return self.version_array("plates", plate_id, version)[1]
 
-    def _current(self, plate_id: str, refresh: bool = False) -> tuple[dict, ts.TensorStore]:
-        if not refresh and plate_id in self._arrays:
-            return self._arrays[plate_id]
-        man = self.read_manifest(plate_id)
-        cached = self._arrays.get(plate_id)
-        if cached is not None and cached[0]["version"] == man["version"]:
-            return cached
-        arr = self._open_array_at(man["array_path"])
-        self._arrays[plate_id] = (man, arr)
-        return man, arr
-
-    def read_frames(self, plate_id: str, indices: Iterable[int] | np.ndarray) -> np.ndarray:
+    def read_frames(
+        self, plate_id: str, indices: Iterable[int] | np.ndarray, version: str | None = None
+    ) -> np.ndarray:
         """Frames of one plate by frame index, in the order asked (duplicates allowed).
 
-        The indices are sorted and de-duplicated into one batched TensorStore read.
+        The indices are sorted and de-duplicated into one batched TensorStore read of the
+        current version, or of ``version``.
 
         Returns
         -------
@@ -287,63 +289,50 @@ class FrameStore(VersionedStore):
         """
         check_plate_id(plate_id)
         idx = np.asarray(indices, dtype=np.int64).ravel()
-        data, inv = self._collect(self._submit({plate_id: idx}))[plate_id]
+        data, inv = self._collect(self._submit({plate_id: idx}, {plate_id: version}), {plate_id: version})[plate_id]
         if np.array_equal(inv, np.arange(len(inv))):
             return data  # already sorted and unique: no reordering copy
         return data[inv]
 
     # ------------------------------------------------------------------ batched reads
-    def _submit(
-        self,
-        requests: Mapping[str, np.ndarray],
-        refresh: bool = False,
-        expect: Mapping[str, str] | None = None,
-    ) -> dict:
-        """Issue one sorted, de-duplicated read per plate, all in one batch; return futures."""
+    def _submit(self, requests: Mapping[str, np.ndarray], versions: Mapping[str, str | None]) -> dict:
+        """Issue one sorted, de-duplicated read per plate (of its named or current version) in one batch."""
+        opened = {pid: self.version_array("plates", pid, versions.get(pid)) for pid in requests}
         futs = {}
         with ts.Batch() as batch:
             for pid, idx in requests.items():
-                man, arr = self._current(pid, refresh=refresh)
-                if expect is not None and man["version"] != expect[pid] and not refresh:
-                    man, arr = self._current(pid, refresh=True)  # our cache may be the stale one
-                if expect is not None and man["version"] != expect[pid]:
-                    raise StoreError(
-                        f"rows name version {expect[pid]} of plate {pid!r} but the store holds "
-                        f"{man['version']}; rebuild the catalog",
-                        field="plate_version",
-                    )
+                man, arr = opened[pid]
                 n = man["n_frames"]
                 if idx.size and (idx.min() < 0 or idx.max() >= n):
                     bad = idx[(idx < 0) | (idx >= n)][:5].tolist()
                     raise StoreError(
-                        f"frame indices {bad} out of range 0..{n - 1} for plate {pid!r}",
+                        f"frame indices {bad} out of range 0..{n - 1} for plate {pid!r} version {man['version']}",
                         field="frame_index",
                     )
                 uniq, inv = np.unique(idx, return_inverse=True)
                 fut = arr[uniq].read(batch=batch) if uniq.size else None
-                futs[pid] = (man, uniq, inv, fut)
+                futs[pid] = (man, arr, uniq, inv, fut)
         return futs
 
-    def _collect(
-        self, futs: dict, expect: Mapping[str, str] | None = None
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Wait for the reads: per plate, (frames at the sorted unique indices, inverse map)."""
+    def _collect(self, futs: dict, versions: Mapping[str, str | None]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Wait for the reads: per plate, (frames at the sorted unique indices, inverse map).
+
+        A failed read raises StoreError naming the plate, the version and the damaged chunks
+        (or saying that the version was removed by garbage collection).  A read of the current
+        version whose version was replaced and collected meanwhile is retried once on the new one.
+        """
         out = {}
-        for pid, (man, uniq, inv, fut) in futs.items():
+        for pid, (man, arr, uniq, inv, fut) in futs.items():
             if fut is None:
                 out[pid] = (np.empty((0, *man["shape"][1:]), np.float32), inv)
                 continue
             try:
                 data = fut.result()
-            except ValueError:
-                # The plate may have been rewritten since its array was opened: re-read the
-                # manifest and retry once; a second failure is real.
-                retry = self._submit(
-                    {pid: uniq}, refresh=True, expect=None if expect is None else {pid: expect[pid]}
-                )[pid]
-                if retry[0]["version"] == man["version"]:
-                    raise
-                data = retry[3].result()
+            except ValueError as e:
+                if versions.get(pid) is None and self.current_version("plates", pid) != man["version"]:
+                    data, _ = self._collect(self._submit({pid: uniq}, {pid: None}), {pid: None})[pid]
+                else:
+                    raise self._damage_error("plates", pid, man, arr, uniq, e) from e
             out[pid] = (data, inv)
         return out
 
@@ -354,14 +343,21 @@ class FrameStore(VersionedStore):
         ----------
         rows : pandas.DataFrame or iterable of (plate_id, frame_index)
             A DataFrame needs columns ``plate_id`` and ``frame_index`` (catalog rows work); when
-            it also has ``plate_version``, each plate's current version must equal it (a
-            catalog older than a re-ingested plate is refused rather than misread).
+            it also has ``plate_version``, exactly those versions are read (current or not),
+            so a catalog or split keeps reading the frames it was built from.
 
         Returns
         -------
         ndarray of float32, shape (len(rows), H, W, C)
             One batched read per plate, all issued concurrently (TensorStore futures in one
             :class:`tensorstore.Batch`).  No rows give shape (0, 0, 0, 0).
+
+        Raises
+        ------
+        StoreError
+            An unknown plate, an index out of range, a named version that is not stored (e.g.
+            removed by garbage collection: the message names plate and version), or damaged
+            chunk data (the message names plate, version and chunk).
         """
         if isinstance(rows, pd.DataFrame):
             for c in ("plate_id", "frame_index"):
@@ -379,24 +375,21 @@ class FrameStore(VersionedStore):
         if m == 0:
             return np.empty((0, 0, 0, 0), np.float32)
         codes, plates = pd.factorize(pids)
-        requests = {}
-        positions = {}
+        requests, positions, want = {}, {}, {}
         for k, pid in enumerate(plates):
+            check_plate_id(pid)
             pos = np.flatnonzero(codes == k)
             positions[pid] = pos
             requests[pid] = fidx[pos]
-        expect = None
-        if versions is not None:
-            expect = {}
-            for pid, pos in positions.items():
-                want = set(versions[pos])
-                if len(want) != 1:
+            want[pid] = None
+            if versions is not None:
+                named = set(versions[pos])
+                if len(named) != 1:
                     raise StoreError(
-                        f"rows name several versions {sorted(want)} of plate {pid!r}",
-                        field="plate_version",
+                        f"rows name several versions {sorted(named)} of plate {pid!r}", field="plate_version"
                     )
-                expect[pid] = want.pop()
-        data = self._collect(self._submit(requests, expect=expect), expect=expect)
+                want[pid] = check_version(named.pop(), field="plate_version")
+        data = self._collect(self._submit(requests, want), want)
         shapes = {tuple(d.shape[1:]) for d, _ in data.values()}
         if len(shapes) != 1:
             raise StoreError(f"plates hold frames of different shapes {sorted(shapes)}", field="shape")
@@ -412,13 +405,15 @@ class FrameStore(VersionedStore):
 
     # ------------------------------------------------------------------ catalog
     def catalog(self) -> pd.DataFrame:
-        """All plate tables concatenated, plates in sorted id order.
+        """All plate tables (current versions) concatenated, plates in sorted id order.
 
         Adds ``row_id`` (0..M-1 over the catalog), ``plate_index`` (position of the plate in
-        :meth:`plate_ids`) and ``plate_version`` (the version each row was read from).
+        the catalog's plate list) and ``plate_version`` (the version each row was read from).
+        A plate deleted while the catalog is built is left out.
         """
         ids = self.plate_ids()
         mans = [self._read_json(self._manifest_key(p)) for p in ids]
+        mans = [m for m in mans if m is not None]
         raws = self._read_many([m["table_path"] for m in mans])
         parts = []
         for i, (man, raw) in enumerate(zip(mans, raws, strict=True)):
@@ -441,16 +436,51 @@ class FrameStore(VersionedStore):
         return cat
 
     def write_catalog(self, df: pd.DataFrame, provenance: Mapping | None = None) -> dict:
-        """Store the frame catalog; return its manifest."""
+        """Store a catalog computed by the caller as a new version; return its manifest.
+
+        Two callers that built their catalogs concurrently may each miss the other's plate;
+        :meth:`update_catalog` rebuilds on conflict and never does.
+        """
         return self.write_dataset_table(CATALOG_NAME, df, provenance)
 
-    def read_catalog_manifest(self) -> dict:
-        """The current catalog manifest."""
-        return self.read_dataset_manifest(CATALOG_NAME)
+    def update_catalog(
+        self,
+        provenance: Mapping | None = None,
+        augment: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    ) -> dict:
+        """Rebuild the catalog from the plates stored now and make it current, retrying on conflict.
 
-    def read_catalog(self) -> pd.DataFrame:
-        """The catalog table last stored with :meth:`write_catalog`."""
-        return self.read_dataset_table(CATALOG_NAME)
+        Parameters
+        ----------
+        provenance : mapping, optional
+            Recorded in the manifest, with ``plates`` (the catalog's plate ids) added.
+        augment : callable, optional
+            ``augment(catalog) -> catalog`` (e.g. adds a dense protein id), applied to each
+            rebuild.
+
+        Returns
+        -------
+        dict
+            The manifest of the catalog version made current (see
+            :meth:`~.versioned.VersionedStore.update_dataset_table`).
+        """
+        prov = check_provenance(provenance)
+
+        def build() -> tuple[pd.DataFrame, dict]:
+            cat = self.catalog()
+            if augment is not None:
+                cat = augment(cat)
+            return cat, {**prov, "plates": sorted(cat["plate_id"].astype(str).unique().tolist())}
+
+        return self.update_dataset_table(CATALOG_NAME, build)
+
+    def read_catalog_manifest(self, version: str | None = None) -> dict:
+        """The catalog manifest: current, or ``version``."""
+        return self.read_dataset_manifest(CATALOG_NAME, version)
+
+    def read_catalog(self, version: str | None = None) -> pd.DataFrame:
+        """The catalog table (see :meth:`write_catalog`): current, or ``version``."""
+        return self.read_dataset_table(CATALOG_NAME, version)
 
     # ------------------------------------------------------------------ nucleus masks
     @staticmethod
@@ -464,7 +494,7 @@ class FrameStore(VersionedStore):
         table: pd.DataFrame,
         provenance: Mapping | None = None,
     ) -> dict:
-        """Store (or replace) the nucleus label images of a plate's fields; return the manifest.
+        """Store the nucleus label images of a plate's fields as a new version; return its manifest.
 
         Versioned exactly like :meth:`write_plate`, under ``masks/<plate_id>/``.
 
@@ -472,7 +502,7 @@ class FrameStore(VersionedStore):
         ----------
         masks : ndarray of int, shape (F, H, W)
             One label image per field (0 = background), axes (field, y, x); stored int32,
-            one zstd-compressed chunk per field.
+            one zstd-compressed, crc32c-checked chunk per field.
         table : pandas.DataFrame
             One row per field (e.g. ``well``, ``field_id``), kept as given.
         provenance : mapping, optional
@@ -504,6 +534,7 @@ class FrameStore(VersionedStore):
             "codecs": [
                 {"name": "bytes", "configuration": {"endian": "little"}},
                 {"name": "zstd", "configuration": {"level": 3}},
+                {"name": "crc32c"},
             ],
             "dimension_names": ["field", "y", "x"],
         }
@@ -532,16 +563,33 @@ class FrameStore(VersionedStore):
 
         return self._versioned_write(self._masks_prefix(plate_id), build)
 
-    def read_masks_manifest(self, plate_id: str) -> dict:
-        """The current masks manifest of a plate (see :meth:`write_masks`)."""
+    def read_masks_manifest(self, plate_id: str, version: str | None = None) -> dict:
+        """The masks manifest of a plate (see :meth:`write_masks`): current, or ``version``."""
         check_plate_id(plate_id)
-        man = self._read_json(self._masks_prefix(plate_id) + MANIFEST_NAME)
-        if man is None:
-            raise StoreError(f"no masks for plate {plate_id!r} in the store", path=self.url, field="plate_id")
-        return man
+        return self.version_manifest("masks", plate_id, version)
 
-    def read_masks(self, plate_id: str) -> tuple[np.ndarray, pd.DataFrame]:
-        """Label images (F, H, W) int32 and field table of a plate's current masks."""
-        man = self.read_masks_manifest(plate_id)
-        arr = self._open_array_at(man["array_path"])
-        return arr.read().result(), self._table_from_manifest(man)
+    def read_masks(self, plate_id: str, version: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """Label images (F, H, W) int32 and field table of a plate's masks: current, or ``version``."""
+        check_plate_id(plate_id)
+        man, arr = self.version_array("masks", plate_id, version)
+        try:
+            labels = arr.read().result()
+        except ValueError as e:
+            raise self._damage_error("masks", plate_id, man, arr, None, e, axis="fields") from e
+        return labels, self._table_from_manifest(man)
+
+    # ------------------------------------------------------------------ retention and integrity
+    def collect_garbage(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> dict:
+        """Remove the versions the retention policy does not keep (see :mod:`.retention`).
+
+        Returns ``{"removed": [...], "kept": [...], "dry_run": bool}``, one dict per version
+        (``kind``, ``name``, ``version``, ``reason``); with ``dry_run`` nothing is removed.
+        """
+        return collect_garbage(self, grace_seconds=grace_seconds, dry_run=dry_run)
+
+    def verify(self, batch_bytes: int = 64 << 20, progress: Callable[[str], None] | None = None) -> VerifyReport:
+        """Read every stored version of every plate, mask and table in full and check it.
+
+        See :func:`~.integrity.verify_store`.
+        """
+        return verify_store(self, batch_bytes=batch_bytes, progress=progress)

@@ -1,17 +1,46 @@
-"""Versioned objects in one TensorStore key-value store, each made current by a manifest.
+"""Immutable versions in one TensorStore key-value store, made current by conditional writes.
 
 :class:`VersionedStore` is the storage half of :class:`~.frame_store.FrameStore`: it opens a
 kvstore from a folder, URL or JSON spec (:func:`kvstore_spec`), reads and writes raw keys,
-JSON and Parquet tables, opens zarr3 arrays, and writes versions.  A version is written under
-``<parent>/<version>/`` (a fresh, time-ordered id), then ``<parent>/manifest.json`` is
-replaced with one single-key write (atomic in every kvstore driver), then older versions are
-deleted.  Until the manifest is replaced readers see the previous version, whole; if anything
-fails before, the partial new version is removed (or, if even that fails, ignored and swept by
-the next successful write).  Dataset-level tables (catalog, splits, ...) are versioned the
-same way (:meth:`VersionedStore.write_dataset_table`).
+JSON and Parquet tables, opens zarr3 arrays, and writes versions.  Every versioned object (a
+plate's frames, a plate's nucleus masks, a dataset table such as the catalog or the splits)
+lives under its *parent* prefix::
+
+    <parent>/manifest.json               the current pointer: a copy of the current version's manifest
+    <parent>/<version>/manifest.json     the version's own manifest, written last (the version is complete)
+    <parent>/<version>/...               the version's arrays and tables, never modified afterwards
+
+Write protocol (:meth:`VersionedStore._versioned_write`):
+
+1. a fresh version id (UTC time to the microsecond and a random suffix: ids sort by creation
+   time, :func:`new_version`); the data go under ``<parent>/<version>/``, then its manifest;
+2. the pointer moves by a *conditional* write: read the pointer and its storage generation,
+   then write ``if_equal=generation`` (for a missing pointer, the "no value" generation).  If
+   another writer moved the pointer in between, the write does not happen: re-read and retry.
+   A pointer that already names a version created later than ours stays: the later-created
+   version wins, and ours stays readable by id;
+3. no write ever deletes another version.  If a write fails before its pointer moved, its own
+   partial version is removed (best effort; garbage collection removes what is left).
+
+The pointer therefore only moves forward in creation order, two writers never lose each
+other's work, and a version, once complete, can be read by id until garbage collection
+removes it (:mod:`.retention`: the current version, pinned versions, versions newer than the
+current one and young versions are kept).  Dataset tables rebuilt from the store (the catalog)
+use :meth:`VersionedStore.update_dataset_table`: on a conflict the table is rebuilt from the
+fresh store and the write retried, so N concurrent catalog updates never drop a plate.
+
+Conditional writes are compare-and-swap operations of the kvstore driver: object stores
+(``gcs``, ``s3``) use generation/ETag preconditions, ``memory`` a mutex, and ``file`` an
+exclusive OFD ``fcntl`` lock on ``<key>.__lock`` around "compare generation, write a temporary,
+rename", so on a local folder (or a network file system with working locks) the swap is safe
+across processes without a lock file of our own (``tests/store/test_store_concurrency.py``
+checks it with processes).
 
 Arrays are opened with ``fill_missing_data_reads=False`` and written with
-``store_data_equal_to_fill_value=True``: a missing chunk is an error, never silent zeros.
+``store_data_equal_to_fill_value=True``: a missing chunk is an error, never silent zeros.  A
+chunk that fails to read (missing, or a crc32c mismatch, :mod:`.layout`) is located with
+:func:`damaged_chunks` and reported as :class:`~assets_pkg.core.errors.StoreError` naming the
+object, the version and the chunk.
 """
 
 from __future__ import annotations
@@ -20,10 +49,7 @@ import hashlib
 import io
 import json
 import os
-import uuid
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,66 +58,29 @@ import tensorstore as ts
 
 from ..errors import StoreError
 from ..imaging.plates import check_plate_id
-
-MANIFEST_SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-
-
-def kvstore_spec(root: str | os.PathLike | Mapping) -> Any:
-    """TensorStore kvstore spec (JSON dict or URL) for a store root."""
-    if isinstance(root, Mapping):
-        spec = dict(root)
-        if "driver" not in spec:
-            raise StoreError("kvstore spec needs a 'driver'", field="root")
-        path = spec.get("path", "")
-        if path and not path.endswith("/"):
-            spec["path"] = path + "/"
-        return spec
-    root = os.fspath(root)
-    if "://" in root:
-        return root if root.endswith("/") else root + "/"
-    return {"driver": "file", "path": str(Path(root).expanduser().resolve()) + "/"}
-
-
-def prefix_range(prefix: str) -> ts.KvStore.KeyRange:
-    """Key range of all keys starting with ``prefix`` (which ends with '/'; '' = all keys)."""
-    if not prefix:
-        return ts.KvStore.KeyRange()
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=end)
-
-
-def new_version() -> str:
-    """A fresh, time-ordered version id like ``v20250102T030405123456Z-1a2b3c4d``."""
-    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"v{now}-{uuid.uuid4().hex[:8]}"
-
-
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 to the second (manifests' ``created``)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def table_to_parquet(table: pd.DataFrame) -> bytes:
-    """Parquet bytes of ``table`` (pyarrow engine, index not stored)."""
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False, engine="pyarrow")
-    return buf.getvalue()
-
-
-def json_bytes(obj: Mapping) -> bytes:
-    """UTF-8 JSON of ``obj``, indented, keys sorted, with a final newline (manifests)."""
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def check_provenance(provenance: Mapping | None) -> dict:
-    """A copy of ``provenance`` as a dict (``None`` gives ``{}``); StoreError unless JSON-serialisable."""
-    prov = dict(provenance or {})
-    try:
-        json.dumps(prov)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"provenance must be JSON-serialisable: {e}", field="provenance") from e
-    return prov
+from .layout import damaged_chunks
+from .naming import (
+    KINDS,
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    MAX_ATTEMPTS,
+    PINS_PREFIX,
+    RESERVED_NAMES,
+    backoff,
+    check_provenance,
+    check_version,
+    describe_object,
+    is_safe_name,
+    is_version,
+    json_bytes,
+    kvstore_spec,
+    new_version,
+    now_iso,
+    prefix_range,
+    table_to_parquet,
+    version_parent,
+    version_time,
+)
 
 
 class VersionedStore:
@@ -116,6 +105,8 @@ class VersionedStore:
             self._kv = ts.KvStore.open(self._spec, context=self.context).result()
         except ValueError as e:
             raise StoreError(f"cannot open kvstore {self._spec!r}: {e}", field="root") from e
+        self._heads: dict[str, tuple[bytes, dict]] = {}  # pointer key -> (generation, manifest)
+        self._opened: dict[tuple[str, str, str], tuple[dict, ts.TensorStore]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -141,8 +132,18 @@ class VersionedStore:
             out.append(None if r.state == "missing" else bytes(r.value))
         return out
 
+    def _read_stamped(self, key: str) -> tuple[bytes | None, bytes]:
+        """The value of ``key`` (None when missing) and its storage generation."""
+        r = self._kv.read(key).result()
+        return (None if r.state == "missing" else bytes(r.value)), r.stamp.generation
+
     def _write_bytes(self, key: str, data: bytes) -> None:
         self._kv.write(key, data).result()
+
+    def _write_if(self, key: str, data: bytes | None, generation: bytes) -> bool:
+        """Write (or delete, ``data=None``) ``key`` only if its generation is still ``generation``."""
+        stamp = self._kv.write(key, data, if_equal=generation).result()
+        return stamp.generation != b""  # an unmet condition answers the "unknown" generation
 
     def _delete_prefix(self, prefix: str) -> None:
         self._kv.delete_range(prefix_range(prefix)).result()
@@ -151,8 +152,7 @@ class VersionedStore:
         keys = self._kv.list(prefix_range(prefix), strip_prefix_length=len(prefix)).result()
         return [k.decode("utf-8") for k in keys]
 
-    def _read_json(self, key: str) -> dict | None:
-        raw = self._read_bytes(key)
+    def _parse_json(self, raw: bytes | None, key: str) -> dict | None:
         if raw is None:
             return None
         try:
@@ -162,6 +162,9 @@ class VersionedStore:
         if not isinstance(obj, dict):
             raise StoreError("must hold a JSON object", path=self._where(key))
         return obj
+
+    def _read_json(self, key: str) -> dict | None:
+        return self._parse_json(self._read_bytes(key), key)
 
     def _where(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
@@ -191,38 +194,148 @@ class VersionedStore:
             arr.write(data).result()
         txn.commit_async().result()
 
-    def _versioned_write(self, parent: str, build) -> dict:
-        """Write a new version under ``parent``, swap the manifest, delete older versions.
+    # ------------------------------------------------------------------ writing versions
+    def _write_version(self, parent: str, build: Callable[[str, str], dict]) -> dict:
+        """Write a complete new version under ``parent`` (data, then its own manifest); return it.
 
         ``build(prefix, version)`` writes the version's data under ``prefix`` and returns its
-        manifest.  Until the manifest write (one key, atomic) the previous version stays
-        current; on any failure before it, the partial version is removed (best effort).
+        manifest.  On failure the partial version is removed (best effort).
         """
         version = new_version()
         prefix = parent + version + "/"
         try:
             manifest = build(prefix, version)
-            self._write_bytes(parent + MANIFEST_NAME, json_bytes(manifest))  # the swap
+            self._write_bytes(prefix + MANIFEST_NAME, json_bytes(manifest))
         except BaseException:
-            try:
-                self._delete_prefix(prefix)
-            except Exception:  # noqa: BLE001 - best effort; the next write sweeps orphans
-                pass
+            self._discard(parent, version)
             raise
-        self._delete_other_versions(parent, keep=version)
         return manifest
 
-    def _delete_other_versions(self, parent: str, keep: str) -> None:
-        """Delete versions older than ``keep``, sparing whatever the manifest names now.
+    def _discard(self, parent: str, version: str) -> None:
+        """Remove our own version unless the pointer names it (best effort: gc sweeps the rest)."""
+        try:
+            head = self._read_json(parent + MANIFEST_NAME)
+            if head is None or head.get("version") != version:
+                self._delete_prefix(parent + version + "/")
+        except Exception:  # noqa: BLE001 - best effort; garbage collection removes what is left
+            pass
 
-        Version ids sort by creation time, so a concurrent writer's newer version (still
-        being written, or already current) is never removed by an older writer's cleanup.
+    def _publish(self, parent: str, manifest: dict) -> bool:
+        """Point ``<parent>/manifest.json`` at ``manifest`` by a conditional write, retrying.
+
+        Returns False, leaving the pointer, when it already names a version created later.
         """
-        current = (self._read_json(parent + MANIFEST_NAME) or {}).get("version")
-        versions = {k.split("/", 1)[0] for k in self._list(parent) if "/" in k}
-        for v in sorted(versions):
-            if v < keep and v != current:
-                self._delete_prefix(parent + v + "/")
+        key = parent + MANIFEST_NAME
+        data = json_bytes(manifest)
+        for attempt in range(MAX_ATTEMPTS):
+            raw, generation = self._read_stamped(key)
+            head = self._parse_json(raw, key)
+            if head is not None and str(head.get("version", "")) > manifest["version"]:
+                return False
+            if self._write_if(key, data, generation):
+                return True
+            backoff(attempt)
+        raise StoreError(f"gave up moving the pointer after {MAX_ATTEMPTS} conflicting writes", path=self._where(key))
+
+    def _versioned_write(self, parent: str, build: Callable[[str, str], dict]) -> dict:
+        """Write a new version under ``parent`` and make it current unless a later one already is.
+
+        Returns the new version's manifest.  Other versions are never touched; on any failure
+        before the pointer names the new version, its partial data are removed (best effort).
+        """
+        manifest = self._write_version(parent, build)
+        try:
+            self._publish(parent, manifest)
+        except BaseException:
+            self._discard(parent, manifest["version"])
+            raise
+        return manifest
+
+    # ------------------------------------------------------------------ reading versions
+    def _head(self, parent: str) -> dict | None:
+        """The current pointer's manifest (None when absent), re-validated on every call."""
+        key = parent + MANIFEST_NAME
+        cached = self._heads.get(key)
+        r = self._kv.read(key, if_not_equal=cached[0] if cached else None).result()
+        if r.state == "unspecified" and cached is not None:
+            return cached[1]
+        if r.state == "missing":
+            self._heads.pop(key, None)
+            return None
+        man = self._parse_json(bytes(r.value), key)
+        self._heads[key] = (r.stamp.generation, man)
+        return man
+
+    def current_version(self, kind: str, name: str) -> str | None:
+        """The version the pointer of a plate (``kind="plates"``), its masks or a table names."""
+        head = self._head(version_parent(kind, name))
+        return None if head is None else head.get("version")
+
+    def version_manifest(self, kind: str, name: str, version: str | None = None) -> dict:
+        """The manifest of one version (the current one when ``version`` is None).
+
+        Raises
+        ------
+        StoreError
+            When the object has no current version, or the version is not stored (never
+            written, or removed by garbage collection): the message names both.
+        """
+        parent = version_parent(kind, name)
+        if version is None:
+            man = self._head(parent)
+            if man is None:
+                message, fld = self._absent(kind, name)
+                raise StoreError(message, path=self._where(parent + MANIFEST_NAME), field=fld)
+            return man
+        check_version(version)
+        man = self._read_json(parent + version + "/" + MANIFEST_NAME)
+        if man is None:
+            head = self._head(parent)
+            if head is not None and head.get("version") == version:
+                return head  # written before versions carried their own manifest
+            raise StoreError(
+                f"version {version} of {describe_object(kind, name)} is not in the store "
+                "(never written, or removed by garbage collection)",
+                path=self._where(parent + version + "/"),
+                field="version",
+            )
+        return man
+
+    @staticmethod
+    def _absent(kind: str, name: str) -> tuple[str, str]:
+        if kind == "plates":
+            return f"plate {name!r} is not in the store", "plate_id"
+        if kind == "masks":
+            return f"no masks for plate {name!r} in the store", "plate_id"
+        return f"no {name} table has been written", "name"
+
+    def version_array(self, kind: str, name: str, version: str | None = None) -> tuple[dict, ts.TensorStore]:
+        """The manifest and the opened array of one version (current when None); cached per version.
+
+        A named version is immutable, so a cached one is served without a read (if it has been
+        collected since, the next array read fails and says so).
+        """
+        if version is not None and (kind, name, version) in self._opened:
+            return self._opened[(kind, name, version)]
+        man = self.version_manifest(kind, name, version)
+        key = (kind, name, man["version"])
+        hit = self._opened.get(key)
+        if hit is not None:
+            return hit
+        try:
+            arr = self._open_array_at(man["array_path"])
+        except ValueError as e:
+            raise StoreError(
+                f"version {man['version']} of {describe_object(kind, name)}: array cannot be opened: {e}",
+                path=self._where(man["array_path"]),
+                field="array_path",
+            ) from e
+        self._opened[key] = (man, arr)
+        return man, arr
+
+    def version_table(self, kind: str, name: str, version: str | None = None) -> pd.DataFrame:
+        """The Parquet table of one version (current when None), checked against its sha256."""
+        return self._table_from_manifest(self.version_manifest(kind, name, version))
 
     def _table_from_manifest(self, man: dict, raw: bytes | None = None) -> pd.DataFrame:
         key = man["table_path"]
@@ -234,16 +347,151 @@ class VersionedStore:
             raise StoreError("frame table checksum differs from the manifest", path=self._where(key))
         return pd.read_parquet(io.BytesIO(raw), engine="pyarrow")
 
-    # ------------------------------------------------------------------ dataset-level tables
-    def write_dataset_table(self, name: str, df: pd.DataFrame, provenance: Mapping | None = None) -> dict:
-        """Store a dataset-level table (catalog, splits, ...) versioned like a plate.
+    def _damage_error(self, kind: str, name: str, man: dict, arr: ts.TensorStore,
+                      indices: np.ndarray | None, err: Exception, axis: str = "frames") -> StoreError:
+        """StoreError for a failed array read: version collected, or which chunk is damaged."""
+        what = f"{describe_object(kind, name)} version {man['version']}"
+        try:
+            self.version_manifest(kind, name, man["version"])
+        except StoreError as gone:
+            return gone
+        damage = damaged_chunks(arr, man["array_path"], indices)
+        if not damage:
+            return StoreError(f"{what}: read failed: {err}", path=self._where(man["array_path"]), field=axis)
+        lines = "; ".join(d.describe(axis) for d in damage[:5]) + (" ..." if len(damage) > 5 else "")
+        return StoreError(
+            f"{what}: {len(damage)} damaged chunk(s) (checksum mismatch, undecodable or missing): {lines}",
+            path=self._where(damage[0].key.split(" ")[0]),
+            field=axis,
+        )
 
-        The table lands at ``<name>/<version>/<name>.parquet`` and ``<name>/manifest.json``
-        points at it; the previous version stays current until the manifest swap.
+    def versions(self, name: str, kind: str = "plates") -> list[dict]:
+        """The stored versions of a plate (or ``kind="masks"``/``"tables"``), oldest first.
+
+        Returns
+        -------
+        list of dict
+            ``version``, ``created`` (ISO 8601, from the id), ``current`` (the pointer names
+            it), ``complete`` (its manifest is written: readable by id), ``pinned_by``
+            (names of the pins that keep it).
         """
+        parent = version_parent(kind, name)
+        head = self._head(parent)
+        current = None if head is None else head.get("version")
+        found: dict[str, bool] = {}
+        for k in self._list(parent):
+            v, _, rest = k.partition("/")
+            if is_version(v):
+                found[v] = found.get(v, False) or rest == MANIFEST_NAME
+        pinned: dict[str, list[str]] = {}
+        for pin_name, rec in self.pins().items():
+            v = rec.get("refs", {}).get(kind, {}).get(name)
+            if v:
+                pinned.setdefault(v, []).append(pin_name)
+        return [
+            {"version": v, "created": version_time(v).isoformat(timespec="microseconds"),
+             "current": v == current, "complete": done or v == current, "pinned_by": sorted(pinned.get(v, []))}
+            for v, done in sorted(found.items())
+        ]
+
+    def inventory(self) -> dict[str, dict[str, list[str]]]:
+        """Every versioned object and its stored version folders: ``{kind: {name: [versions]}}``.
+
+        One listing of the whole store.  Objects with a pointer and no version folder appear
+        with an empty list.
+        """
+        inv: dict[str, dict[str, set[str]]] = {k: {} for k in KINDS}
+        for key in self._list(""):
+            parts = key.split("/")
+            if parts[0] in ("plates", "masks") and len(parts) >= 3:
+                kind, name, rest = parts[0], parts[1], parts[2]
+            elif parts[0] not in RESERVED_NAMES and len(parts) >= 2:
+                kind, name, rest = "tables", parts[0], parts[1]
+            else:
+                continue
+            if not is_safe_name(name):
+                continue
+            if is_version(rest):
+                inv[kind].setdefault(name, set()).add(rest)
+            elif rest == MANIFEST_NAME and len(parts) == (3 if kind != "tables" else 2):
+                inv[kind].setdefault(name, set())
+        return {k: {n: sorted(vs) for n, vs in sorted(d.items())} for k, d in inv.items()}
+
+    def remove_version(self, kind: str, name: str, version: str) -> None:
+        """Delete one stored version (its manifest first, then its data); never the current one.
+
+        Used by garbage collection (:func:`~.retention.collect_garbage`), which decides what
+        may go; readers of a removed version get a StoreError naming it.
+        """
+        parent = version_parent(kind, name)
+        check_version(version)
+        head = self._head(parent)
+        if head is not None and head.get("version") == version:
+            raise StoreError(f"version {version} of {describe_object(kind, name)} is current; not removed",
+                             field="version")
+        self._kv.write(parent + version + "/" + MANIFEST_NAME, None).result()
+        self._delete_prefix(parent + version + "/")
+        self._opened.pop((kind, name, version), None)
+
+    # ------------------------------------------------------------------ pins
+    def pin(self, name: str, refs: Mapping, note: str = "") -> dict:
+        """Keep the versions named in ``refs`` through garbage collection; return the pin record.
+
+        Parameters
+        ----------
+        name : str
+            The pin's name (a model run, a report ...); letters, digits, ``_``, ``-``, ``.``.
+            Pinning again under the same name replaces the record.
+        refs : mapping
+            ``{"plates": {plate_id: version}, "masks": {plate_id: version}, "tables": {name:
+            version}}``; any of the three may be left out.  Every version must be stored.
+        note : str
+            Free text kept in the record (e.g. what read these versions).
+
+        Raises
+        ------
+        StoreError
+            A bad name, kind or version id, or a version that is not in the store.
+        """
+        check_plate_id(name)
+        if not isinstance(refs, Mapping) or set(refs) - set(KINDS):
+            raise StoreError(f"refs must map some of {sorted(KINDS)} to {{name: version}}", field="refs")
+        clean: dict[str, dict[str, str]] = {}
+        for kind, named in refs.items():
+            if not isinstance(named, Mapping):
+                raise StoreError(f"refs[{kind!r}] must map names to versions", field="refs")
+            clean[kind] = {str(n): check_version(v, field=f"refs.{kind}.{n}") for n, v in named.items()}
+        record = {"name": name, "refs": clean, "note": str(note), "created": now_iso()}
+        self._write_bytes(f"{PINS_PREFIX}{name}.json", json_bytes(record))
+        for kind, named in clean.items():  # after writing: a collector that ran first has removed it
+            for n, v in named.items():
+                self.version_manifest(kind, n, v)
+        return record
+
+    def unpin(self, name: str) -> bool:
+        """Remove a pin; True if there was one."""
+        check_plate_id(name)
+        key = f"{PINS_PREFIX}{name}.json"
+        if self._read_bytes(key) is None:
+            return False
+        self._kv.write(key, None).result()
+        return True
+
+    def pins(self) -> dict[str, dict]:
+        """Every pin record by name (see :meth:`pin`)."""
+        names = [k for k in self._list(PINS_PREFIX) if k.endswith(".json") and "/" not in k]
+        raws = self._read_many([PINS_PREFIX + k for k in names])
+        out = {}
+        for k, raw in zip(names, raws, strict=True):
+            rec = self._parse_json(raw, PINS_PREFIX + k)
+            if rec is not None:
+                out[k[: -len(".json")]] = rec
+        return out
+
+    # ------------------------------------------------------------------ dataset-level tables
+    def _table_build(self, name: str, df: pd.DataFrame, provenance: Mapping | None) -> Callable[[str, str], dict]:
         if not isinstance(df, pd.DataFrame):
             raise StoreError(f"{name} must be a DataFrame, got {type(df).__name__}", field=name)
-        check_plate_id(name)
         prov = check_provenance(provenance)
         df = df.reset_index(drop=True)
 
@@ -264,16 +512,54 @@ class VersionedStore:
                 "provenance": prov,
             }
 
-        return self._versioned_write(f"{name}/", build)
+        return build
 
-    def read_dataset_manifest(self, name: str) -> dict:
-        """The current manifest of a dataset-level table."""
-        key = f"{name}/{MANIFEST_NAME}"
-        man = self._read_json(key)
-        if man is None:
-            raise StoreError(f"no {name} table has been written", path=self._where(key))
-        return man
+    def write_dataset_table(self, name: str, df: pd.DataFrame, provenance: Mapping | None = None) -> dict:
+        """Store a dataset-level table (catalog, splits, ...) as a new version; return its manifest.
 
-    def read_dataset_table(self, name: str) -> pd.DataFrame:
-        """The dataset-level table last stored with :meth:`write_dataset_table`."""
-        return self._table_from_manifest(self.read_dataset_manifest(name))
+        The table lands at ``<name>/<version>/<name>.parquet`` and ``<name>/manifest.json`` is
+        moved to it by a conditional write (a version created later that is already current
+        stays current).  For a table computed from the store, use :meth:`update_dataset_table`.
+        """
+        parent = version_parent("tables", name)
+        return self._versioned_write(parent, self._table_build(name, df, provenance))
+
+    def update_dataset_table(
+        self,
+        name: str,
+        build: Callable[[], tuple[pd.DataFrame, Mapping | None]],
+        max_attempts: int = 100,
+    ) -> dict:
+        """Rebuild a dataset table from the store and make it current, retrying on conflict.
+
+        ``build()`` returns ``(table, provenance)`` from what the store holds *now*.  The
+        pointer's generation is read before each build, and the pointer moves only if it is
+        unchanged; otherwise the unpublished version is removed and the table rebuilt.  So the
+        last update to succeed was built after every earlier one was published, and N
+        concurrent updates (each after writing its own plate) end with a table that holds
+        every plate.
+
+        Returns the manifest of the version made current.
+        """
+        parent = version_parent("tables", name)
+        key = parent + MANIFEST_NAME
+        for attempt in range(max_attempts):
+            raw, generation = self._read_stamped(key)
+            head = self._parse_json(raw, key)
+            df, prov = build()
+            manifest = self._write_version(parent, self._table_build(name, df, prov))
+            newer = head is not None and str(head.get("version", "")) > manifest["version"]
+            if not newer and self._write_if(key, json_bytes(manifest), generation):
+                return manifest
+            self._discard(parent, manifest["version"])
+            backoff(attempt)
+        raise StoreError(f"gave up updating the {name} table after {max_attempts} conflicts",
+                         path=self._where(key))
+
+    def read_dataset_manifest(self, name: str, version: str | None = None) -> dict:
+        """The manifest of a dataset-level table: the current one, or ``version``."""
+        return self.version_manifest("tables", name, version)
+
+    def read_dataset_table(self, name: str, version: str | None = None) -> pd.DataFrame:
+        """A dataset-level table stored with :meth:`write_dataset_table`: current, or ``version``."""
+        return self.version_table("tables", name, version)

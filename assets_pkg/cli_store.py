@@ -1,0 +1,71 @@
+"""``cellscape gc`` and ``cellscape verify``: retention and integrity of a frame store.
+
+Kept apart from :mod:`assets_pkg.cli`, which adds these subcommands with
+:func:`add_store_commands` and opens stores with :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+_HELP = argparse.ArgumentDefaultsHelpFormatter
+STORE_HELP = "store root: a path, file:// or memory:// URL, or a kvstore JSON spec"
+
+
+def open_store(spec: str):
+    """A :class:`~assets_pkg.core.store.frame_store.FrameStore` from a path, URL or JSON spec text."""
+    from .core.store.frame_store import FrameStore
+
+    return FrameStore(json.loads(spec) if spec.lstrip().startswith("{") else spec)
+
+
+def _add_gc(sub) -> None:
+    from .core.store.retention import DEFAULT_GRACE_SECONDS
+
+    p = sub.add_parser("gc", formatter_class=_HELP,
+                       help="remove store versions that are not current, pinned, newer or young")
+    p.add_argument("store", help=STORE_HELP)
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--grace-hours", type=float, default=DEFAULT_GRACE_SECONDS / 3600,
+                   help="keep versions younger than this (writes in flight)")
+    p.add_argument("--verbose", action="store_true", help="also list the versions kept and why")
+    p.set_defaults(func=cmd_gc)
+
+
+def cmd_gc(a) -> int:
+    from .core.store.retention import describe_entry
+
+    store = open_store(a.store)
+    res = store.collect_garbage(grace_seconds=a.grace_hours * 3600, dry_run=a.dry_run)
+    verb = "would remove" if a.dry_run else "removed"
+    for e in res["removed"]:
+        print(f"{verb} {describe_entry(e)}")
+    if a.verbose:
+        for e in res["kept"]:
+            print(f"kept {describe_entry(e)}")
+    print(f"{verb} {len(res['removed'])} version(s), kept {len(res['kept'])}")
+    return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", formatter_class=_HELP,
+                       help="read every stored version in full; exit 1 naming each damaged chunk or table")
+    p.add_argument("store", help=STORE_HELP)
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(a) -> int:
+    store = open_store(a.store)
+    report = store.verify()
+    for problem in report.problems:
+        print(f"PROBLEM {problem}")
+    print(report.summary(), file=sys.stderr if report.problems else sys.stdout)
+    return 0 if report.ok else 1
+
+
+def add_store_commands(sub) -> None:
+    """Add ``gc`` and ``verify`` to the ``cellscape`` subparsers."""
+    _add_gc(sub)
+    _add_verify(sub)
