@@ -30,6 +30,7 @@ from ..core.store.splits import (
 )
 from .config import dagster_config
 from .imaging import PLATE_GROUP, plate_images, plates_partitions
+from .metadata import figure_metadata, table_metadata
 from .qc import plate_metadata
 from .resources import CellscapeResource
 
@@ -122,8 +123,7 @@ def nuclei_masks(
             title=f"{pk} {first.well} f{first.field_id:02d}",
         )
         png = plots.save_png(fig, cellscape.figures_dir(pk) / "nuclei_field.png")
-        md["field_figure"] = dg.MetadataValue.md(plots.png_markdown(png, "nuclei"))
-        md["field_figure_path"] = dg.MetadataValue.path(str(png))
+        md.update(figure_metadata("field_figure", png, "nuclei"))
     return dg.MaterializeResult(metadata=md)
 
 
@@ -179,8 +179,7 @@ def plate_frames(
             "seconds": round(seconds, 2),
             "store_version": manifest.get("version", ""),
             "dataset_md5": cellscape.dataset_md5() or "unpinned",
-            "frames_figure": dg.MetadataValue.md(plots.png_markdown(png, "frames")),
-            "frames_figure_path": dg.MetadataValue.path(str(png)),
+            **figure_metadata("frames_figure", png, "frames"),
         },
         data_version=dg.DataVersion(str(manifest.get("version", ""))),
     )
@@ -244,7 +243,7 @@ def frame_catalog(context: dg.AssetExecutionContext, cellscape: CellscapeResourc
             "frames": len(catalog),
             "plates": int(catalog["plate_id"].nunique()),
             "proteins": len(proteins),
-            "per_plate": dg.MetadataValue.md(per_plate.reset_index().to_markdown(index=False)),
+            "per_plate": table_metadata(per_plate, index=True),
             "dataset_md5": md5 or "unpinned",
             "catalog_version": manifest.get("version", ""),
         },
@@ -280,7 +279,7 @@ def dataset_splits(
     yield dg.MaterializeResult(
         metadata={
             "split_version": version,
-            "summary": dg.MetadataValue.md(pd.DataFrame(summary).T.reset_index(names="split").to_markdown(index=False)),
+            "summary": table_metadata(pd.DataFrame(summary).T.rename_axis("split"), index=True),
             "frames": len(splits),
             "proteins": int(splits["label"].nunique()),
             "store_version": manifest.get("version", ""),

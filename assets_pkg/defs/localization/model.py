@@ -6,10 +6,10 @@ import hashlib
 import dagster as dg
 import numpy as np
 
-from ...core import plots
 from ...core.localization.config import TrainConfig
 from ...core.localization.training import fit, save_training_figures
 from ..config import dagster_config
+from ..metadata import figure_metadata, table_metadata
 from ..resources import CellscapeResource
 from ..store import dataset_splits, frame_catalog, plate_frames
 
@@ -59,9 +59,9 @@ def _train(context, cfg: TrainConfig, cellscape: CellscapeResource, name: str):
         "split_version": str(provenance["split_version"]),
         "frames_per_second": float(fm.get("frames_per_second", float("nan"))),
         "stopped_early": res.stopped_early,
-        "history": dg.MetadataValue.md(res.history.round(4).to_markdown(index=False)),
-        "reconstructions": dg.MetadataValue.md(plots.png_markdown(figs["reconstructions"], "reconstructions")),
-        "curves": dg.MetadataValue.md(plots.png_markdown(figs["curves"], "curves")),
+        "history": table_metadata(res.history),
+        **figure_metadata("reconstructions", figs["reconstructions"]),
+        **figure_metadata("curves", figs["curves"]),
     }
     for k in ("valid_total", "valid_reconstruction", "valid_perplexity", "valid_accuracy", "train_total"):
         if k in fm:
