@@ -10,12 +10,8 @@ from ..core.imaging.plates import read_plate
 from ..core.qc.suites import SUITES
 from ..core.qc.validate import validate_plate
 from .imaging import PLATE_GROUP, plate_images, plates_partitions
+from .metadata import table_metadata
 from .resources import CellscapeResource
-
-
-def _md_table(df: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
-    return dg.MetadataValue.md(df.head(max_rows).to_markdown(index=False))
-
 
 
 @dg.asset(
@@ -40,7 +36,7 @@ def plate_metadata(context: dg.AssetExecutionContext, cellscape: CellscapeResour
             "operators": ", ".join(uniq("operator")),
             "acquired": f"{min(uniq('acquisition_time'), default='?')} .. {max(uniq('acquisition_time'), default='?')}",
             "genes": len(uniq("gene")),
-            "preview": _md_table(meta.drop(columns=["sha256"], errors="ignore")),
+            "preview": table_metadata(meta.drop(columns=["sha256"], errors="ignore"), max_rows=20),
         }
     )
 
@@ -76,9 +72,8 @@ def plate_metadata_suites(context: dg.AssetCheckExecutionContext, cellscape: Cel
             }
             for f in suite.failures
         ]
-        md = pd.DataFrame(rows).to_markdown(index=False) if rows else "all expectations met"
-        if report.errors:
-            md = "\n".join(f"- {e}" for e in report.errors) + "\n\n" + md
+        failures = pd.DataFrame(rows, columns=["expectation", "column", "files", "message", "examples"])
+        errors = {"errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in report.errors))} if report.errors else {}
         yield dg.AssetCheckResult(
             asset_key=plate_metadata.key,
             check_name=f"{suite.name}_suite",
@@ -90,7 +85,8 @@ def plate_metadata_suites(context: dg.AssetCheckExecutionContext, cellscape: Cel
                 "plate": pk,
                 "evaluated_expectations": suite.evaluated,
                 "failed_expectations": len(suite.failures),
-                "failures": dg.MetadataValue.md(md),
+                "failures": table_metadata(failures),
+                **errors,
             },
         )
 

@@ -28,6 +28,7 @@ from ..core.segmentation.training import (
     train_segmentation,
 )
 from .config import dagster_config
+from .metadata import figure_metadata, table_metadata
 from .resources import CellscapeResource
 
 SEG_GROUP = "segmentation"
@@ -68,7 +69,7 @@ def cell_image_sets(context: dg.AssetExecutionContext, config: CellImageSetsConf
     context.log.info(f"cell image sets: {summary.to_dict('records')}")
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)),
-        "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+        "summary": table_metadata(summary),
         "segmentation_images": int((table.set == "segmentation").sum()),
         "counting_images": int((table.set == "counting").sum()),
         "sources": ", ".join(sorted(set(table.source))),
@@ -143,7 +144,7 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
         "tuning_f1": t["f1"],
         "object_diameter_px": float(model.object_diameter_px or 0.0),
         "platform": model.info["platform"],
-        "loss_curve": dg.MetadataValue.md(plots.png_markdown(curve, "loss")),
+        **figure_metadata("loss_curve", curve, "loss"),
     })
 
 
@@ -175,7 +176,7 @@ def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingCo
         "train_images": len(images),
         "train_mae": model.info["train_mae"],
         "platform": model.info["platform"],
-        "loss_curve": dg.MetadataValue.md(plots.png_markdown(curve, "loss")),
+        **figure_metadata("loss_curve", curve, "loss"),
     })
 
 
@@ -228,7 +229,7 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
         context.log.info(f"labels_{m}: TensorStore array {shape}")
     _atomic_parquet(scores, out / "segmentation_scores.parquet")
     summary = summarise_scores(scores)
-    md["segmentation_metrics"] = dg.MetadataValue.md(summary.round(4).to_markdown(index=False))
+    md["segmentation_metrics"] = table_metadata(summary)
     for r in summary.itertuples(index=False):
         md[f"{r.method}_f1"] = float(r.f1_iou50)
         md[f"{r.method}_mean_ap"] = float(r.mean_ap_50_95)
@@ -243,7 +244,7 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
             [read_image(test.image_path[i]) for i in pick], [load_mask(test.mask_path[i]) for i in pick],
             {m: [labels[m][i] for i in pick] for m in methods}, [test.name[i] for i in pick], f1)
         png = plots.save_png(fig, out / "overlays.png")
-        md["overlays"] = dg.MetadataValue.md(plots.png_markdown(png, "overlays"))
+        md.update(figure_metadata("overlays", png))
 
     # --- counting: CNN, U-Net instances and classical instances on the test split
     ctest = sets[(sets.set == "counting") & (sets.split == "test")].reset_index(drop=True)
@@ -266,13 +267,13 @@ def segmentation_results(context: dg.AssetExecutionContext, config: Segmentation
         cols = [c for c in ("counting_cnn", "unet_instances", "classical_instances") if c in counts]
         table = pd.concat([count_metrics_by(counts[counts[c].notna()], pred_col=c).assign(method=c)
                            for c in cols if counts[c].notna().any()], ignore_index=True)
-        md["count_metrics"] = dg.MetadataValue.md(table.round(3).to_markdown(index=False))
+        md["count_metrics"] = table_metadata(table, digits=3)
         for c in cols:
             md[f"{c}_mae"] = float(np.nanmean(np.abs(counts[c] - counts["count"])))
         groups = [f"F{b} w{s}" for b, s in zip(counts.blur, counts.stain, strict=True)]
         png = plots.save_png(plots.plot_counts(counts["count"], {c: counts[c] for c in cols}, groups,
                                                "counts on the test split"), out / "counts.png")
-        md["counts_figure"] = dg.MetadataValue.md(plots.png_markdown(png, "counts"))
+        md.update(figure_metadata("counts_figure", png, "counts"))
     (out / "summary.json").write_text(json.dumps({"segmentation": summary.to_dict("records")}, indent=2,
                                                  default=float) + "\n")
     return dg.MaterializeResult(metadata=md)

@@ -38,6 +38,7 @@ from ..core.store.splits import (
 from .config import dagster_config
 from .imaging import PLATE_GROUP, plates_partitions
 from .io import HANDLE_IO_MANAGER
+from .metadata import figure_metadata, table_metadata
 from .qc import plate_metadata
 from .resources import CellscapeResource
 
@@ -68,10 +69,6 @@ def _progress(context, what: str, every: int = 10):
             context.log.info(f"{context.partition_key}: {what} {i}/{n}")
 
     return cb
-
-
-def _table_md(df: pd.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(df.to_markdown(index=False))
 
 
 @dg.asset(
@@ -135,8 +132,7 @@ def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, c
             title=f"{pk} {first.well} f{first.field_id:02d}",
         )
         png = plots.save_png(fig, cellscape.figures_dir(pk) / "nuclei_field.png")
-        md["field_figure"] = dg.MetadataValue.md(plots.png_markdown(png, "nuclei"))
-        md["field_figure_path"] = dg.MetadataValue.path(str(png))
+        md.update(figure_metadata("field_figure", png, "nuclei"))
     handle = {"plate_id": pk, "masks_version": manifest["version"], "content_sha256": digest,
               "detector": detector, "run_id": context.run.run_id}
     return dg.MaterializeResult(value=handle, metadata=md, data_version=dg.DataVersion(manifest["version"]))
@@ -201,8 +197,7 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
             "store_version": manifest["version"],
             "masks_version": nuclei_masks["masks_version"],
             "content_sha256": digest,
-            "frames_figure": dg.MetadataValue.md(plots.png_markdown(png, "frames")),
-            "frames_figure_path": dg.MetadataValue.path(str(png)),
+            **figure_metadata("frames_figure", png, "frames"),
         },
         data_version=dg.DataVersion(manifest["version"]),
     )
@@ -258,7 +253,7 @@ def dataset_version(context: dg.AssetExecutionContext, config: DatasetVersionCon
     return dg.MaterializeResult(
         value=handle,
         metadata={"dataset_md5": md5, "dvc_file": dg.MetadataValue.path(str(dvc_file)),
-                  "plates": _table_md(table), "content_key": key},
+                  "plates": table_metadata(table), "content_key": key},
         data_version=dg.DataVersion(f"{md5}:{key[:16]}"),
     )
 
@@ -290,7 +285,7 @@ def frame_catalog(context: dg.AssetExecutionContext, dataset_version: dict, cell
             "frames": len(catalog),
             "plates": int(catalog["plate_id"].nunique()),
             "proteins": len(proteins),
-            "per_plate": _table_md(per_plate.reset_index()),
+            "per_plate": table_metadata(per_plate, index=True),
             "dataset_md5": md5,
             "catalog_version": manifest["version"],
         },
@@ -331,7 +326,7 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitsConfig, fram
         handle,
         metadata={
             "split_version": version,
-            "summary": _table_md(pd.DataFrame(summary).T.reset_index(names="split")),
+            "summary": table_metadata(pd.DataFrame(summary).T.rename_axis("split"), index=True),
             "frames": len(splits),
             "proteins": int(splits["label"].nunique()),
             "store_version": manifest["version"],

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from plate_factory import set_value
+from ui_checks import assert_ui_metadata
 
 from assets_pkg.core.imaging.plates import METADATA_CSV, read_plate
 from assets_pkg.core.imaging.simulator import simulate_plates
@@ -24,6 +25,7 @@ from assets_pkg.defs import store as store_defs
 from assets_pkg.defs.automation import new_plate_sensor
 from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from assets_pkg.defs.localization import atlas, model
+from assets_pkg.defs.metadata import table_frame
 from assets_pkg.defs.resources import CellscapeResource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +97,10 @@ def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
         assert len(checks) == 4 and all(c.passed for c in checks)
         md = res.asset_materializations_for_node("plate_frames")[0].metadata
         assert md["frames"].value > 0 and "frames_figure" in md
+        # the UI's view: figures fit the metadata dialog with the full-size file beside; tables typed
+        assert sum(assert_ui_metadata(e.materialization.metadata) for e in mats.values()) == 2
+        preview = mats["plate_metadata"].materialization.metadata["preview"]
+        assert isinstance(preview, dg.TableMetadataValue) and "sha256" not in table_frame(preview).columns
         assert (project / "artifacts" / "figures" / "plate01" / "frames_grid.png").stat().st_size > 10_000
         assert (project / "artifacts" / "figures" / "plate01" / "nuclei_field.png").stat().st_size > 10_000
 
@@ -117,7 +123,11 @@ def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
         for c in res2.get_asset_check_evaluations():
             assert c.metadata["plate"].value == "plate02" and c.description.startswith("plate plate02:")
         assert "failed" in failed[0].description
-        assert "sha256" in failed[0].metadata["failures"].value
+        failures = table_frame(failed[0].metadata["failures"])
+        assert list(failures.columns) == ["expectation", "column", "files", "message", "examples"]
+        assert "sha256" in failures.to_string()
+        passed = next(c for c in res2.get_asset_check_evaluations() if c.passed)
+        assert table_frame(passed.metadata["failures"]).empty
         done = {e.asset_key.to_user_string() for e in res2.get_asset_materialization_events()}
         assert "plate_frames" not in done and "nuclei_masks" not in done
         # the earlier plate is intact and nothing was stored for plate02; raw folder untouched
@@ -148,6 +158,10 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         )
         assert res.success
         md5 = res.asset_materializations_for_node("dataset_version")[0].metadata["dataset_md5"].value
+        per_plate = table_frame(res.asset_materializations_for_node("frame_catalog")[0].metadata["per_plate"])
+        assert list(per_plate.columns) == ["plate_id", "frames", "proteins"] and len(per_plate) == 2
+        summary = table_frame(res.asset_materializations_for_node("dataset_splits")[0].metadata["summary"])
+        assert summary.columns[0] == "split" and set(summary["split"]) <= {"train", "valid", "test"}
         assert md5.endswith(".dir") and md5 in (project / "data.dvc").read_text()
         assert any((tmp_path / "remote").rglob("*")), "dvc push put nothing in the remote"
         store = FrameStore(str(project / "artifacts" / "frames"))
@@ -243,6 +257,8 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
             assert (ckpt / "figures" / "reconstructions.png").stat().st_size > 5_000
             assert (ckpt / "figures" / "curves.png").stat().st_size > 5_000
             assert "data:image/png;base64" in md["reconstructions"].value
+            assert assert_ui_metadata(md) == 2
+            assert list(table_frame(md["history"]).columns[:1]) == ["epoch"]
             # the model records the exact versions it read, and pins them in the store
             prov = json.loads((ckpt / "model.json").read_text())["provenance"]
             assert prov["splits_store_version"] == splits_h["splits_version"]
@@ -277,7 +293,10 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
         assert emb_h["frames"] == len(store.read_dataset_table("splits", version=splits_h["splits_version"]))
         md = res.asset_materializations_for_node("localization_report")[0].metadata
         report = Path(md["path"].value)
-        assert "localization_model_ablation" in md["scores"].value
+        scores_table = table_frame(md["scores"])
+        assert list(scores_table.columns) == ["score", "localization_model", "localization_model_ablation"]
+        # atlas figures: code correlation and spectra per model, UMAPs, aligned UMAPs
+        assert sum(assert_ui_metadata(e.materialization.metadata) for e in res.get_asset_materialization_events()) == 6
         for name in ("localization_model", "localization_model_ablation"):
             assert 0 <= md[f"{name}_knn_accuracy"].value <= 1
             assert (report / f"{name}_spectra.parquet").is_file() and (report / f"{name}_matrices.npz").is_file()

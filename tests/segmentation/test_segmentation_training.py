@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from ui_checks import assert_ui_metadata
 
 from assets_pkg.cli import main as cli
 from assets_pkg.core.errors import CellscapeError
@@ -32,6 +33,7 @@ from assets_pkg.core.segmentation.training import (
     train_segmentation,
 )
 from assets_pkg.defs import imaging, qc, segmentation, store
+from assets_pkg.defs.metadata import table_frame
 from assets_pkg.defs.resources import CellscapeResource
 
 SIZE = (96, 128)
@@ -315,6 +317,9 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
         assert {"unet_f1", "classical_f1", "counting_cnn_mae", "classical_instances_mae", "unet_instances_mae",
                 "overlays",
                 "counts_figure", "labels_unet", "labels_classical"} <= set(md)
+        figures = sum(assert_ui_metadata(m.materialization.metadata) for m in result.get_asset_materialization_events())
+        assert figures == 4  # two loss curves, overlays, counts
+        assert set(table_frame(md["count_metrics"])["method"]) >= {"counting_cnn", "classical_instances"}
         stack = read_label_stack(md["labels_unet"].value)
         assert stack.shape[0] == 1 and stack.dtype == np.uint16  # 1 test image of the 4 at blur <= 23
         scores = pd.read_parquet(Path(md["path"].value) / "segmentation_scores.parquet")

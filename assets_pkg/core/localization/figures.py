@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..plots.figures import FIGURE_MAX_WIDTH_IN
 from .annotations import class_order
 from .inputs import AnalysisError, as_matrix, as_spectra_frame
 from .spectra import CodeClusters, roman
@@ -255,7 +256,7 @@ def plot_umap(coords, labels, single_mask=None, title: str = "") -> Figure:
 
 def plot_aligned_umaps(coords_list: Sequence, labels, titles: Sequence[str],
                        single_mask=None) -> Figure:
-    """Aligned UMAP panels side by side with one colour per localization and shared axes.
+    """Aligned UMAP panels, two per row, with one colour per localization and shared axes.
 
     Parameters
     ----------
@@ -280,11 +281,17 @@ def plot_aligned_umaps(coords_list: Sequence, labels, titles: Sequence[str],
     lab, single = prepared[0][1], prepared[0][2]
     colors = _class_colors(np.unique(lab[single]))
     n = len(prepared)
-    fig = Figure(figsize=(4.6 * n + 1.8, 4.6))
-    axes = fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)
+    ncols = min(n, 2)
+    nrows = -(-n // ncols)
+    side = (FIGURE_MAX_WIDTH_IN - 1.8) / 2  # two panels and the legend fit the metadata dialog
+    fig = Figure(figsize=(side * ncols + 1.8, side * nrows))
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     s = _marker_size(prepared[0][0].shape[0])
-    for ax, (c, _, _), t in zip(axes[0], prepared, titles, strict=True):
+    for ax, (c, _, _), t in zip(axes.flat, prepared, titles, strict=False):
         _draw_umap(ax, c, lab, single, colors, t, s)
+    for i in range(n, nrows * ncols):  # an empty cell: the panel above it shows the x ticks
+        axes.flat[i].axis("off")
+        axes.flat[i - ncols].tick_params(labelbottom=True)
     _legend(axes[0, -1])
     fig.tight_layout()
     return fig

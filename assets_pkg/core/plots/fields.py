@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .figures import stretch
+from .figures import FIGURE_MAX_WIDTH_IN, stretch
 
 __all__ = ["plot_field_nuclei", "plot_frame_grid"]
 
@@ -35,11 +35,17 @@ def plot_field_nuclei(
         Half the crop side in field pixels; draws a box around each centre.
     protein : ndarray, shape (H, W), optional
         Shown as a second panel (green) when given.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Square panels side by side, at most ``FIGURE_MAX_WIDTH_IN`` wide in all.
     """
     from skimage.segmentation import find_boundaries
 
     panels = 2 if protein is not None else 1
-    fig = Figure(figsize=(6 * panels, 6))
+    side = min(6.0, FIGURE_MAX_WIDTH_IN / panels)
+    fig = Figure(figsize=(side * panels, side))
     axes = fig.subplots(1, panels, squeeze=False)
     rgb = np.repeat(stretch(nucleus)[..., None], 3, axis=2)
     edge = find_boundaries(labels, mode="outer")
@@ -66,7 +72,7 @@ def plot_field_nuclei(
     return fig
 
 
-def plot_frame_grid(frames: np.ndarray, captions: Sequence[str], ncols: int = 8, title: str = "") -> Figure:
+def plot_frame_grid(frames: np.ndarray, captions: Sequence[str], ncols: int = 6, title: str = "") -> Figure:
     """A grid of frames: protein in green over nucleus in blue, one caption each.
 
     Parameters
@@ -75,6 +81,8 @@ def plot_frame_grid(frames: np.ndarray, captions: Sequence[str], ncols: int = 8,
         Channel 0 protein, channel 1 nucleus (further channels ignored).
     captions : sequence of str, length N
         Text under each frame (gene and localization, say).
+    ncols : int
+        Frames per row; the rows share ``FIGURE_MAX_WIDTH_IN`` (at most 1.9 in per frame).
     """
     n = len(frames)
     if n == 0:
@@ -85,7 +93,8 @@ def plot_frame_grid(frames: np.ndarray, captions: Sequence[str], ncols: int = 8,
         return fig
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(1.9 * ncols, 2.2 * nrows))
+    side = min(1.9, FIGURE_MAX_WIDTH_IN / ncols)
+    fig = Figure(figsize=(side * ncols, (side + 0.3) * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")

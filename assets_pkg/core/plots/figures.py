@@ -1,6 +1,13 @@
 """Shared figure plumbing: PNG files written atomically, PNG bytes, inline Markdown for Dagster
 metadata, and the display contrast stretch.
 
+The rule for figures shown in Dagster metadata lives here, in :func:`png_markdown`: the image
+embedded in the Markdown is at most :data:`METADATA_MAX_WIDTH_PX` wide (Dagster's metadata
+dialog shows that much without cutting the right side off), scaled down with its aspect kept
+when the file is wider, and the Markdown names the full-size file beside it.  Figures are laid
+out to fit :data:`FIGURE_MAX_WIDTH_IN` at the default dpi (wide multi-panel figures wrap into
+rows), so the scaling is a safety net rather than a way to shrink text.
+
 The figure functions of this package build :class:`matplotlib.figure.Figure` objects directly,
 never through pyplot: no backend is selected at import or when drawing (a notebook's backend is
 left alone) and no figure is kept in pyplot's registry, so nothing leaks.  ``fig.savefig`` renders
@@ -19,7 +26,23 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["figure_bytes", "png_markdown", "release", "save_png", "stretch"]
+from ..errors import CellscapeError
+
+__all__ = [
+    "FIGURE_MAX_WIDTH_IN",
+    "METADATA_MAX_WIDTH_PX",
+    "figure_bytes",
+    "fit_width",
+    "png_markdown",
+    "release",
+    "save_png",
+    "stretch",
+]
+
+#: The widest image (pixels) Dagster's metadata dialog shows whole.
+METADATA_MAX_WIDTH_PX = 1200
+#: The widest figure (inches) of this package: 1188 px at :func:`save_png`'s default 110 dpi.
+FIGURE_MAX_WIDTH_IN = 10.8
 
 
 def stretch(img: np.ndarray, lo: float = 1.0, hi: float = 99.8) -> np.ndarray:
@@ -85,10 +108,65 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-def png_markdown(path: str | Path, alt: str = "figure") -> str:
-    """Markdown that embeds a PNG file inline (data URI), for Dagster metadata."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f"![{alt}](data:image/png;base64,{data})"
+def fit_width(png: bytes, max_width_px: int = METADATA_MAX_WIDTH_PX) -> bytes:
+    """A PNG no wider than ``max_width_px``: ``png`` itself when it fits, else scaled down.
+
+    Parameters
+    ----------
+    png : bytes
+        A PNG file's bytes.
+    max_width_px : int
+        The widest result, in pixels (at least 1).
+
+    Returns
+    -------
+    bytes
+        PNG bytes; a scaled image keeps the aspect ratio (height rounded to the nearest pixel,
+        at least 1) and is resampled with a Lanczos filter.
+    """
+    from PIL import Image
+
+    if max_width_px < 1:
+        raise CellscapeError(f"must be at least 1, got {max_width_px}", field="max_width_px")
+    with Image.open(io.BytesIO(png)) as im:
+        width, height = im.size
+        if width <= max_width_px:
+            return png
+        size = (max_width_px, max(1, round(height * max_width_px / width)))
+        buf = io.BytesIO()
+        im.resize(size, Image.Resampling.LANCZOS).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def png_markdown(path: str | Path, alt: str = "figure", max_width_px: int = METADATA_MAX_WIDTH_PX) -> str:
+    """Markdown for Dagster metadata: the PNG inline, fitted to the dialog, and its full-size file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG file (left as it is).
+    alt : str
+        Alternative text of the image.
+    max_width_px : int
+        The widest inline image (see :func:`fit_width`); the file keeps its full size.
+
+    Returns
+    -------
+    str
+        ``![alt](data:image/png;base64,...)`` and, on the next paragraph, the file's path and
+        pixel size.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            width, height = im.size
+    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        raise CellscapeError(f"not a readable image ({e})", path=path) from e
+    data = base64.b64encode(fit_width(raw, max_width_px)).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{data})\n\nfull size ({width} x {height} px): `{path}`"
 
 
 def figure_bytes(fig: Figure, dpi: int = 110) -> bytes:

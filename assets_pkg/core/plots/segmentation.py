@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .figures import stretch
+from .figures import FIGURE_MAX_WIDTH_IN, stretch
 
 __all__ = ["plot_counts", "plot_segmentation_overlays"]
 
@@ -33,7 +33,8 @@ def plot_segmentation_overlays(images: Sequence[np.ndarray], truths: Sequence[np
 
     methods = list(predictions)
     n = len(images)
-    fig = Figure(figsize=(4.6 * len(methods), 3.6 * n))
+    w = min(4.6, FIGURE_MAX_WIDTH_IN / max(1, len(methods)))
+    fig = Figure(figsize=(w * len(methods), w * 3.6 / 4.6 * n))
     axes = fig.subplots(n, len(methods), squeeze=False)
     for i in range(n):
         base = np.repeat(stretch(images[i])[..., None], 3, axis=2)
@@ -58,7 +59,7 @@ def plot_segmentation_overlays(images: Sequence[np.ndarray], truths: Sequence[np
 
 def plot_counts(true: Sequence[float], predictions: dict[str, Sequence[float]],
                 groups: Sequence[str] | None = None, title: str = "") -> Figure:
-    """Predicted against true counts, one panel per method, points coloured by group.
+    """Predicted against true counts, one panel per method (three per row), points coloured by group.
 
     Parameters
     ----------
@@ -70,11 +71,16 @@ def plot_counts(true: Sequence[float], predictions: dict[str, Sequence[float]],
     """
     true = np.asarray(true, dtype=float)
     methods = list(predictions)
-    fig = Figure(figsize=(4.4 * len(methods), 4.2))
-    axes = fig.subplots(1, len(methods), squeeze=False)
+    ncols = max(1, min(len(methods), 3))
+    nrows = max(1, -(-len(methods) // ncols))
+    side = FIGURE_MAX_WIDTH_IN / 3
+    fig = Figure(figsize=(side * ncols, (side + 0.2) * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[len(methods):]:
+        ax.axis("off")
     hi = max(true.max(initial=1), *(np.nanmax(np.append(np.asarray(p, float), 1.0)) for p in predictions.values())) * 1.05
     gs = np.asarray(groups if groups is not None else ["all"] * len(true))
-    for ax, m in zip(axes[0], methods, strict=True):
+    for ax, m in zip(axes.flat, methods, strict=False):
         pred = np.asarray(predictions[m], dtype=float)
         for g in sorted(set(gs)):
             sel = gs == g

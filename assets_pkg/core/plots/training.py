@@ -7,33 +7,47 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from .figures import FIGURE_MAX_WIDTH_IN
+
 __all__ = ["plot_loss_history", "plot_reconstructions", "plot_training_curves"]
 
 
 def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, captions: Sequence[str] | None = None,
-                         title: str = "") -> Figure:
-    """Original (top) and reconstruction (bottom) of each frame's first channel, same contrast.
+                         title: str = "", ncols: int = 4) -> Figure:
+    """Original above reconstruction of each frame's first channel, same contrast.
 
     Parameters
     ----------
     originals, reconstructions : ndarray, shape (N, H, W, C)
     captions : sequence of str, optional
+    ncols : int
+        Frames per row pair (original row, reconstruction row); more frames wrap into further
+        pairs, so the figure stays within ``FIGURE_MAX_WIDTH_IN``.
     """
     n = len(originals)
-    fig = Figure(figsize=(1.8 * n, 4.0))
-    axes = fig.subplots(2, n, squeeze=False)
+    ncols = max(1, min(ncols, n, int(FIGURE_MAX_WIDTH_IN // 1.8)))
+    blocks = max(1, -(-n // ncols))
+    fig = Figure(figsize=(1.8 * ncols, 4.0 * blocks))
+    axes = fig.subplots(2 * blocks, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
     for i in range(n):
+        b, col = divmod(i, ncols)
         o, r = originals[i, ..., 0], reconstructions[i, ..., 0]
         lo, hi = np.percentile(o, [0.5, 99.8])
-        for row, img in ((0, o), (1, r)):
-            ax = axes[row, i]
+        for row, img in ((2 * b, o), (2 * b + 1, r)):
+            ax = axes[row, col]
             ax.imshow(np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1), cmap="magma", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(True)
         if captions is not None:
-            axes[0, i].set_title(captions[i], fontsize=7)
-    axes[0, 0].set_ylabel("original")
-    axes[1, 0].set_ylabel("reconstruction")
+            axes[2 * b, col].set_title(captions[i], fontsize=7)
+    for b in range(blocks):
+        axes[2 * b, 0].set_ylabel("original")
+        axes[2 * b + 1, 0].set_ylabel("reconstruction")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -41,13 +55,13 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, cap
 
 
 def plot_training_curves(history, title: str = "") -> Figure:
-    """Three panels from a per-epoch history table: loss components (valid, else train),
-    train vs valid total loss, and codebook perplexity per epoch."""
+    """Three panels, one per row, from a per-epoch history table: loss components (valid,
+    else train), train vs valid total loss, and codebook perplexity per epoch."""
     import pandas as pd
 
     h = pd.DataFrame(history)
-    fig = Figure(figsize=(15, 4))
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(8, 8.4))
+    axes = fig.subplots(3, 1, sharex=True)
     split = "valid" if "valid_total" in h else "train"
     for comp in ("reconstruction", "codebook", "commitment", "classification"):
         col = f"{split}_{comp}"
@@ -66,8 +80,7 @@ def plot_training_curves(history, title: str = "") -> Figure:
             axes[2].plot(h["epoch"], h[f"{s}_perplexity"], marker="o", ms=3, label=s)
     axes[2].set_title("codebook perplexity")
     axes[2].legend(fontsize=8)
-    for ax in axes:
-        ax.set_xlabel("epoch")
+    axes[-1].set_xlabel("epoch")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

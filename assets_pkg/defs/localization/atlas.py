@@ -24,10 +24,11 @@ from ...core.localization.config import (
 )
 from ...core.localization.figures import plot_aligned_umaps
 from ...core.localization.projection import aligned_umap
-from ...core.plots.figures import png_markdown, save_png
+from ...core.plots.figures import save_png
 from ...core.store.lineage import lineage_refs
 from ..config import dagster_config
 from ..io import HANDLE_IO_MANAGER
+from ..metadata import figure_metadata, table_metadata
 from ..resources import CellscapeResource
 from .model import accepted
 
@@ -131,7 +132,7 @@ def feature_spectrum_clusters(context: dg.AssetExecutionContext, config: Cluster
         rows = atlas.load_embedding_rows(embeddings["path"], name)
         for fname, fig in atlas.cluster_figures(name, spectra, used, clusters, rows).items():
             png = save_png(fig, out / "figures" / f"{name}_{fname}.png")
-            md[f"{name}_{fname}"] = dg.MetadataValue.md(png_markdown(png, fname))
+            md.update(figure_metadata(f"{name}_{fname}", png, fname))
         md[f"{name}_used_codes"] = int(len(used))
         md[f"{name}_cluster_sizes"] = str(np.bincount(clusters.labels)[1:].tolist())
     handle = {"run_id": context.run.run_id, "path": str(out), "files": files, "n_clusters": config.n_clusters,
@@ -155,7 +156,7 @@ def umap_projection(context: dg.AssetExecutionContext, config: UmapConfig, frame
     labels = atlas.frame_classes(embs[models[0]].rows)
     fig = plot_aligned_umaps(coords, labels, models, single_mask=labels != "others")
     png = save_png(fig, out / "figures" / "umaps.png")
-    md = {"seed": config.seed, "aligned": len(models) > 1, "umaps": dg.MetadataValue.md(png_markdown(png, "umap"))}
+    md = {"seed": config.seed, "aligned": len(models) > 1, **figure_metadata("umaps", png, "umap")}
     handle = {"run_id": context.run.run_id, "path": str(out), "files": files, "seed": config.seed,
               "n_neighbors": config.n_neighbors, "aligned": len(models) > 1, "embeddings": frame_embeddings}
     return dg.MaterializeResult(value=handle, metadata=md)
@@ -200,15 +201,15 @@ def localization_report(context: dg.AssetExecutionContext, config: ReportConfig,
     out = _out_dir(context, cellscape) / "report"
     paths = atlas.export_atlas(out, atlases, embs, prov, seed=umap_projection["seed"])
     table = atlas.scores_table(atlases)
-    md = {"scores": dg.MetadataValue.md(table.round(4).reset_index(names="score").to_markdown(index=False)),
+    md = {"scores": table_metadata(table.rename_axis("score"), index=True),
           "path": dg.MetadataValue.path(str(out))}
     for a in atlases:
         for k in ("clustering_score", "knn_accuracy", "ari_protein_clusters"):
             md[f"{a.name}_{k}"] = float(a.scores[k])
         if len(a.predictions):
-            md[f"{a.name}_predictions"] = dg.MetadataValue.md(a.predictions.head(20).to_markdown(index=False))
+            md[f"{a.name}_predictions"] = table_metadata(a.predictions, max_rows=20)
     if "aligned_umaps" in paths:
-        md["aligned_umaps"] = dg.MetadataValue.md(png_markdown(paths["aligned_umaps"], "aligned umaps"))
+        md.update(figure_metadata("aligned_umaps", paths["aligned_umaps"], "aligned umaps"))
     handle = {"run_id": context.run.run_id, "path": str(out), "scores": str(paths["scores"]), "k": config.k,
               "n_clusters": feature_spectrum_clusters["n_clusters"], "seed": umap_projection["seed"], "runs": runs,
               "embeddings": embeddings}

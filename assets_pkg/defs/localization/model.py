@@ -16,12 +16,12 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from ...core import plots
 from ...core.localization.config import TrainConfig
 from ...core.localization.training import fit, save_training_figures
 from ...core.store.lineage import content_key, lineage_refs
 from ..config import dagster_config
 from ..io import HANDLE_IO_MANAGER
+from ..metadata import figure_metadata, table_metadata
 from ..resources import CellscapeResource
 from ..store import dataset_splits
 
@@ -83,9 +83,9 @@ def _train(context, cfg: TrainConfig, cellscape: CellscapeResource, name: str, s
         "splits_store_version": splits_handle["splits_version"],
         "frames_per_second": float(fm.get("frames_per_second", float("nan"))),
         "stopped_early": res.stopped_early,
-        "history": dg.MetadataValue.md(res.history.round(4).to_markdown(index=False)),
-        "reconstructions": dg.MetadataValue.md(plots.png_markdown(figs["reconstructions"], "reconstructions")),
-        "curves": dg.MetadataValue.md(plots.png_markdown(figs["curves"], "curves")),
+        "history": table_metadata(res.history),
+        **figure_metadata("reconstructions", figs["reconstructions"]),
+        **figure_metadata("curves", figs["curves"]),
     }
     for k in ("valid_total", "valid_reconstruction", "valid_perplexity", "valid_accuracy", "train_total"):
         if k in fm:
