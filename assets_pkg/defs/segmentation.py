@@ -28,6 +28,7 @@ from ..core.segmentation.training import (
     train_segmentation,
 )
 from .config import dagster_config
+from .deploy import GPU_OP_TAGS
 from .resources import CellscapeResource
 
 SEG_GROUP = "segmentation"
@@ -117,7 +118,8 @@ SegmentationTrainingConfig = dagster_config(
         "The asset logs 20 times per run.")
 
 
-@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", op_tags=GPU_OP_TAGS,
+          kinds={"jax", "orbax"})
 def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTrainingConfig,
                        cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Nucleus U-Net trained on the segmentation set's train split, thresholds tuned, saved with Orbax."""
@@ -153,7 +155,8 @@ CountingTrainingConfig = dagster_config(
         "on a CPU.  The asset logs 20 times per run.")
 
 
-@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", op_tags=GPU_OP_TAGS,
+          kinds={"jax", "orbax"})
 def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingConfig,
                    cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Counting regression CNN trained on the counting set's train split (L2 on true counts), saved with Orbax."""

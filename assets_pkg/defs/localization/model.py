@@ -10,6 +10,7 @@ from ...core import plots
 from ...core.localization.config import TrainConfig
 from ...core.localization.training import fit, save_training_figures
 from ..config import dagster_config
+from ..deploy import GPU_OP_TAGS
 from ..resources import CellscapeResource
 from ..store import dataset_splits, frame_catalog, plate_frames
 
@@ -106,7 +107,7 @@ def _model_asset(name: str, ablation: bool):
         name=name,
         group_name=MODEL_GROUP,
         deps=[dataset_splits],
-        pool="gpu",
+        pool="gpu", op_tags=GPU_OP_TAGS,
         kinds={"jax"},
         check_specs=[dg.AssetCheckSpec("model_health", asset=name, blocking=True,
                                        description="Finite losses, no codebook collapse, accuracy above chance.")],
