@@ -7,6 +7,7 @@ frames, catalog, DVC pin, splits), localization (models, atlas) and segmentation
 import dagster as dg
 
 from .defs import automation, imaging, qc, segmentation, store
+from .defs.deploy import executor_from_env
 from .defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from .defs.localization import atlas, model
 from .defs.resources import CellscapeResource
@@ -21,4 +22,5 @@ defs = dg.Definitions(
     schedules=[model.retrain_schedule],
     sensors=[automation.new_plate_sensor, automation.automation_sensor],
     resources={"cellscape": CellscapeResource(), HANDLE_IO_MANAGER: HandleIOManager()},
+    executor=executor_from_env(),  # CELLSCAPE_EXECUTOR=k8s on the cluster: a pod per step
 )

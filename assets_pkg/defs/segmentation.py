@@ -28,6 +28,7 @@ from ..core.segmentation.training import (
     train_segmentation,
 )
 from .config import dagster_config
+from .deploy import GPU_OP_TAGS
 from .metadata import figure_metadata, table_metadata
 from .resources import CellscapeResource
 
@@ -118,7 +119,8 @@ SegmentationTrainingConfig = dagster_config(
         "The asset logs 20 times per run.")
 
 
-@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", op_tags=GPU_OP_TAGS,
+          kinds={"jax", "orbax"})
 def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTrainingConfig,
                        cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Nucleus U-Net trained on the segmentation set's train split, thresholds tuned, saved with Orbax."""
@@ -154,7 +156,8 @@ CountingTrainingConfig = dagster_config(
         "on a CPU.  The asset logs 20 times per run.")
 
 
-@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", kinds={"jax", "orbax"})
+@dg.asset(group_name=SEG_GROUP, deps=[cell_image_sets], pool="gpu", op_tags=GPU_OP_TAGS,
+          kinds={"jax", "orbax"})
 def counting_model(context: dg.AssetExecutionContext, config: CountingTrainingConfig,
                    cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Counting regression CNN trained on the counting set's train split (L2 on true counts), saved with Orbax."""

@@ -20,6 +20,7 @@ from ...core.localization.config import TrainConfig
 from ...core.localization.training import fit, save_training_figures
 from ...core.store.lineage import content_key, lineage_refs
 from ..config import dagster_config
+from ..deploy import GPU_OP_TAGS
 from ..io import HANDLE_IO_MANAGER
 from ..metadata import figure_metadata, table_metadata
 from ..resources import CellscapeResource
@@ -132,7 +133,7 @@ def _model_asset(name: str, ablation: bool):
     @dg.asset(
         name=name,
         group_name=MODEL_GROUP,
-        pool="gpu",
+        pool="gpu", op_tags=GPU_OP_TAGS,
         kinds={"jax"},
         io_manager_key=HANDLE_IO_MANAGER,
         check_specs=[dg.AssetCheckSpec("model_health", asset=name, blocking=True,
