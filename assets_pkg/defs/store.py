@@ -23,6 +23,7 @@ from ..core.store.ingest import (
     plate_pixel_size,
 )
 from ..core.store.splits import (
+    SPLITS,
     check_disjoint,
     make_splits,
     split_summary,
@@ -264,13 +265,14 @@ SplitsConfig = dagster_config(SplitConfig, "SplitsConfig")
 def dataset_splits(
     context: dg.AssetExecutionContext, config: SplitsConfig, cellscape: CellscapeResource
 ):
-    """Train/valid/test assignment of frames, exclusive by field of view or by protein."""
+    """Train/valid/test assignment of frames, exclusive by field of view or by protein; its blocking check
+    fails on a straddling field or protein, an empty split the config asks for, or a frame without keys."""
     store = cellscape.store()
     catalog = store.read_catalog()
     sc = config.to_library()
     splits = make_splits(catalog, sc)
     version = split_version(splits, sc)
-    problems = check_disjoint(splits, sc.exclusive_by)
+    problems = check_disjoint(splits, sc)
     manifest = store.write_dataset_table(
         "splits",
         splits,
@@ -291,7 +293,17 @@ def dataset_splits(
                 check_name="splits_disjoint",
                 passed=not problems,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"problems": "; ".join(problems) or "none"},
+                description=("; ".join(problems) if problems else
+                             f"no {sc.exclusive_by} straddles two splits; every split asked for holds frames"),
+                metadata={
+                    "problems": "; ".join(problems) or "none",
+                    "exclusive_by": sc.exclusive_by,
+                    "fractions": f"{sc.train:g}/{sc.valid:g}/{sc.test:g}",
+                    "frames_per_split": dg.MetadataValue.json({k: v["frames"] for k, v in summary.items()}),
+                    "empty_splits": ", ".join(name for name, fraction in zip(SPLITS, (sc.train, sc.valid, sc.test),
+                                                                              strict=True)
+                                              if fraction > 0 and summary[name]["frames"] == 0) or "none",
+                },
             )
         ],
     )
