@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import tensorstore as ts
 
-from ..errors import StoreError
+from ..errors import StoreError, TableNotWritten
 from ..imaging.plates import check_plate_id
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -267,13 +267,30 @@ class VersionedStore:
         return self._versioned_write(f"{name}/", build)
 
     def read_dataset_manifest(self, name: str) -> dict:
-        """The current manifest of a dataset-level table."""
+        """The current manifest of a dataset-level table.
+
+        Raises
+        ------
+        TableNotWritten
+            When no ``name`` table has ever been written (a :class:`StoreError`).
+        StoreError
+            When the manifest is not valid JSON.
+        """
         key = f"{name}/{MANIFEST_NAME}"
         man = self._read_json(key)
         if man is None:
-            raise StoreError(f"no {name} table has been written", path=self._where(key))
+            raise TableNotWritten(f"no {name} table has been written", path=self._where(key))
         return man
 
     def read_dataset_table(self, name: str) -> pd.DataFrame:
         """The dataset-level table last stored with :meth:`write_dataset_table`."""
         return self._table_from_manifest(self.read_dataset_manifest(name))
+
+    def read_dataset(self, name: str) -> tuple[pd.DataFrame, dict]:
+        """The dataset-level table and the manifest it was read through (one version of both).
+
+        Raises :class:`TableNotWritten` when none has been written, :class:`StoreError` when the
+        table is missing or its checksum differs from the manifest.
+        """
+        man = self.read_dataset_manifest(name)
+        return self._table_from_manifest(man), man
