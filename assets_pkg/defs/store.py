@@ -279,6 +279,8 @@ def dataset_splits(
         {"split_version": version, "config": sc.model_dump(), "catalog_version": store.read_catalog_manifest().get("version")},
     )
     summary = split_summary(splits)
+    fractions = dict(zip(SPLITS, (sc.train, sc.valid, sc.test), strict=True))
+    empty = [name for name in SPLITS if fractions[name] > 0 and summary[name]["frames"] == 0]
     yield dg.MaterializeResult(
         metadata={
             "split_version": version,
@@ -300,9 +302,7 @@ def dataset_splits(
                     "exclusive_by": sc.exclusive_by,
                     "fractions": f"{sc.train:g}/{sc.valid:g}/{sc.test:g}",
                     "frames_per_split": dg.MetadataValue.json({k: v["frames"] for k, v in summary.items()}),
-                    "empty_splits": ", ".join(name for name, fraction in zip(SPLITS, (sc.train, sc.valid, sc.test),
-                                                                              strict=True)
-                                              if fraction > 0 and summary[name]["frames"] == 0) or "none",
+                    "empty_splits": ", ".join(empty) or "none",
                 },
             )
         ],
