@@ -207,7 +207,7 @@ def _add_import(sub):
     p.add_argument("--pixel-size-um", type=float, default=None, help="images only: pixel size of the images")
     p.add_argument("--gene", default="", help="images only: the tagged gene")
     p.add_argument("--ensg-id", default="", help="images only: its Ensembl id")
-    p.add_argument("--frames-per-pseudo-field", type=int, default=None, metavar="N",
+    p.add_argument("--frames-per-pseudo-field", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="cytoself only: released crops have no plate wells, so each protein's gene is its well; "
                         "a frame's field is its released FOV_id, and frames without one (e.g. *_label.npy with "
                         "3 columns) are grouped into pseudo-fields of N consecutive frames of the same protein, "
@@ -228,13 +228,13 @@ def cmd_import(a) -> int:
         if given:
             raise CellscapeError(f"--format cytoself takes already cropped frames; {given} would be ignored",
                                  path=a.folder, field=given[0])
-        res = import_cytoself(a.folder, store, a.plate_id, frames_per_pseudo_field=a.frames_per_pseudo_field)
+        res = import_cytoself(a.folder, store, a.plate_id, frames_per_pseudo_field=getattr(a, "frames_per_pseudo_field", None))
         grouping = res.manifest["provenance"]["field_grouping"]
         print(f"{res.plate_id}: wells are genes; {grouping['frames_with_fov_id']} frames grouped by FOV_id, "
               f"{grouping['frames_in_pseudo_fields']} in pseudo-fields of {grouping['frames_per_pseudo_field']} "
               f"consecutive frames per protein ({res.n_fields} fields)")
     else:
-        if a.frames_per_pseudo_field is not None:
+        if hasattr(a, "frames_per_pseudo_field"):
             raise CellscapeError("--frames-per-pseudo-field is for --format cytoself", path=a.folder,
                                  field="frames_per_pseudo_field")
         if a.pixel_size_um is None:
