@@ -196,6 +196,7 @@ def cmd_ingest(a) -> int:
 
 def _add_import(sub):
     from .core.store.config import IngestParams
+    from .core.store.sources import CYTOSELF_PSEUDO_FIELD_FRAMES
 
     p = sub.add_parser("import", help="put an image folder or released cytoself arrays into a frame store",
                        formatter_class=_HELP)
@@ -208,6 +209,12 @@ def _add_import(sub):
     p.add_argument("--pixel-size-um", type=float, default=None, help="images only: pixel size of the images")
     p.add_argument("--gene", default="", help="images only: the tagged gene")
     p.add_argument("--ensg-id", default="", help="images only: its Ensembl id")
+    p.add_argument("--frames-per-pseudo-field", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="cytoself only: released crops have no plate wells, so each protein's gene is its well; "
+                        "a frame's field is its released FOV_id, and frames without one (e.g. *_label.npy with "
+                        "3 columns) are grouped into pseudo-fields of N consecutive frames of the same protein, "
+                        f"in file order, so that field-exclusive splits still hold out whole groups "
+                        f"(default: {CYTOSELF_PSEUDO_FIELD_FRAMES})")
     add_config_arguments(p, IngestParams, notes={k: "(images only)" for k in IngestParams.model_fields})
     p.set_defaults(func=cmd_import)
 
@@ -223,8 +230,15 @@ def cmd_import(a) -> int:
         if given:
             raise CellscapeError(f"--format cytoself takes already cropped frames; {given} would be ignored",
                                  path=a.folder, field=given[0])
-        res = import_cytoself(a.folder, store, a.plate_id)
+        res = import_cytoself(a.folder, store, a.plate_id, frames_per_pseudo_field=getattr(a, "frames_per_pseudo_field", None))
+        grouping = res.manifest["provenance"]["field_grouping"]
+        print(f"{res.plate_id}: wells are genes; {grouping['frames_with_fov_id']} frames grouped by FOV_id, "
+              f"{grouping['frames_in_pseudo_fields']} in pseudo-fields of {grouping['frames_per_pseudo_field']} "
+              f"consecutive frames per protein ({res.n_fields} fields)")
     else:
+        if hasattr(a, "frames_per_pseudo_field"):
+            raise CellscapeError("--frames-per-pseudo-field is for --format cytoself", path=a.folder,
+                                 field="frames_per_pseudo_field")
         if a.pixel_size_um is None:
             raise CellscapeError("--pixel-size-um is required for --format images", path=a.folder, field="pixel_size_um")
         res = ingest_image_folder(a.folder, store, a.plate_id, a.pixel_size_um, params, a.gene, a.ensg_id)
@@ -246,30 +260,15 @@ def _add_train(sub):
 
 
 def cmd_train(a) -> int:
-    from .core.errors import StoreError
     from .core.localization.config import TrainConfig
     from .core.localization.training import fit, save_training_figures
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
-    from .core.store.config import SplitConfig
     from .core.store.dvc import dataset_md5_or_none
-    from .core.store.splits import make_splits, split_version
 
     cfg = config_from_args(TrainConfig, a)
     store = open_store(a.frames)
-    try:
-        splits = store.read_dataset_table("splits")
-        version = store.read_dataset_manifest("splits").get("provenance", {}).get("split_version")
-        print(f"splits: the store's splits table (version {version})")
-    except StoreError:
-        try:
-            catalog = store.read_catalog()
-        except StoreError:
-            catalog = store.catalog()
-        sc = SplitConfig(exclusive_by=a.split_by, seed=cfg.seed)
-        splits = make_splits(catalog, sc)
-        version = split_version(splits, sc)
-        print(f"splits: made here, {a.split_by}-exclusive, seed {cfg.seed} (version {version})")
+    splits, version = store_splits(store, a.split_by, cfg.seed)
     print(f"devices: {describe_devices()}")
     with ProgressBar("training") as bar:
         res = fit(store, splits, cfg, a.out, provenance={"dataset_md5": dataset_md5_or_none(), "split_version": version},
@@ -279,6 +278,63 @@ def cmd_train(a) -> int:
     print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
     print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
     return 0
+
+
+def store_splits(store, split_by: str, seed: int):
+    """The store's splits table, or -- only when none has been written -- one made here.
+
+    ``cellscape train`` and ``cellscape report`` read the splits the ``dataset_splits`` asset
+    wrote (refused when they fail :func:`~assets_pkg.core.store.splits.check_disjoint` under
+    the config recorded with them).  When the store holds no splits table (:class:`~assets_pkg.core.errors.TableNotWritten`)
+    a ``split_by``-exclusive split with ``seed`` and the default fractions is made from the
+    catalog (or from the plates' tables when no catalog was written either), checked with
+    :func:`~assets_pkg.core.store.splits.check_disjoint` and used without being saved; stderr
+    says so.  Any other store error (a checksum that differs, a missing table file) propagates.
+
+    Returns
+    -------
+    (pandas.DataFrame, str or None)
+        The splits and their ``split_version``.
+
+    Raises
+    ------
+    StoreError
+        The store is damaged or unreadable.
+    CellscapeError
+        The split made here fails its check (e.g. an empty split).
+    """
+    from .core.errors import TableNotWritten
+    from .core.store.config import SplitConfig
+    from .core.store.splits import check_disjoint, make_splits, split_version
+
+    try:
+        splits, manifest = store.read_dataset("splits")
+    except TableNotWritten:
+        pass
+    else:
+        prov = manifest.get("provenance", {})
+        version = prov.get("split_version")
+        problems = check_disjoint(splits, SplitConfig(**prov["config"])) if "config" in prov else []
+        if problems:
+            raise CellscapeError(f"the store's splits table (version {version}) failed its check: {'; '.join(problems)}",
+                                 path=store.url, field="splits")
+        print(f"splits: the store's splits table (version {version})")
+        return splits, version
+    try:
+        catalog, source = store.read_catalog(), "the store's catalog"
+    except TableNotWritten:
+        catalog, source = store.catalog(), "the plates' tables (the store holds no catalog either)"
+    sc = SplitConfig(exclusive_by=split_by, seed=seed)
+    splits = make_splits(catalog, sc)
+    problems = check_disjoint(splits, sc)
+    if problems:
+        raise CellscapeError(f"the store holds no splits table and the split made here is unusable: {'; '.join(problems)}",
+                             path=store.url, field="splits")
+    version = split_version(splits, sc)
+    print(f"splits: the store holds no splits table; made one here from {source}, {split_by}-exclusive, "
+          f"fractions {sc.train:g}/{sc.valid:g}/{sc.test:g}, seed {seed} (version {version}); not saved",
+          file=sys.stderr)
+    return splits, version
 
 
 def _add_report(sub):
@@ -292,22 +348,9 @@ def _add_report(sub):
     p.add_argument("--frames", required=True, help="frame store")
     p.add_argument("--out", required=True, type=Path)
     add_config_arguments(p, AtlasConfig)
+    p.add_argument("--split-by", choices=["field", "protein"], default="field",
+                   help="when the store holds no splits table: exclusive unit of the split made here (as for train)")
     p.set_defaults(func=cmd_report)
-
-
-def _splits_of(store, seed: int):
-    from .core.errors import StoreError
-    from .core.store.config import SplitConfig
-    from .core.store.splits import make_splits
-
-    try:
-        return store.read_dataset_table("splits")
-    except StoreError:
-        try:
-            catalog = store.read_catalog()
-        except StoreError:
-            catalog = store.catalog()
-        return make_splits(catalog, SplitConfig(seed=seed))
 
 
 def cmd_report(a) -> int:
@@ -323,7 +366,8 @@ def cmd_report(a) -> int:
         if not path:
             raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
         models[name] = Path(path)
-    table, paths = build_report(models, store, _splits_of(store, cfg.seed), a.out, cfg,
+    splits, _ = store_splits(store, a.split_by, cfg.seed)
+    table, paths = build_report(models, store, splits, a.out, cfg,
                                 provenance={"dataset_md5": dataset_md5_or_none()})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {a.out} (scores.json, *_frames/_spectra/_knn/_predictions.parquet, *_matrices.npz, figures/)")

@@ -17,6 +17,7 @@ import pytest
 from plate_factory import edit_plate_json, set_value, tree_state
 
 from assets_pkg.cli import main
+from assets_pkg.core.errors import CellscapeError
 from assets_pkg.core.store.frame_store import FrameStore
 
 #: Small plates: 2 wells x 1 field of 384 px, enough for a few frames per field.
@@ -214,3 +215,72 @@ def test_bad_plate_id_is_refused_and_nothing_written(good, tmp_path, capsys):
     assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
     assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
     assert tree_state(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- splits for train / report
+def _small_store(root: Path) -> FrameStore:
+    """One plate: 4 proteins x 4 fields x 2 frames of 20x20 px, and its catalog."""
+    n = 32
+    store = FrameStore(str(root))
+    table = pd.DataFrame({
+        "frame_id": [f"p/A{i // 8:02d}/f{(i // 2) % 4:02d}/n{i % 2:04d}" for i in range(n)],
+        "well": [f"A{i // 8:02d}" for i in range(n)], "field_id": [(i // 2) % 4 for i in range(n)],
+        "gene": [f"G{i // 8}" for i in range(n)], "ensg_id": [f"ENSG{i // 8:011d}" for i in range(n)],
+    })
+    store.write_plate("p", np.zeros((n, 20, 20, 3), np.float32), table)
+    store.write_catalog(store.catalog())
+    return store
+
+
+def _damage(store_dir: Path, name: str) -> None:
+    """Overwrite the parquet file of a dataset table, so that its checksum no longer matches."""
+    manifest = json.loads((store_dir / name / "manifest.json").read_text())
+    (store_dir / manifest["table_path"]).write_bytes(b"not the table the manifest names")
+
+
+def test_a_damaged_splits_table_fails_train_and_report_instead_of_a_new_split(tmp_path, capsys):
+    from assets_pkg.core.store.config import SplitConfig
+    from assets_pkg.core.store.splits import make_splits
+
+    store = _small_store(tmp_path / "s")
+    store.write_dataset_table("splits", make_splits(store.read_catalog(), SplitConfig(0.5, 0.25, 0.25, seed=1)),
+                              {"config": SplitConfig(0.5, 0.25, 0.25, seed=1).model_dump()})
+    _damage(tmp_path / "s", "splits")
+    for argv in (["train", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "m"), "--preset", "tiny"],
+                 ["report", "--checkpoint", str(tmp_path / "m"), "--frames", str(tmp_path / "s"),
+                  "--out", str(tmp_path / "r")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "splits.parquet" in err and "checksum differs from the manifest" in err and "made one here" not in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
+
+
+def test_splits_are_made_only_when_the_store_holds_none_and_stderr_says_so(tmp_path, capsys):
+    from assets_pkg.cli import store_splits
+    from assets_pkg.core.errors import StoreError
+    from assets_pkg.core.store.config import SplitConfig
+    from assets_pkg.core.store.splits import make_splits, split_version
+
+    store = _small_store(tmp_path / "s")
+    splits, version = store_splits(store, "field", seed=3)
+    made = make_splits(store.read_catalog(), SplitConfig(exclusive_by="field", seed=3))
+    pd.testing.assert_frame_equal(splits, made)
+    assert version == split_version(made, SplitConfig(exclusive_by="field", seed=3))
+    out = capsys.readouterr()
+    assert "the store holds no splits table; made one here from the store's catalog, field-exclusive" in out.err
+    assert "made one here" not in out.out
+    # a split made here that fails its check is refused (one field per protein: valid stays empty)
+    one_field = _small_store(tmp_path / "one")
+    cat = one_field.read_catalog().assign(field_id=0)
+    one_field.write_catalog(cat)
+    with pytest.raises(CellscapeError, match="made here is unusable: valid is empty"):
+        store_splits(one_field, "field", seed=0)
+    # a stored table is used as it is, and refused when it fails the check recorded with it
+    config = SplitConfig(0.5, 0.5, 0.0, "field", seed=0)
+    one_field.write_dataset_table("splits", make_splits(cat, config), {"split_version": "v1", "config": config.model_dump()})
+    with pytest.raises(CellscapeError, match=r"splits table \(version v1\) failed its check: valid is empty"):
+        store_splits(one_field, "field", seed=0)
+    # a damaged catalog is an error too, not a reason to rebuild it from the plates
+    _damage(tmp_path / "s", "catalog")
+    with pytest.raises(StoreError, match="checksum"):
+        store_splits(store, "field", seed=0)

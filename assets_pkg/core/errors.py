@@ -58,3 +58,12 @@ class ValidationFailed(CellscapeError):
 
 class StoreError(CellscapeError):
     """The frame store is missing, inconsistent or was asked for something it does not hold."""
+
+
+class TableNotWritten(StoreError):
+    """No dataset-level table of that name (catalog, splits, ...) has ever been written to the store.
+
+    The one store condition a caller may answer by making the table itself (``cellscape
+    train`` makes a split when the store holds none); every other :class:`StoreError`
+    (a checksum that differs, a missing file a manifest names) means the store is damaged.
+    """

@@ -30,6 +30,7 @@ from ..core.store.ingest import (
 )
 from ..core.store.lineage import catalog_of, content_key
 from ..core.store.splits import (
+    SPLITS,
     check_disjoint,
     make_splits,
     split_summary,
@@ -304,13 +305,14 @@ SplitsConfig = dagster_config(SplitConfig, "SplitsConfig")
 )
 def dataset_splits(context: dg.AssetExecutionContext, config: SplitsConfig, frame_catalog: dict,
                    cellscape: CellscapeResource):
-    """Train/valid/test assignment of frames, exclusive by field of view or by protein."""
+    """Train/valid/test assignment of frames, exclusive by field of view or by protein; its blocking check
+    fails on a straddling field or protein, an empty split the config asks for, or a frame without keys."""
     store = cellscape.store()
     catalog = store.read_dataset_table("catalog", version=frame_catalog["catalog_version"])
     sc = config.to_library()
     splits = make_splits(catalog, sc)
     version = split_version(splits, sc)
-    problems = check_disjoint(splits, sc.exclusive_by)
+    problems = check_disjoint(splits, sc)
     manifest = store.write_dataset_table(
         "splits",
         splits,
@@ -322,8 +324,10 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitsConfig, fram
               "catalog_version": frame_catalog["catalog_version"], "dataset_md5": frame_catalog["dataset_md5"],
               "plates": frame_catalog["plates"], "content_key": frame_catalog["content_key"],
               "disjoint": not problems, "problems": problems, "run_id": context.run.run_id}
-    yield dg.Output(
-        handle,
+    fractions = dict(zip(SPLITS, (sc.train, sc.valid, sc.test), strict=True))
+    empty = [name for name in SPLITS if fractions[name] > 0 and summary[name]["frames"] == 0]
+    yield dg.MaterializeResult(
+        value=handle,
         metadata={
             "split_version": version,
             "summary": table_metadata(pd.DataFrame(summary).T.rename_axis("split"), index=True),
@@ -334,10 +338,20 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitsConfig, fram
             "dataset_md5": frame_catalog["dataset_md5"],
         },
         data_version=dg.DataVersion(version),
-    )
-    yield dg.AssetCheckResult(
-        check_name="splits_disjoint",
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"problems": "; ".join(problems) or "none"},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="splits_disjoint",
+                passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=("; ".join(problems) if problems else
+                             f"no {sc.exclusive_by} straddles two splits; every split asked for holds frames"),
+                metadata={
+                    "problems": "; ".join(problems) or "none",
+                    "exclusive_by": sc.exclusive_by,
+                    "fractions": f"{sc.train:g}/{sc.valid:g}/{sc.test:g}",
+                    "frames_per_split": dg.MetadataValue.json({k: v["frames"] for k, v in summary.items()}),
+                    "empty_splits": ", ".join(empty) or "none",
+                },
+            )
+        ],
     )

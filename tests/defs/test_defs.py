@@ -154,7 +154,9 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         res = dg.materialize(
             ALL, selection=DATASET_ASSETS,
             instance=instance, resources=resources,
-            run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
+            # 4 proteins with one field each: only a protein-exclusive split can fill train and valid
+            run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0,
+                                                              "exclusive_by": "protein"}}}},
         )
         assert res.success
         md5 = res.asset_materializations_for_node("dataset_version")[0].metadata["dataset_md5"].value
@@ -170,7 +172,7 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         assert cat["protein_id"].nunique() == cat["ensg_id"].nunique() == 4
         assert store.read_catalog_manifest()["provenance"]["dataset_md5"] == md5
         splits = store.read_dataset_table("splits")
-        assert set(splits["split"]) <= {"train", "valid"} and len(splits) == len(cat)
+        assert set(splits["split"]) == {"train", "valid"} and len(splits) == len(cat)
         check = res.get_asset_check_evaluations()[0]
         assert check.check_name == "splits_disjoint" and check.passed
         # lineage by version id: each step names the versions it read
@@ -196,6 +198,26 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         catalog_h2 = json.loads((handles / "frame_catalog.json").read_text())
         assert catalog_h2["plates"]["plate01"] == store.read_manifest("plate01")["version"]
         assert catalog_h2["catalog_version"] != catalog_h["catalog_version"]
+
+
+def test_splits_check_fails_an_empty_split_instead_of_passing_vacuously(tmp_path):
+    # one field per protein, field-exclusive: every frame lands in train and valid stays empty
+    root = tmp_path / "project"
+    store = FrameStore(str(root / "artifacts" / "frames"))
+    n = 8
+    store.write_plate("p", np.zeros((n, 20, 20, 3), np.float32), pd.DataFrame({
+        "frame_id": [f"p/A{i // 2:02d}/f00/n{i % 2:04d}" for i in range(n)], "well": [f"A{i // 2:02d}" for i in range(n)],
+        "field_id": 0, "gene": [f"G{i // 2}" for i in range(n)], "ensg_id": [f"ENSG{i // 2:011d}" for i in range(n)]}))
+    store.write_catalog(store.catalog())
+    res = dg.materialize([store_defs.dataset_splits], resources={"cellscape": CellscapeResource(root=str(root))},
+                         run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
+                         raise_on_error=False)
+    check = res.get_asset_check_evaluations()[0]
+    assert check.check_name == "splits_disjoint" and not check.passed
+    assert check.metadata["empty_splits"].value == "valid"
+    assert check.metadata["frames_per_split"].value == {"train": 8, "valid": 0, "test": 0}
+    assert check.metadata["problems"].value.startswith("valid is empty although the config gives it 0.5 of the fields")
+    assert check.metadata["fractions"].value == "0.5/0.5/0" and check.metadata["exclusive_by"].value == "field"
 
 
 def test_new_plate_sensor_picks_complete_settled_plates_only(project):
@@ -240,7 +262,9 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
             ALL, selection=DATASET_ASSETS + MODEL_ASSETS,
             instance=instance, resources=resources,
             run_config={"ops": {
-                "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}},
+                # one field per protein: a field-exclusive split can only fill train (the check fails
+                # an empty split the config asks for), and the health check then reads train metrics
+                "dataset_splits": {"config": {"train": 1.0, "valid": 0.0, "test": 0.0}},
                 "localization_model": {"config": small},
                 "localization_model_ablation": {"config": small},
             }},

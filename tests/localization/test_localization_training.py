@@ -74,16 +74,23 @@ def _params_flat(params) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(params)])
 
 
-def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(tmp_path):
-    store, splits = synthetic_store(tmp_path / "s")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The store, its splits and an uninterrupted TINY run (folder ``a``), shared by the resume tests."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    store, splits = synthetic_store(root / "s")
+    return root, store, splits, fit(store, splits, TrainConfig(**TINY), root / "a", resume=False)
+
+
+def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(uninterrupted, tmp_path):
+    root, store, splits, full = uninterrupted
     cfg = TrainConfig(**TINY)
-    full = fit(store, splits, cfg, tmp_path / "a", resume=False)
     killed = fit(store, splits, cfg, tmp_path / "b", stop_after_steps=5)  # dies after step 5; last checkpoint 3
     assert killed.interrupted and killed.step == 5
     resumed = fit(store, splits, cfg, tmp_path / "b", resume=True)
     assert resumed.step == full.step
-    np.testing.assert_allclose(_params_flat(resumed.state.params), _params_flat(full.state.params), rtol=0, atol=1e-6)
-    pd.testing.assert_frame_equal(resumed.history, full.history, check_exact=False, rtol=1e-5)
+    np.testing.assert_array_equal(_params_flat(resumed.state.params), _params_flat(full.state.params))
+    pd.testing.assert_frame_equal(resumed.history, full.history, check_exact=True)
     # the outputs a user reads, and the provenance every checkpoint records
     for name in ("model.json", "metrics.json", "history.csv"):
         assert (tmp_path / "b" / name).is_file()
@@ -97,13 +104,35 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     # the command-line report on this model, compared with the uninterrupted twin
     from assets_pkg.cli import main
 
-    rc = main(["report", "--checkpoint", str(tmp_path / "b"), "--compare", f"twin={tmp_path / 'a'}",
-               "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "report"), "--n-clusters", "3"])
+    rc = main(["report", "--checkpoint", str(tmp_path / "b"), "--compare", f"twin={root / 'a'}",
+               "--frames", str(root / "s"), "--out", str(tmp_path / "report"), "--n-clusters", "3"])
     assert rc == 0
     scores = json.loads((tmp_path / "report" / "scores.json").read_text())
     assert set(scores["scores"]) == {"b", "twin"} and scores["scores"]["b"]["proteins"] == 4
     assert scores["provenance"]["models"]["b"]["checkpoint"] == str(tmp_path / "b")
     assert (tmp_path / "report" / "figures" / "aligned_umaps.png").is_file()
+
+
+@pytest.mark.parametrize("kill", [7, pytest.param(8, marks=pytest.mark.slow)])
+def test_resume_at_an_epoch_boundary_repeats_nothing_and_skips_nothing(uninterrupted, tmp_path, kill):
+    # 61 train frames in batches of 8: 7 steps per epoch, a checkpoint every 7 steps lands on
+    # each epoch's last step.  Killed right after that step (7: before epoch 1's evaluation;
+    # 8: after it), the resumed run must give every history row, the plateau rule's state and
+    # the parameters of the uninterrupted run, exactly.  (tests/ml covers every kill point
+    # around a boundary on a toy model; 8 is slow here.)
+    _, store, splits, full = uninterrupted
+    cfg = TrainConfig(**{**TINY, "checkpoint_every": 7})  # the checkpoint policy changes no number
+    killed = fit(store, splits, cfg, tmp_path / "m", stop_after_steps=kill)
+    assert killed.interrupted and killed.step == kill and len(killed.history) == kill // 7 - (kill == 7)
+    resumed = fit(store, splits, cfg, tmp_path / "m")
+    assert resumed.step == full.step == 14
+    assert resumed.history["epoch"].tolist() == [1, 2]
+    pd.testing.assert_frame_equal(resumed.history, full.history, check_exact=True)
+    assert pd.read_csv(tmp_path / "m" / "history.csv").equals(pd.read_csv(full.out_dir / "history.csv"))
+    assert resumed.plateau == full.plateau and full.plateau["best"] == full.history["valid_total"].min()
+    assert load_checkpoint(tmp_path / "m")[2]["plateau"] == full.plateau
+    np.testing.assert_array_equal(_params_flat(resumed.state.params), _params_flat(full.state.params))
+    assert resumed.stopped_early == full.stopped_early
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
@@ -116,6 +145,11 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     moved.loc[moved.index[moved.split == "train"][0], "split"] = "valid"
     with pytest.raises(Exception, match="another config"):
         fit(store, moved, TrainConfig(**TINY), tmp_path / "m")
+    # nor on the same frame ids whose pixels were rewritten (a new version of the plate)
+    table = store.read_table("p0")
+    store.write_plate("p0", store.read_frames("p0", np.arange(len(table))) * 2.0, table, {})
+    with pytest.raises(Exception, match="another config"):
+        fit(store, splits, TrainConfig(**TINY), tmp_path / "m")
 
 
 SHARDED = textwrap.dedent("""

@@ -68,14 +68,16 @@ def _evaluate(rule):
     return ev
 
 
-def _run(work, epochs=5, **kw):
+def _run(work, epochs=5, stop_patience=0, **kw):
     # patience 1 with a large min_delta cuts the learning rate after every evaluation: the
     # rule's state and the injected rate must survive a resume
-    rule = PlateauRule("loss", 0.05, patience=1, factor=0.7, stop_patience=0, min_delta=10.0)
+    rule = PlateauRule("loss", 0.05, patience=1, factor=0.7, stop_patience=stop_patience, min_delta=10.0)
     kw.setdefault("checkpoint", CheckpointPolicy(every=3, keep=2))
-    return train_loop(_state(), _step, EpochBatches(), steps_per_epoch=N // BATCH, epochs=epochs,
-                      key=jax.random.PRNGKey(7), run=TrainRun(work, **kw), identity={"run": "toy"},
-                      evaluate=_evaluate(rule), rules=[rule], log_every=2)
+    res = train_loop(_state(), _step, EpochBatches(), steps_per_epoch=N // BATCH, epochs=epochs,
+                     key=jax.random.PRNGKey(7), run=TrainRun(work, **kw), identity={"run": "toy", "stop": stop_patience},
+                     evaluate=_evaluate(rule), rules=[rule], log_every=2)
+    res.plateau = rule.state_dict()  # the early-stopping state after the run
+    return res
 
 
 def _flat(params):
@@ -83,7 +85,8 @@ def _flat(params):
 
 
 def _same(a, b):
-    assert a.step == b.step
+    assert a.step == b.step and a.stopped_by == b.stopped_by
+    assert a.plateau == b.plateau
     np.testing.assert_array_equal(_flat(a.state.params), _flat(b.state.params))
     assert a.history == b.history
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.train_log]
@@ -112,6 +115,24 @@ def test_checkpoint_on_an_epochs_last_step_keeps_its_evaluation(full, tmp_path):
     resumed = _run(tmp_path, checkpoint=CheckpointPolicy(every=4, keep=3))
     assert resumed.resumed_from == 12
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    _same(resumed, full)
+
+
+@pytest.mark.parametrize("stop_patience", [0, 3])
+@pytest.mark.parametrize("kill", [4, 5, 16])
+def test_a_run_killed_around_an_epoch_boundary_resumes_exactly(tmp_path, kill, stop_patience):
+    # checkpoints every 4 steps = every epoch's last step; killed right after step 4 (before
+    # epoch 1's evaluation), after step 5 (after it: the resume repeats it from the step-4
+    # checkpoint) or after step 16 (where stop_patience 3 stops early): every history row, the
+    # rule's state (best, bad evaluations, learning rate) and the parameters match
+    full = _run(None, stop_patience=stop_patience)
+    assert (full.stopped_by, full.step) == (("steps", 20) if stop_patience == 0 else ("early stopping", 16))
+    policy = CheckpointPolicy(every=4, keep=2)
+    killed = _run(tmp_path, stop_patience=stop_patience, stop_after_steps=kill, checkpoint=policy)
+    assert killed.interrupted and len(killed.history) == (kill - 1) // 4
+    resumed = _run(tmp_path, stop_patience=stop_patience, checkpoint=policy)
+    assert resumed.resumed_from == kill // 4 * 4
+    assert [r["epoch"] for r in resumed.history] == [r["epoch"] for r in full.history]
     _same(resumed, full)
 
 

@@ -46,3 +46,48 @@ def test_cytoself_arrays_import(tmp_path):
     frames = store.read_frames("released", [0, 4])
     np.testing.assert_allclose(frames[..., :2], img[[0, 4]], rtol=1e-6)
     assert frames[0, 50, 50, 2] > 0 > frames[0, 2, 2, 2]
+
+
+def _per_protein_arrays(folder, genes=("ACTB", "LMNB1"), n=12, size=20):
+    """cytoself's download_sample_data layout: *_pro/_nuc.npy and a 3-column *_label.npy (no FOV ids)."""
+    rng = np.random.default_rng(2)
+    for k, gene in enumerate(genes):
+        np.save(folder / f"{gene}_pro.npy", rng.random((n, size, size)).astype(np.float32))
+        nuc = np.zeros((n, size, size), np.float32)
+        nuc[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+        np.save(folder / f"{gene}_nuc.npy", nuc)
+        np.save(folder / f"{gene}_label.npy", np.array([[f"ENSG{k:011d}", gene, "er"]] * n, dtype=object),
+                allow_pickle=True)
+
+
+def test_cytoself_import_without_fov_ids_gets_wells_and_pseudo_fields_that_split(tmp_path, capsys):
+    # Released arrays without FOV ids used to get no well and one field per protein: a
+    # field-exclusive split put every frame in train and its check passed vacuously.
+    from assets_pkg.core.store.config import SplitConfig
+    from assets_pkg.core.store.splits import check_disjoint, make_splits
+
+    src = tmp_path / "cyto"
+    src.mkdir()
+    _per_protein_arrays(src)
+    store_dir = str(tmp_path / "store")
+    assert main(["import", str(src), "--format", "cytoself", "--store", store_dir, "--plate-id", "released",
+                 "--frames-per-pseudo-field", "3"]) == 0
+    assert "24 in pseudo-fields of 3 consecutive frames per protein (8 fields)" in capsys.readouterr().out
+    store = FrameStore(store_dir)
+    cat = store.catalog()
+    assert cat["well"].tolist() == ["ACTB"] * 12 + ["LMNB1"] * 12  # the gene is the well
+    assert cat["field_id"].tolist() == [i // 3 for i in range(12)] * 2  # 3 consecutive frames per field
+    assert store.read_manifest("released")["provenance"]["field_grouping"]["frames_per_pseudo_field"] == 3
+    config = SplitConfig(0.5, 0.25, 0.25, "field", seed=0)
+    splits = make_splits(cat, config)
+    assert check_disjoint(splits, config) == []
+    per_protein = splits.groupby(["ensg_id", "split"])["field_id"].nunique().unstack()
+    assert (per_protein[["train", "valid", "test"]].to_numpy() == [[2, 1, 1], [2, 1, 1]]).all()
+
+    # with the default pseudo-field size (40) 12 frames make one field per protein: the check
+    # now says that valid and test are empty instead of passing
+    assert main(["import", str(src), "--format", "cytoself", "--store", store_dir, "--plate-id", "released"]) == 0
+    cat = store.catalog()
+    assert cat.groupby("well")["field_id"].nunique().tolist() == [1, 1]
+    problems = check_disjoint(make_splits(cat, config), config)
+    assert [p.split()[0] for p in problems] == ["valid", "test"]

@@ -211,3 +211,26 @@ def test_label_npy_with_a_code_payload_is_refused_not_executed(tmp_path):
     with pytest.raises(PlateFormatError, match="refusing to load"):
         read_cytoself_arrays(tmp_path)
     assert not Path("/tmp/cellscape-pwned").exists()
+
+
+def test_cytoself_label_without_ensg_is_refused_naming_file_and_field(tmp_path):
+    # an empty ensg would reach the catalog as an empty protein key
+    pro, nuc = disc_stack(2)
+    np.save(tmp_path / "X_pro.npy", pro)
+    np.save(tmp_path / "X_nuc.npy", nuc)
+    np.save(tmp_path / "X_label.npy", np.array([["E1", "X", "er"], [None, "X", "er"]], dtype=object), allow_pickle=True)
+    with pytest.raises(PlateFormatError, match="X_label.npy: field 'ensg': label row 1 has no ensg"):
+        read_cytoself_arrays(tmp_path)
+
+
+def test_cytoself_frames_without_fov_form_pseudo_fields_per_protein(tmp_path):
+    # layout (a) with FOV_id missing for some rows: those rows are chunked per protein in file order
+    write_image_data(tmp_path, 0, 10, 2)  # ACTB x 8 (fovA x2, fovB x6), LMNB1 x 2 (fovC)
+    lab = pd.read_csv(tmp_path / "Label_data00.csv")
+    lab.loc[2:7, "FOV_id"] = np.nan  # ACTB's fovB frames lose their FOV
+    lab.to_csv(tmp_path / "Label_data00.csv", index=False)
+    _, table = read_cytoself_arrays(tmp_path, plate_id="oc", frames_per_pseudo_field=4)
+    assert table["well"].tolist() == ["ACTB"] * 8 + ["LMNB1"] * 2
+    assert table["field_id"].tolist() == [0, 0, 1, 1, 1, 1, 2, 2, 0, 0]
+    assert table["source_fov"].tolist() == ["fovA"] * 2 + [""] * 6 + ["fovC"] * 2
+    assert table["nucleus_label"].tolist() == [1, 2, 1, 2, 3, 4, 1, 2, 1, 2]

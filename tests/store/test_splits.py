@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from assets_pkg.core.errors import CellscapeError
 from assets_pkg.core.store.config import SplitConfig
 from assets_pkg.core.store.splits import (
     check_disjoint,
@@ -84,3 +85,46 @@ def test_few_fields_per_protein_still_give_valid_and_test_fields():
     assert (s[s["split"] == "train"].groupby("ensg_id").size() >= 1).sum() == 200
     assert 0.05 < fields["valid"] / len(s) < 0.15 and 0.05 < fields["test"] / len(s) < 0.15
     assert check_disjoint(s, "field") == []
+
+
+# ---------------------------------------------------------------------------- no vacuous splits
+@pytest.mark.parametrize("column, value", [("well", np.nan), ("well", ""), ("field_id", np.nan),
+                                           ("ensg_id", None), ("plate_id", "  ")])
+def test_make_splits_refuses_empty_or_nan_keys_naming_the_column(column, value):
+    # Frames without a well or field used to form one silent group: all of them in one split.
+    cat = _catalog(n_proteins=3, fields=4)
+    cat[column] = cat[column].astype(object)
+    cat.loc[cat.index[5:], column] = value
+    with pytest.raises(CellscapeError, match=f"'{column}' is empty or NaN in {len(cat) - 5} of {len(cat)}") as e:
+        make_splits(cat, SplitConfig(seed=0))
+    assert e.value.field == column and isinstance(e.value, ValueError)
+
+
+def test_check_disjoint_fails_an_empty_split_the_config_asks_for():
+    # One field per protein: every protein's only field goes to train, valid and test stay empty.
+    cat = _catalog(n_proteins=4, fields=1)
+    config = SplitConfig(0.5, 0.5, 0.0, "field", seed=0)
+    s = make_splits(cat, config)
+    assert set(s["split"]) == {"train"}
+    problems = check_disjoint(s, config)
+    assert len(problems) == 1 and problems[0].startswith("valid is empty")  # test is 0: not asked for
+    # with the protein as the unit, 4 proteins fill train and valid: sound
+    by_protein = SplitConfig(0.5, 0.5, 0.0, "protein", seed=0)
+    assert check_disjoint(make_splits(cat, by_protein), by_protein) == []
+    # a bare unit name means the default fractions: valid and test must both hold frames
+    assert [p.split()[0] for p in check_disjoint(s, "field")] == ["valid", "test"]
+
+
+def test_check_disjoint_fails_missing_or_nan_keys_and_unknown_split_names():
+    s = make_splits(_catalog(), SplitConfig(seed=0))
+    assert check_disjoint(s, "field") == []
+    assert check_disjoint(s.drop(columns=["well"]), "field") == ["columns ['well'] are missing"]
+    nan_well = s.astype({"well": object})
+    nan_well.loc[nan_well.index[:3], "well"] = np.nan
+    assert check_disjoint(nan_well, "field") == [
+        f"column 'well' is empty or NaN in 3 of {len(s)} rows (e.g. frame {s['frame_id'].iloc[0]!r})"]
+    renamed = s.astype({"split": object})
+    renamed.loc[renamed["split"] == "valid", "split"] = "validation"
+    problems = check_disjoint(renamed, "field")
+    assert any("['validation']" in p for p in problems) and any(p.startswith("valid is empty") for p in problems)
+    assert check_disjoint(s.iloc[:0], "field") == ["the split holds no frames"]

@@ -121,6 +121,9 @@ class TrainResult:
     step: int
     stopped_early: bool = False
     interrupted: bool = False
+    plateau: dict | None = None
+    """The early-stopping / plateau rule's state after the last evaluation (``best``,
+    ``bad_evals``, ``lr``), as saved in the checkpoints and ``model.json``."""
 
 
 def _mean_metrics(batches: list[tuple[dict, int]]) -> dict:
@@ -202,7 +205,9 @@ def fit(
         Recorded in every checkpoint and in ``model.json`` (dataset md5, split version, ...);
         the git commit, devices and split sizes are added here.
     resume : bool
-        Continue from the newest checkpoint in ``out_dir`` when its config matches.
+        Continue from the newest checkpoint in ``out_dir``; one saved under another config or
+        other data (the frames and labels of each split, the stored versions of their plates,
+        the dataset md5 and split version) is refused with a :class:`CellscapeError`.
     stop_after_steps : int, optional
         Return after this many steps in total without saving, as a killed run would (tests
         resume from the last periodic checkpoint).
@@ -256,7 +261,8 @@ def fit(
         steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, key=jax.random.PRNGKey(cfg.seed), key_mode="fold_in",
         run=TrainRun(out_dir, CheckpointPolicy(cfg.checkpoint_every, cfg.keep_checkpoints), resume, max_minutes,
                      stop_after_steps, progress, log),
-        identity={**config_record, "data": _split_identity(train_rows, valid_rows, prov)}, evaluate=evaluate_all, eval_every=cfg.eval_every, rules=[plateau],
+        identity={**config_record, "data": _split_identity(store, train_rows, valid_rows, prov)},
+        evaluate=evaluate_all, eval_every=cfg.eval_every, rules=[plateau],
         desc="train VQ-VAE", meta={"provenance": prov},
     )
     final = dict(res.history[-1]) if res.history else {}
@@ -267,22 +273,29 @@ def fit(
         fps = frames / res.steady_seconds if frames and res.steady_seconds > 0 else float("nan")
         final.update(frames_per_second=fps, train_seconds=res.train_seconds)
         record = {"kind": KIND, "architecture": asdict(model_cfg), "config": cfg.model_dump(), "provenance": prov,
-                  "history": res.history, "metrics": final, "step": res.step, "stopped_by": res.stopped_by}
+                  "history": res.history, "metrics": final, "step": res.step, "stopped_by": res.stopped_by,
+                  "plateau": plateau.state_dict()}
         model_folder.save(out_dir, res.state.params, record)
         model_folder.atomic_write_text(out_dir / "history.csv", hist.to_csv(index=False))
         model_folder.atomic_write_text(out_dir / "metrics.json", json.dumps(final, indent=2, sort_keys=True) + "\n")
     return TrainResult(state=res.state, model_config=model_cfg, history=hist, final_metrics=final, out_dir=out_dir,
-                       step=res.step, stopped_early=res.stopped_by == "early stopping", interrupted=res.interrupted)
+                       step=res.step, stopped_early=res.stopped_by == "early stopping", interrupted=res.interrupted,
+                       plateau=plateau.state_dict())
 
 
-def _split_identity(train_rows: pd.DataFrame, valid_rows: pd.DataFrame, prov: dict) -> dict:
+def _split_identity(store: FrameStore, train_rows: pd.DataFrame, valid_rows: pd.DataFrame, prov: dict) -> dict:
     """What a checkpoint must have been trained on to be resumed: the frames of each split (a
-    hash of their plate ids and frame indices) and the dataset version recorded for them."""
+    hash of their plate ids, frame indices and labels), the stored version of every plate they
+    come from (any rewrite of a plate's frames makes a new version), and the dataset version
+    recorded for them."""
     def frames(rows):
-        return data_hash([rows["frame_index"].to_numpy(np.int64)], rows["plate_id"].astype(str).tolist())
+        return data_hash([rows["frame_index"].to_numpy(np.int64), rows["label"].to_numpy(np.int64)],
+                         rows["plate_id"].astype(str).tolist())
 
+    plates = sorted(set(train_rows["plate_id"].astype(str)) | set(valid_rows["plate_id"].astype(str)))
     return {"train": frames(train_rows), "valid": frames(valid_rows), "dataset_md5": prov.get("dataset_md5"),
-            "split_version": prov.get("split_version")}
+            "split_version": prov.get("split_version"),
+            "plate_versions": {p: store.read_manifest(p)["version"] for p in plates}}
 
 
 def load_checkpoint(out_dir: str | Path) -> tuple[Any, ModelConfig, dict]:

@@ -285,14 +285,25 @@ def ingest_image_folder(
     return IngestResult(plate_id, len(pairs), n_nuclei, len(table), time.perf_counter() - t0, manifest)
 
 
-def import_cytoself(folder: str | Path, store: FrameStore, plate_id: str, provenance: dict | None = None) -> IngestResult:
-    """Put released cytoself/OpenCell arrays (already cropped) into the frame store as one plate."""
-    from .sources import read_cytoself_arrays
+def import_cytoself(folder: str | Path, store: FrameStore, plate_id: str, provenance: dict | None = None,
+                    frames_per_pseudo_field: int | None = None) -> IngestResult:
+    """Put released cytoself/OpenCell arrays (already cropped) into the frame store as one plate.
+
+    Wells and fields follow :func:`~assets_pkg.core.store.sources.read_cytoself_arrays`: the
+    gene is the well, a released ``FOV_id`` the field, and frames without one are grouped into
+    pseudo-fields of ``frames_per_pseudo_field`` consecutive frames per protein (None: the
+    reader's default).  The plate's provenance records the grouping (``field_grouping``).
+    """
+    from .sources import CYTOSELF_PSEUDO_FIELD_FRAMES, read_cytoself_arrays
 
     t0 = time.perf_counter()
-    frames, table = read_cytoself_arrays(folder, plate_id=plate_id)
-    prov = {"source": str(Path(folder).resolve()), "kind": "cytoself_arrays"}
+    chunk = CYTOSELF_PSEUDO_FIELD_FRAMES if frames_per_pseudo_field is None else int(frames_per_pseudo_field)
+    frames, table = read_cytoself_arrays(folder, plate_id=plate_id, frames_per_pseudo_field=chunk)
+    pseudo = int((table["source_fov"] == "").sum())
+    prov = {"source": str(Path(folder).resolve()), "kind": "cytoself_arrays",
+            "field_grouping": {"well": "gene", "frames_with_fov_id": int(len(table)) - pseudo,
+                               "frames_in_pseudo_fields": pseudo, "frames_per_pseudo_field": chunk}}
     prov.update(provenance or {})
     manifest = store.write_plate(plate_id, frames, table, prov)
-    n_fields = int(table["field_id"].nunique()) if "field_id" in table else 0
+    n_fields = int(table.groupby(["well", "field_id"]).ngroups)
     return IngestResult(plate_id, n_fields, len(table), len(table), time.perf_counter() - t0, manifest)

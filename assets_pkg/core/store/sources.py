@@ -21,6 +21,22 @@ Availability" and ``DataManagerOpenCell``):
     Label_data columns above.  The prefix is whatever precedes the last ``_`` (``ACTB``,
     ``ENSG00000075624_ACTB`` ...).
 
+Wells and fields: released crops have no plate wells and, in layout (b) with three label
+columns, no field of view either.  So that a field-exclusive split
+(:func:`assets_pkg.core.store.splits.make_splits`) still holds out whole fields, every frame
+gets a stated, never-empty grouping:
+
+- ``well`` is the protein's gene name: one pseudo-well per protein, as each OpenCell cell line
+  has its own well; frame ids read ``<plate_id>/<gene>/f<field>/n<nucleus>`` as for ingested
+  plates.
+- ``field_id`` numbers a protein's fields of view in order of appearance.  A frame with a
+  released ``FOV_id`` belongs to that FOV.  Frames without one (no ``FOV_id`` column, or an
+  empty value) are grouped into pseudo-fields of :data:`CYTOSELF_PSEUDO_FIELD_FRAMES`
+  consecutive frames of the same protein in file order (the last one may be smaller):
+  released crops come FOV by FOV, so neighbours in file order tend to share a field, and a
+  field-exclusive split then holds out runs of neighbouring crops instead of scattering
+  them over train and valid.  ``source_fov`` is empty for these frames.
+
 Localization grades: cytoself's ``loc_grade1`` is read as a protein's primary (most
 prominent) annotation and ``loc_grade3`` as its weakest -- the reverse of OpenCell's numeric
 grade (3 = prominent); code built on the released labels uses ``loc_grade1`` as the primary
@@ -58,6 +74,10 @@ CYTOSELF_LABEL_COLUMNS: tuple[str, ...] = (
     "protein_id",
     "FOV_id",
 )
+
+#: Consecutive frames of one protein per pseudo-field when the source gives no FOV id (see
+#: module notes): about the crops one OpenCell field of view yields.
+CYTOSELF_PSEUDO_FIELD_FRAMES = 40
 
 _TOKEN_SPLIT = re.compile(r"[_\-. ]+")
 
@@ -166,6 +186,7 @@ def read_cytoself_arrays(
     folder: str | Path,
     plate_id: str = "cytoself",
     grade_columns: Mapping[str, int] = CYTOSELF_GRADE_COLUMNS,
+    frames_per_pseudo_field: int = CYTOSELF_PSEUDO_FIELD_FRAMES,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Read released cytoself / OpenCell crops (layout (a) or (b) of the module notes).
 
@@ -178,6 +199,9 @@ def read_cytoself_arrays(
         Written to the ``plate_id`` column and used in ``frame_id``.
     grade_columns : mapping
         Label column -> OpenCell grade (see module notes).
+    frames_per_pseudo_field : int
+        Consecutive frames of a protein grouped into one field when they have no ``FOV_id``
+        (see module notes).
 
     Returns
     -------
@@ -189,17 +213,21 @@ def read_cytoself_arrays(
         pixels, from the nucleus channel thresholded at the Otsu threshold of the whole file.
     table : pandas.DataFrame
         :data:`FRAME_TABLE_COLUMNS` plus ``source_file``, ``source_row`` and ``source_fov``.
-        ``well`` is empty; ``field_id`` numbers the FOVs of each protein in order of
-        appearance (0 when unknown); ``nucleus_label`` numbers the frames of each field from
-        1; ``frame_id`` is ``<plate_id>/<gene>/f<field_id:02d>/n<nucleus_label:04d>`` (as the ingest); centres
+        ``well`` is the gene name; ``field_id`` numbers the FOVs (or pseudo-fields) of each
+        protein in order of appearance (module notes); ``nucleus_label`` numbers the frames
+        of each field from 1; ``frame_id`` is
+        ``<plate_id>/<gene>/f<field_id:02d>/n<nucleus_label:04d>`` (as the ingest); centres
         and nucleus areas are unknown (NaN / NA).
 
     Raises
     ------
     PlateFormatError
         When the folder holds neither layout, or a file is missing, unreadable or of the
-        wrong shape, or labels and images disagree in length.
+        wrong shape, labels and images disagree in length, or a label row has no ``ensg`` or
+        ``name``.
     """
+    if int(frames_per_pseudo_field) < 1:
+        raise ValueError(f"frames_per_pseudo_field must be >= 1, got {frames_per_pseudo_field}")
     folder = Path(folder)
     if not folder.is_dir():
         raise PlateFormatError("cytoself data folder does not exist", path=folder)
@@ -217,7 +245,7 @@ def read_cytoself_arrays(
         )
     frames = np.concatenate([f for f, _ in parts], axis=0)
     labels = pd.concat([t for _, t in parts], ignore_index=True)
-    return frames, _frame_table(labels, plate_id, grade_columns)
+    return frames, _frame_table(labels, plate_id, grade_columns, int(frames_per_pseudo_field))
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -385,16 +413,28 @@ def _grades(row: Mapping, grade_columns: Mapping[str, int]) -> tuple[str, str]:
     return ";".join(n for _, n in pairs), ";".join(f"{n}:{g}" for g, n in pairs)
 
 
-def _frame_table(labels: pd.DataFrame, plate_id: str, grade_columns: Mapping[str, int]) -> pd.DataFrame:
+def _frame_table(labels: pd.DataFrame, plate_id: str, grade_columns: Mapping[str, int],
+                 frames_per_pseudo_field: int = CYTOSELF_PSEUDO_FIELD_FRAMES) -> pd.DataFrame:
     n = len(labels)
+    labels = labels.reset_index(drop=True)
+    for c in ("ensg", "name"):
+        blank = labels[c].isna() | (labels[c].astype(str).str.strip() == "")
+        if blank.any():
+            i = int(np.argmax(blank.to_numpy()))
+            raise PlateFormatError(f"label row {int(labels['source_row'].iloc[i])} has no {c}",
+                                   path=labels["source_file"].iloc[i], field=c)
     gene = labels["name"].astype(str).to_numpy()
     ensg = labels["ensg"].astype(str).to_numpy()
     if "FOV_id" in labels.columns:
-        fov = labels["FOV_id"].astype(str).where(labels["FOV_id"].notna(), "")
+        fov = labels["FOV_id"].astype(str).str.strip().where(labels["FOV_id"].notna(), "")
     else:
-        fov = pd.Series([""] * n)
-    fov = fov.reset_index(drop=True)
-    key = pd.Series(gene) + "\x00" + fov
+        fov = pd.Series([""] * n, dtype=object)
+    # Frames without a FOV: pseudo-fields of consecutive frames of one protein (module notes).
+    unknown = (fov == "").to_numpy()
+    rank = pd.Series(unknown.astype(np.int64)).groupby(gene).cumsum().to_numpy() - 1
+    pseudo = pd.Series(rank // frames_per_pseudo_field).astype(str)
+    group = fov.where(~unknown, "\x01" + pseudo)
+    key = pd.Series(gene) + "\x00" + group
     # Field number: FOVs of each protein numbered in order of appearance.
     first = key.drop_duplicates()
     field_of_key = first.groupby(pd.Series(gene)[first.index].to_numpy()).cumcount()
@@ -409,7 +449,7 @@ def _frame_table(labels: pd.DataFrame, plate_id: str, grade_columns: Mapping[str
                 f"{plate_id}/{g}/f{f:02d}/n{k:04d}" for g, f, k in zip(gene, field_id, nucleus_label, strict=True)
             ],
             "plate_id": plate_id,
-            "well": pd.Series([pd.NA] * n, dtype="string"),
+            "well": pd.Series(gene, dtype="string"),
             "field_id": field_id,
             "gene": gene,
             "ensg_id": ensg,

@@ -3,6 +3,12 @@
 Frames of one field of view are strongly correlated (same cells, same illumination), so a
 split that puts crops of one field into both train and valid overstates accuracy; cytoself
 splits by field.  Splitting by protein instead tests generalisation to unseen proteins.
+
+A field is ``(plate_id, well, field_id)``.  Every frame must have all three (and an
+``ensg_id``): :func:`make_splits` refuses a catalog with an empty or NaN key instead of
+grouping such frames together, and :func:`check_disjoint` fails a split with an empty split
+or missing keys instead of passing it vacuously.  Imports without plate wells or fields state
+their grouping (:func:`assets_pkg.core.store.sources.read_cytoself_arrays`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,44 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from ..errors import CellscapeError
 from .config import SplitConfig
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+#: The columns that say which field (and protein) a frame belongs to; never empty or NaN.
+KEY_COLUMNS: tuple[str, ...] = ("plate_id", "well", "field_id", "ensg_id")
+
+
+def blank_keys(column: pd.Series) -> np.ndarray:
+    """Which entries of a key column are missing: NaN/NA/None, or text that is empty after strip.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(column),)
+    """
+    blank = column.isna().to_numpy(dtype=bool, copy=True)
+    if not pd.api.types.is_numeric_dtype(column.dtype):
+        text = column.astype(object).where(~blank, "").astype(str).str.strip()
+        blank |= (text == "").to_numpy(dtype=bool)
+    return blank
+
+
+def _key_problems(table: pd.DataFrame, columns) -> list[tuple[str, str]]:
+    """``(column, message)`` for every key column with empty or NaN entries."""
+    out = []
+    for c in columns:
+        blank = blank_keys(table[c])
+        if blank.any():
+            example = table["frame_id"].iloc[int(np.argmax(blank))] if "frame_id" in table else int(np.argmax(blank))
+            out.append((c, f"column {c!r} is empty or NaN in {int(blank.sum())} of {len(table)} rows "
+                           f"(e.g. frame {example!r})"))
+    return out
+
+
+def field_key(table: pd.DataFrame) -> pd.Series:
+    """``plate_id/well/field_id`` of every row, as str: the unit of a field-exclusive split."""
+    return table["plate_id"].astype(str) + "/" + table["well"].astype(str) + "/" + table["field_id"].astype(str)
 
 
 def _assign_counts(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
@@ -48,7 +89,7 @@ def make_splits(catalog: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
     ----------
     catalog : pandas.DataFrame
         One row per frame with at least ``frame_id``, ``plate_id``, ``well``, ``field_id`` and
-        ``ensg_id``.
+        ``ensg_id``, none of them empty or NaN.
     config : SplitConfig
 
     Returns
@@ -57,11 +98,21 @@ def make_splits(catalog: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
         The kept rows of ``catalog`` (same columns) plus ``split`` (str) and ``label``
         (int64, dense protein class index over the kept proteins, ordered by ``ensg_id``),
         sorted by ``frame_id``.  Deterministic for a given catalog and config.
+
+    Raises
+    ------
+    CellscapeError (a ValueError)
+        Naming the column: when a column is missing, a ``frame_id`` repeats, or a key
+        (``frame_id``, ``plate_id``, ``well``, ``field_id``, ``ensg_id``) is empty or NaN --
+        such frames would otherwise form one silent group (all of them in one split).
     """
-    need = {"frame_id", "plate_id", "well", "field_id", "ensg_id"}
-    missing = need - set(catalog.columns)
+    need = ("frame_id", *KEY_COLUMNS)
+    missing = sorted(set(need) - set(catalog.columns))
     if missing:
-        raise ValueError(f"catalog lacks columns {sorted(missing)}")
+        raise CellscapeError(f"catalog lacks columns {missing}", field=missing[0])
+    for column, message in _key_problems(catalog, need):
+        raise CellscapeError(f"catalog {message}: every frame needs a plate, well, field and protein "
+                             "(re-import sources without wells or fields with cellscape import)", field=column)
     if catalog["frame_id"].duplicated().any():
         dup = catalog.loc[catalog["frame_id"].duplicated(), "frame_id"].iloc[0]
         raise ValueError(f"catalog has duplicate frame_id {dup!r}")
@@ -83,9 +134,8 @@ def make_splits(catalog: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
 
     fractions = (config.train, config.valid, config.test)
     split = np.empty(len(df), dtype=object)
-    field_key = df["plate_id"].astype(str) + "/" + df["well"].astype(str) + "/" + df["field_id"].astype(str)
     if config.exclusive_by == "field":
-        for _, sub in df.assign(_field=field_key).groupby("ensg_id", sort=True):
+        for _, sub in df.assign(_field=field_key(df)).groupby("ensg_id", sort=True):
             fields = np.array(sorted(sub["_field"].unique()))
             rng.shuffle(fields)
             counts = _assign_counts(len(fields), fractions, rng)
@@ -105,25 +155,56 @@ def make_splits(catalog: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
     return out
 
 
-def check_disjoint(splits: pd.DataFrame, exclusive_by: str) -> list[str]:
+def check_disjoint(splits: pd.DataFrame, config: SplitConfig | str) -> list[str]:
     """Return the problems that make a split unusable; empty when the split is sound.
 
-    Checks that no frame is in two splits and that no field (or protein, for
-    ``exclusive_by="protein"``) straddles two splits.
+    Parameters
+    ----------
+    splits : pandas.DataFrame
+        Output of :func:`make_splits`.
+    config : SplitConfig or str
+        The config the split was made with; a bare ``"field"`` or ``"protein"`` means
+        ``SplitConfig(exclusive_by=...)`` (default fractions, all three non-zero).
+
+    Returns
+    -------
+    list of str
+        One line per problem: a missing column; an empty or NaN key (``frame_id``, ``split``,
+        ``plate_id``, ``well``, ``field_id``, ``ensg_id``); a split name outside
+        :data:`SPLITS`; a frame listed twice; a field (or protein, for
+        ``exclusive_by="protein"``) that straddles two splits; no frames at all; a split the
+        config gives a non-zero fraction that holds no frame.  Nothing passes vacuously.
     """
-    problems = []
+    if isinstance(config, str):
+        config = SplitConfig(exclusive_by=config)
+    need = ("frame_id", "split", *KEY_COLUMNS)
+    missing = [c for c in need if c not in splits.columns]
+    if missing:
+        return [f"columns {missing} are missing"]
+    problems = [message for _, message in _key_problems(splits, need)]
+    if problems:
+        return problems
+    if len(splits) == 0:
+        return ["the split holds no frames"]
+    names = splits["split"].astype(str)
+    unknown = sorted(set(names) - set(SPLITS))
+    if unknown:
+        problems.append(f"split names {unknown} are not {list(SPLITS)}")
     if splits["frame_id"].duplicated().any():
         problems.append(f"{int(splits['frame_id'].duplicated().sum())} frames appear twice")
-    if exclusive_by == "field":
-        key = splits["plate_id"].astype(str) + "/" + splits["well"].astype(str) + "/" + splits["field_id"].astype(str)
-        unit = "field"
+    if config.exclusive_by == "field":
+        key, unit = field_key(splits), "field"
     else:
-        key = splits["ensg_id"].astype(str)
-        unit = "protein"
-    per_unit = splits.groupby(key)["split"].nunique()
+        key, unit = splits["ensg_id"].astype(str), "protein"
+    per_unit = names.groupby(key.to_numpy()).nunique()
     bad = per_unit[per_unit > 1]
     if len(bad):
         problems.append(f"{len(bad)} {unit}s straddle splits, e.g. {list(bad.index[:3])}")
+    counts = names.value_counts()
+    for name, fraction in zip(SPLITS, (config.train, config.valid, config.test), strict=True):
+        if fraction > 0 and counts.get(name, 0) == 0:
+            problems.append(f"{name} is empty although the config gives it {fraction:g} of the {unit}s "
+                            f"({key.nunique()} {unit}s in all)")
     return problems
 
 

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 import tensorstore as ts
 
-from ..errors import StoreError
+from ..errors import StoreError, TableNotWritten
 from ..imaging.plates import check_plate_id
 from .layout import damaged_chunks
 from .naming import (
@@ -285,7 +285,8 @@ class VersionedStore:
             man = self._head(parent)
             if man is None:
                 message, fld = self._absent(kind, name)
-                raise StoreError(message, path=self._where(parent + MANIFEST_NAME), field=fld)
+                error = TableNotWritten if kind == "tables" else StoreError
+                raise error(message, path=self._where(parent + MANIFEST_NAME), field=fld)
             return man
         check_version(version)
         man = self._read_json(parent + version + "/" + MANIFEST_NAME)
@@ -563,3 +564,12 @@ class VersionedStore:
     def read_dataset_table(self, name: str, version: str | None = None) -> pd.DataFrame:
         """A dataset-level table stored with :meth:`write_dataset_table`: current, or ``version``."""
         return self.version_table("tables", name, version)
+
+    def read_dataset(self, name: str, version: str | None = None) -> tuple[pd.DataFrame, dict]:
+        """The dataset-level table and the manifest it was read through (one version of both).
+
+        Raises :class:`TableNotWritten` when none has been written, :class:`StoreError` when the
+        table is missing or its checksum differs from the manifest.
+        """
+        man = self.read_dataset_manifest(name, version)
+        return self._table_from_manifest(man), man
