@@ -1,4 +1,9 @@
-"""The ``cellscape`` command line: the same library functions the Dagster assets call."""
+"""The ``cellscape`` command line: the same library functions the Dagster assets call.
+
+Why one module: every subcommand is a parser function and a command function of a few lines
+over the library, and the conventions they share (flags made from the config models, bad input
+reported as exit code 2) are easiest to keep alike when the whole command line reads in one file.
+"""
 
 from __future__ import annotations
 
@@ -337,6 +342,62 @@ def store_splits(store, split_by: str, seed: int):
     return splits, version
 
 
+def _add_train_distributed(sub):
+    from .core.localization.config import TrainConfig
+
+    p = sub.add_parser(
+        "train-distributed", formatter_class=_HELP,
+        help="train the VQ-VAE data-parallel over several processes (run once per process, same flags)",
+        description="Data-parallel VQ-VAE training over several processes (jax.distributed): start this "
+                    "command once per process with the same flags and its own --process-id. Each process reads "
+                    "its rows of every batch; process 0 alone writes --out (checkpoints, model, figures).")
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT",
+                   help="address of process 0's coordinator, the same for every process (e.g. 127.0.0.1:12355)")
+    p.add_argument("--num-processes", required=True, type=int, help="processes in the run")
+    p.add_argument("--process-id", required=True, type=int, help="this process, 0 .. num-processes - 1")
+    p.add_argument("--frames", required=True, help="frame store (path, URL or kvstore JSON), readable by every process")
+    p.add_argument("--out", required=True, type=Path, help="model folder, written by process 0 only")
+    add_config_arguments(p, TrainConfig, exclude=("model",))
+    p.add_argument("--split-by", choices=["field", "protein"], default="field",
+                   help="when the store holds no splits table: exclusive unit of the split made here")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    p.add_argument("--log-every", type=int, default=0, help="print the mean step metrics every this many steps")
+    p.set_defaults(func=cmd_train_distributed)
+
+
+def cmd_train_distributed(a) -> int:
+    from .core.ml import distributed
+
+    distributed.initialize(a.coordinator, a.num_processes, a.process_id)  # before any JAX computation
+
+    from .core.localization.config import TrainConfig
+    from .core.localization.training import fit, save_training_figures
+    from .core.ml.devices import describe_devices
+    from .core.ml.loop import ProgressBar
+    from .core.store.dvc import dataset_md5_or_none
+
+    primary = distributed.is_primary()
+    say = print if primary else (lambda *_: None)
+    cfg = config_from_args(TrainConfig, a)
+    store = open_store(a.frames)
+    splits, version = store_splits(store, a.split_by, cfg.seed)
+    say(f"devices: {describe_devices()}")
+    provenance = {"dataset_md5": dataset_md5_or_none(), "split_version": version}
+    if primary:
+        with ProgressBar("training") as bar:
+            res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write,
+                      progress=bar, log_every=a.log_every)
+    else:
+        res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log_every=a.log_every)
+    if not primary:
+        return 0
+    figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
+    fm = res.final_metrics
+    print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
+    print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
+    return 0
+
+
 def _add_report(sub):
     from .core.localization.config import AtlasConfig
 
@@ -569,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(sub)
     _add_import(sub)
     _add_train(sub)
+    _add_train_distributed(sub)
     _add_report(sub)
     _add_pipeline(sub)
     _add_simulate_cells(sub)

@@ -3,6 +3,9 @@ thread, device transfer ahead of use, and an in-memory cache when the split fits
 
 The order of frames is a pure function of ``(seed, epoch)``, so a resumed run sees exactly the
 batches an uninterrupted run would have seen.
+
+In a multi-process data-parallel run every process iterates the same global batches but reads
+only its rows of each (``part``); its cache then fills with the frames it has read.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ DEFAULT_CACHE_BYTES = 4 << 30
 
 @dataclass
 class Batch:
-    """One batch: frames (N, 100, 100, C) float32 and integer labels (N,), on host or device."""
+    """One batch: frames (N, 100, 100, C) float32 and integer labels (N,), on host or device;
+    ``size`` is N of the global batch (a process may hold only its part of it, see ``part``)."""
 
     frames: object
     labels: object
@@ -46,14 +50,20 @@ class FrameLoader:
         Drop the last partial batch (training); keep it for evaluation.
     seed : int
     cache : bool or "auto"
-        Read all frames into host memory once; "auto" does so when they fit in
-        :data:`DEFAULT_CACHE_BYTES`.
+        Keep frames in host memory once read; "auto" does so when they fit in
+        :data:`DEFAULT_CACHE_BYTES`. All are read up front, or with ``part`` as they are first
+        needed (so a process reads only frames of its parts).
     prefetch : int
         Batches read and transferred ahead of the consumer (0 = synchronous).
     put : callable, optional
         ``put(frames, labels) -> (frames, labels)`` moving a host batch to the device (with
         the data-parallel sharding); run on the prefetch thread so the transfer overlaps
-        compute.
+        compute. With ``part`` it is called as ``put(frames, labels, size=N)`` on this
+        process's rows of a global batch of N (e.g. :meth:`Devices.put_batch
+        <assets_pkg.core.ml.devices.Devices.put_batch>`).
+    part : callable, optional
+        ``part(N) -> slice``: the rows of each batch of N this process reads (e.g.
+        :meth:`Devices.host_rows <assets_pkg.core.ml.devices.Devices.host_rows>`); default all.
     """
 
     def __init__(
@@ -67,6 +77,7 @@ class FrameLoader:
         cache: bool | str = "auto",
         prefetch: int = 2,
         put: Callable | None = None,
+        part: Callable[[int], slice] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,17 +92,23 @@ class FrameLoader:
         self.seed = int(seed)
         self.prefetch = int(prefetch)
         self.put = put
+        self.part = part
         self.labels = self.rows["label"].to_numpy(np.int32)
         self._plates = self.rows["plate_id"].astype(str).to_numpy()
         self._index = self.rows["frame_index"].to_numpy(np.int64)
         n = len(self.rows)
-        frame_bytes = 0
+        frame_bytes, shape = 0, None
         if n:
             shape = store.read_manifest(str(self._plates[0]))["shape"]
             frame_bytes = int(np.prod(shape[1:])) * 4
         if cache == "auto":
             cache = n * frame_bytes <= DEFAULT_CACHE_BYTES
-        self._cache = self._read(np.arange(n)) if (cache and n) else None
+        self._cache, self._have = None, None
+        if cache and n and part is None:
+            self._cache = self._read(np.arange(n))
+        elif cache and n:  # filled as rows are first read
+            self._cache = np.empty((n, *shape[1:]), np.float32)
+            self._have = np.zeros(n, bool)
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -116,8 +133,14 @@ class FrameLoader:
 
     def host_batch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames and labels of row positions, read from the cache or the store."""
-        frames = self._cache[rows] if self._cache is not None else self._read(rows)
-        return frames, self.labels[rows]
+        if self._cache is None:
+            return self._read(rows), self.labels[rows]
+        if self._have is not None:
+            missing = np.unique(rows[~self._have[rows]])
+            if missing.size:
+                self._cache[missing] = self._read(missing)
+                self._have[missing] = True
+        return self._cache[rows], self.labels[rows]
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Batches of one epoch, from ``start_batch`` on (to resume mid-epoch)."""
@@ -128,9 +151,14 @@ class FrameLoader:
             chunks = chunks[:-1]
 
         def make(rows: np.ndarray) -> Batch:
-            frames, labels = self.host_batch(rows)
-            if self.put is not None:
-                frames, labels = self.put(frames, labels)
+            if self.part is None:
+                frames, labels = self.host_batch(rows)
+                if self.put is not None:
+                    frames, labels = self.put(frames, labels)
+            else:
+                frames, labels = self.host_batch(rows[self.part(len(rows))])
+                if self.put is not None:
+                    frames, labels = self.put(frames, labels, size=len(rows))
             return Batch(frames, labels, len(rows))
 
         if self.prefetch <= 0:

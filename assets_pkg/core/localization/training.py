@@ -1,5 +1,6 @@
 """Training the VQ-VAE: a pure jitted ``train_step``, evaluation, data parallelism over all
-local devices, checkpoints and exact resume, on the shared loop of :mod:`assets_pkg.core.ml`.
+devices (of every process in a multi-process run), checkpoints and exact resume, on the shared
+loop of :mod:`assets_pkg.core.ml`.
 
 Determinism: the data order of epoch ``e`` is ``default_rng((seed, e))`` and the step key is
 ``fold_in(PRNGKey(seed), step)``, so a run resumed from any checkpoint reaches the same
@@ -7,6 +8,14 @@ parameters as an uninterrupted one.
 
 The output folder is an :mod:`~assets_pkg.core.ml.model_folder` (``model.json`` + parameters,
 ``checkpoints/``) with ``metrics.json`` and ``history.csv`` exported beside for DVC.
+
+Multi-process data parallelism (:mod:`assets_pkg.core.ml.distributed`, ``cellscape
+train-distributed``): every process calls :func:`fit` with the same arguments after
+``distributed.initialize``; the mesh spans every process's devices, each process reads only its
+rows of every batch from the frame store, gradients are all-reduced inside the jitted step and
+the parameters stay replicated; only process 0 writes to ``out_dir``. The loss curve equals a
+single-process run's with the same global batch up to the order of the reductions (measured
+on 2 CPU processes against 1, ``tests/ml/test_distributed.py``: see there).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import pandas as pd
 from flax.training import train_state
 
 from ..errors import CellscapeError
-from ..ml import model_folder
+from ..ml import distributed, model_folder
 from ..ml.devices import Devices, describe_devices
 from ..ml.loop import CheckpointPolicy, PlateauRule, TrainRun, train_loop
 from ..ml.optim import plateau_optimizer
@@ -124,6 +133,7 @@ class TrainResult:
     plateau: dict | None = None
     """The early-stopping / plateau rule's state after the last evaluation (``best``,
     ``bad_evals``, ``lr``), as saved in the checkpoints and ``model.json``."""
+    train_log: list[dict] | None = None
 
 
 def _mean_metrics(batches: list[tuple[dict, int]]) -> dict:
@@ -145,13 +155,16 @@ def evaluate(state: TrainState, loader: FrameLoader, devices: Devices, classific
 _JIT_CACHE: dict = {}
 
 
-def jitted_train_step(classification_weight: float, do_augment: bool):
+def jitted_train_step(classification_weight: float, do_augment: bool, devices: Devices | None = None):
     """The jitted ``(state, batch, rng) -> (state, metrics)`` of :func:`train_step` for these
-    settings, compiled once per process and shared (the state argument is donated)."""
-    key = ("train", float(classification_weight), bool(do_augment))
+    settings, compiled once per process and shared (the state argument is donated). With
+    ``devices`` the new state and the metrics are replicated over its mesh (the gradients of a
+    sharded batch all-reduced)."""
+    key = ("train", float(classification_weight), bool(do_augment), None if devices is None else devices.mesh)
     if key not in _JIT_CACHE:
+        out = {} if devices is None else {"out_shardings": devices.replicated}
         _JIT_CACHE[key] = jax.jit(
-            lambda s, b, r: train_step(s, b, r, classification_weight, do_augment), donate_argnums=0
+            lambda s, b, r: train_step(s, b, r, classification_weight, do_augment), donate_argnums=0, **out
         )
     return _JIT_CACHE[key]
 
@@ -186,6 +199,7 @@ def fit(
     progress: Callable[[int, int], None] | None = None,
     devices: Devices | None = None,
     max_minutes: float | None = None,
+    log_every: int = 0,
 ) -> TrainResult:
     """Train on the ``train`` rows of ``splits``, evaluate on ``train`` and ``valid``.
 
@@ -215,13 +229,23 @@ def fit(
         Receives one line per evaluation.
     progress : callable, optional
         ``progress(step, total_steps)`` after every step.
+    devices : Devices, optional
+        The data-parallel mesh; default every device of every process.
     max_minutes : float, optional
         Stop after this much wall time (checkpointed; a later call resumes).
+    log_every : int
+        Steps between rows of ``TrainResult.train_log`` (mean step metrics, e.g. ``total``);
+        0: none, and the steps run without waiting for their metrics.
+
+    In a multi-process run (see the module docstring) every process calls it alike and gets
+    the same result; only process 0 writes to ``out_dir``.
     """
     log = log or (lambda s: None)
     out_dir = model_folder.check_writable(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    devices = devices or Devices.local()
+    primary = distributed.is_primary()
+    if primary:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    devices = devices or Devices.all_processes()
     train_rows = splits[splits["split"] == "train"]
     valid_rows = splits[splits["split"] == "valid"]
     if len(train_rows) < cfg.batch_size:
@@ -233,14 +257,19 @@ def fit(
     num_classes = int(splits["label"].max()) + 1
     model_cfg = cfg.vqvae_config(num_classes)
     ebs = cfg.eval_batch_size or cfg.batch_size
+    # several processes: each reads its rows of every batch (a last eval batch not divisible by
+    # the device count is replicated: every process reads it whole)
+    part = devices.host_rows if devices.processes > 1 else None
     train_loader = FrameLoader(store, train_rows, cfg.batch_size, shuffle=True, drop_remainder=True,
-                               seed=cfg.seed, put=devices.put_batch)
-    eval_sets = {"train": FrameLoader(store, train_rows, ebs, shuffle=False, drop_remainder=False, put=devices.put_batch)}
+                               seed=cfg.seed, put=devices.put_batch, part=part)
+    eval_sets = {"train": FrameLoader(store, train_rows, ebs, shuffle=False, drop_remainder=False,
+                                      put=devices.put_batch, part=part)}
     if len(valid_rows):
-        eval_sets["valid"] = FrameLoader(store, valid_rows, ebs, shuffle=False, drop_remainder=False, put=devices.put_batch)
+        eval_sets["valid"] = FrameLoader(store, valid_rows, ebs, shuffle=False, drop_remainder=False,
+                                         put=devices.put_batch, part=part)
     steps_per_epoch = len(train_loader)
     sample, _ = train_loader.host_batch(np.arange(min(2, len(train_rows))))
-    state = jax.device_put(create_state(model_cfg, cfg, sample, steps_per_epoch * cfg.epochs), devices.replicated)
+    state = devices.replicate(create_state(model_cfg, cfg, sample, steps_per_epoch * cfg.epochs))
     config_record = {"train": cfg.model_dump(), "model": asdict(model_cfg)}
     prov = dict(provenance or {})
     prov.setdefault("git_commit", git_commit())
@@ -257,13 +286,14 @@ def fit(
         return row
 
     res = train_loop(
-        state, jitted_train_step(cfg.classification_weight, cfg.augment), _EpochBatches(train_loader),
-        steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, key=jax.random.PRNGKey(cfg.seed), key_mode="fold_in",
+        state, jitted_train_step(cfg.classification_weight, cfg.augment, devices), _EpochBatches(train_loader),
+        steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, key=devices.replicate(jax.random.PRNGKey(cfg.seed)),
+        key_mode="fold_in",
         run=TrainRun(out_dir, CheckpointPolicy(cfg.checkpoint_every, cfg.keep_checkpoints), resume, max_minutes,
                      stop_after_steps, progress, log),
         identity={**config_record, "data": _split_identity(store, train_rows, valid_rows, prov)},
         evaluate=evaluate_all, eval_every=cfg.eval_every, rules=[plateau],
-        desc="train VQ-VAE", meta={"provenance": prov},
+        desc="train VQ-VAE", meta={"provenance": prov}, log_every=log_every,
     )
     final = dict(res.history[-1]) if res.history else {}
     hist = pd.DataFrame(res.history)
@@ -272,15 +302,16 @@ def fit(
         frames = res.steady_steps * cfg.batch_size
         fps = frames / res.steady_seconds if frames and res.steady_seconds > 0 else float("nan")
         final.update(frames_per_second=fps, train_seconds=res.train_seconds)
+    if not res.interrupted and primary:
         record = {"kind": KIND, "architecture": asdict(model_cfg), "config": cfg.model_dump(), "provenance": prov,
                   "history": res.history, "metrics": final, "step": res.step, "stopped_by": res.stopped_by,
                   "plateau": plateau.state_dict()}
-        model_folder.save(out_dir, res.state.params, record)
+        model_folder.save(out_dir, jax.device_get(res.state.params), record)
         model_folder.atomic_write_text(out_dir / "history.csv", hist.to_csv(index=False))
         model_folder.atomic_write_text(out_dir / "metrics.json", json.dumps(final, indent=2, sort_keys=True) + "\n")
     return TrainResult(state=res.state, model_config=model_cfg, history=hist, final_metrics=final, out_dir=out_dir,
                        step=res.step, stopped_early=res.stopped_by == "early stopping", interrupted=res.interrupted,
-                       plateau=plateau.state_dict())
+                       plateau=plateau.state_dict(), train_log=res.train_log)
 
 
 def _split_identity(store: FrameStore, train_rows: pd.DataFrame, valid_rows: pd.DataFrame, prov: dict) -> dict:
@@ -371,14 +402,15 @@ def predict(params, model_cfg: ModelConfig, frames: np.ndarray, batch_size: int 
 def save_training_figures(result: TrainResult, store: FrameStore, splits: pd.DataFrame, title: str,
                           n_frames: int = 8, seed: int = 0) -> dict[str, Path]:
     """Reconstructions of random validation frames and the per-epoch curves, as PNGs in
-    ``<out_dir>/figures/``; returns ``{"reconstructions": path, "curves": path}``."""
+    ``<out_dir>/figures/``; returns ``{"reconstructions": path, "curves": path}``. The parameters
+    are fetched to the host first, so one process of a multi-process run may call it alone."""
     from .. import plots
 
     valid = splits[splits["split"] == "valid"]
     pool = valid if len(valid) else splits[splits["split"] == "train"]
     rows = pool.sample(n=min(n_frames, len(pool)), random_state=seed)
     frames = store.read_batch(list(zip(rows["plate_id"], rows["frame_index"], strict=True)))
-    out = predict(result.state.params, result.model_config, frames)
+    out = predict(jax.device_get(result.state.params), result.model_config, frames)
     captions = list(rows["gene"].astype(str)) if "gene" in rows else None
     figs = result.out_dir / "figures"
     return {

@@ -7,6 +7,13 @@ key saved in the checkpoint (``split`` mode); the batch source is indexed by ``(
 and may save its own host state (:class:`HostRngBatches`); the history, the train-log
 accumulator and the stop rules' state are saved too, and a checkpoint records how many epochs
 are finished, so a checkpoint on an epoch's last step resumes into that epoch's evaluation.
+
+Multi-process runs (:mod:`assets_pkg.core.ml.distributed`): the state and key are global
+arrays (replicated over a mesh of every process's devices) and each batch a global array. Only
+process 0 opens the checkpoint folder: it saves host copies of the state, and on resume it
+restores them and broadcasts them, with the loop's saved state, to the others (which need no
+copy of the folder). A time budget is decided on process 0's clock, so every process runs the
+same steps.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import CellscapeError
+from . import distributed
 from .optim import set_learning_rate
 
 CHECKPOINTS = "checkpoints"
@@ -224,14 +232,24 @@ class LoopResult:
 
 
 def _manager(directory: Path, keep: int):
+    """The checkpoint manager; in a multi-process run one that involves this process alone."""
     import orbax.checkpoint as ocp
 
-    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    if not distributed.multi_process():
+        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        return ocp.CheckpointManager(directory.resolve(), options=opts)
+    me = jax.process_index()
+    directory.mkdir(parents=True, exist_ok=True)  # orbax cannot create it for a subset of processes
+    opts = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=False, enable_async_checkpointing=False,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
     return ocp.CheckpointManager(directory.resolve(), options=opts)
 
 
 def _tree(state, key) -> dict:
-    return {"params": state.params, "opt_state": state.opt_state, "step": state.step, "key": key}
+    tree = {"params": state.params, "opt_state": state.opt_state, "step": state.step, "key": key}
+    # a multi-process run's global arrays are saved as this process's (replicated) host copy
+    return jax.device_get(tree) if distributed.multi_process() else tree
 
 
 def _save(mngr, step: int, state, key, meta: dict) -> None:
@@ -247,11 +265,26 @@ def _save(mngr, step: int, state, key, meta: dict) -> None:
 def _restore(mngr, step: int, state, key):
     import orbax.checkpoint as ocp
 
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _tree(state, key))
+    tree = _tree(state, key)
+    # a multi-process run restores host arrays (the template's NumPy arrays), placed by the caller
+    abstract = tree if distributed.multi_process() else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
     got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                      meta=ocp.args.JsonRestore()))
     r = got["state"]
     return state.replace(params=r["params"], opt_state=r["opt_state"], step=r["step"]), r["key"], dict(got["meta"])
+
+
+def _restore_everywhere(mngr, step: int, state, key):
+    """:func:`_restore` on process 0 (the only one with ``mngr``), broadcast to every process
+    and placed with the shardings of ``state`` and ``key``."""
+    template = {"params": state.params, "opt_state": state.opt_state, "step": state.step, "key": key}
+    host, meta = jax.device_get(template), None
+    if mngr is not None:
+        st, k, meta = _restore(mngr, step, state, key)
+        host = {"params": st.params, "opt_state": st.opt_state, "step": st.step, "key": k}
+    meta = distributed.broadcast_json(meta)
+    r = distributed.place_like(template, distributed.broadcast_tree(host))
+    return state.replace(params=r["params"], opt_state=r["opt_state"], step=r["step"]), r["key"], meta
 
 
 def train_loop(
@@ -288,6 +321,8 @@ def train_loop(
     key : jax.Array
         ``fold_in`` mode: the step key is ``fold_in(key, step)``. ``split`` mode: every step
         does ``key, sub = split(key)`` and passes ``sub``; the carried key is checkpointed.
+        In a multi-process run ``state`` and ``key`` are global arrays (see the module
+        docstring) and only process 0 writes to ``run.work_dir``.
     run : TrainRun
         Work folder and checkpoint policy, resume, time budget, progress and log.
     identity : dict, optional
@@ -322,14 +357,21 @@ def train_loop(
     stopped = "steps"
     resumed_from = None
     mngr = None
+    multi = distributed.multi_process()
     if work_dir is not None:
         ckpt_dir = Path(work_dir) / CHECKPOINTS
-        mngr = _manager(ckpt_dir, checkpoint.keep)
-        if resume and mngr.latest_step() is not None:
-            resumed_from = mngr.latest_step()
-            state, key, saved = _restore(mngr, resumed_from, state, key)
+        if distributed.is_primary():
+            mngr = _manager(ckpt_dir, checkpoint.keep)
+        latest = distributed.broadcast_json(mngr.latest_step() if mngr is not None else None)
+        if resume and latest is not None:
+            resumed_from = latest
+            if multi:
+                state, key, saved = _restore_everywhere(mngr, resumed_from, state, key)
+            else:
+                state, key, saved = _restore(mngr, resumed_from, state, key)
             if saved.get("identity") != identity:
-                mngr.close()
+                if mngr is not None:
+                    mngr.close()
                 raise CellscapeError("the checkpoint in this folder was trained with another config or data; "
                                      "use a new --out folder", path=ckpt_dir, field="config")
             lp = saved["loop"]
@@ -343,7 +385,7 @@ def train_loop(
             if lp.get("source") is not None:
                 source.load_state_dict(lp["source"])
             log(f"resumed from step {resumed_from} ({ckpt_dir})")
-        elif not resume and mngr.latest_step() is not None:
+        elif not resume and mngr is not None and latest is not None:
             for s in mngr.all_steps():
                 mngr.delete(s)
 
@@ -403,7 +445,7 @@ def train_loop(
                     if stop_after_steps is not None and step >= stop_after_steps:
                         stopped = "interrupted"
                         break
-                    if budget is not None and time.perf_counter() - t_start > budget:
+                    if budget is not None and distributed.agree(time.perf_counter() - t_start > budget):
                         stopped = "time budget"
                         break
                     if step >= end:

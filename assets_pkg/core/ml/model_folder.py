@@ -12,7 +12,8 @@ A model folder holds::
 Saving is atomic: the parameters go to a new ``params-<token>/`` folder, then ``model.json``
 (which names it) is replaced in one ``os.replace``, then the old parameter folder is removed.
 A failure before that replace leaves the previous model readable and whole.  Reading parses
-JSON and restores arrays; nothing is ever unpickled.
+JSON and restores arrays; nothing is ever unpickled.  In a multi-process JAX run each call
+involves the calling process alone (process 0 writes the model; any process may read one).
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def _checkpointer():
+    """An Orbax StandardCheckpointer that involves this process alone, also in a multi-process run."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
+
+
 def write_record(path: Path, record: dict) -> None:
     """Replace ``path/model.json`` atomically with ``record``."""
     atomic_write_text(Path(path) / MODEL_FILE, to_json(record))
@@ -105,6 +118,7 @@ def save(path: str | Path, params: Any, record: dict) -> Path:
     path : path-like
         The model folder (created if missing; see :func:`check_writable`).
     params : pytree of arrays
+        NumPy or addressable jax arrays (in a multi-process run, ``jax.device_get`` them).
     record : dict
         JSON-able; must hold :data:`RECORD_KEYS`. ``format`` and ``params`` are set here.
 
@@ -113,8 +127,6 @@ def save(path: str | Path, params: Any, record: dict) -> Path:
     Path
         The absolute folder path.
     """
-    import orbax.checkpoint as ocp
-
     missing = [k for k in RECORD_KEYS if k not in record]
     if missing:
         raise ValueError(f"a model record needs {missing}")
@@ -122,7 +134,7 @@ def save(path: str | Path, params: Any, record: dict) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     name = f"params-{uuid.uuid4().hex[:12]}"
     try:
-        ckptr = ocp.StandardCheckpointer()
+        ckptr = _checkpointer()
         ckptr.save(path / name, params)
         ckptr.wait_until_finished()
         write_record(path, {"format": FORMAT, **record, "params": name})
@@ -186,12 +198,10 @@ def load_params(path: str | Path, record: dict, abstract: Any = None) -> Any:
     ModelFileError
         Missing parameters or a tree that does not match ``abstract``.
     """
-    import orbax.checkpoint as ocp
-
     where = Path(path).resolve() / str(record.get("params"))
     if not where.is_dir():
         raise ModelFileError("the parameters named by model.json are missing", path=where, field="params")
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = _checkpointer()
     try:
         if abstract is None:
             return ckptr.restore(where)

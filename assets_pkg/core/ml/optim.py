@@ -86,9 +86,11 @@ def plateau_optimizer(
 
 def set_learning_rate(state, lr: float):
     """A copy of a train state whose injected base learning rate is ``lr`` (see
-    :func:`plateau_optimizer`); the dtype of the stored rate is kept."""
+    :func:`plateau_optimizer`); the dtype and sharding of the stored rate are kept."""
     hp = dict(state.opt_state.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(hp["learning_rate"]).dtype)
+    old = hp["learning_rate"]
+    # same dtype and placement (the devices of a data-parallel, possibly multi-process, mesh)
+    hp["learning_rate"] = jnp.full_like(old, lr, device=getattr(old, "sharding", None))
     return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
 
 
