@@ -221,7 +221,7 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
              atlas.umap_projection, atlas.localization_report],
             instance=instance, resources={**resources, HANDLE_IO_MANAGER: HandleIOManager()},
             run_config={"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 4}},
-                                "localization_report": {"config": {"k": 2}},
+                                "localization_report": {"config": {"k": 2, "score_split": "valid"}},
                                 "umap_projection": {"config": {"n_neighbors": 5}}}},
         )
         assert res.success
@@ -235,7 +235,8 @@ def test_model_assets_train_the_tiny_preset_and_the_schedule_waits_for_new_plate
                 assert "model" in str(z["provenance"]) and z["leaf_order"].size == z["used_codes"].size
         assert (report / "figures" / "aligned_umaps.png").stat().st_size > 5_000
         scores = __import__("json").loads((report / "scores.json").read_text())
-        assert set(scores["scores"]) == {"localization_model", "localization_model_ablation"}
+        assert set(scores["scores"]) == {"localization_model", "localization_model_ablation", "classical"}
+        assert scores["baselines"] == ["classical"] and scores["score_config"]["score_split"] == "valid"
         assert scores["provenance"]["n_clusters"] == 4  # feature_spectrum_clusters' own count
         assert all(Path(m["checkpoint"]).is_dir() for m in scores["provenance"]["models"].values())
         # nothing new since the model: the nightly schedule skips; a re-ingested plate triggers it

@@ -1,6 +1,7 @@
 """Scores of an atlas: cytoself's clustering score of a projection, leave-one-out kNN
-localization accuracy on spectra, predictions for unannotated proteins, protein clusters and
-their adjusted Rand index against the annotations.
+localization accuracy on spectra (proteins) and on embeddings (frames, leaving out the
+frame's whole protein), predictions for unannotated proteins, protein clusters and their
+adjusted Rand index against the annotations, and a bootstrap confidence interval of a mean.
 
 ``annotations`` arguments take any form :func:`~.annotations.normalize_annotations` accepts.
 """
@@ -17,8 +18,8 @@ from scipy.spatial.distance import cdist, pdist
 from .annotations import class_order, normalize_annotations
 from .inputs import AnalysisError, as_matrix, as_spectra_frame
 
-__all__ = ["adjusted_rand_index", "clustering_score", "knn_localization_accuracy",
-           "predict_localization", "protein_clusters"]
+__all__ = ["adjusted_rand_index", "bootstrap_ci", "clustering_score", "frame_knn_accuracy",
+           "knn_localization_accuracy", "predict_localization", "protein_clusters"]
 
 
 def clustering_score(coords, labels, exclude: Sequence[str] = ("others",)) -> tuple[float, pd.DataFrame]:
@@ -97,11 +98,17 @@ def _knn_votes(query: np.ndarray, ref: np.ndarray, ref_onehot: np.ndarray, k: in
         rows = np.flatnonzero(self_index >= 0)
         d[rows, self_index[rows]] = np.inf
     nbrs = np.argsort(d, axis=1, kind="stable")[:, :k]  # ties by reference (table) order
+    votes, key = _votes(nbrs, ref_onehot, k)
+    return nbrs, votes, key
+
+
+def _votes(nbrs: np.ndarray, ref_onehot: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class votes of neighbours ``nbrs`` (Q, k) and the ranking key of :func:`_knn_votes`."""
     support = ref_onehot[nbrs]  # (Q, k, C) bool
     votes = support.sum(axis=1)
     first = np.where(support.any(axis=1), support.argmax(axis=1), k)
     key = votes * (k + 1.0) - first
-    return nbrs, votes, key
+    return votes, key
 
 
 def _annotated_matrix(spectra: pd.DataFrame, ann: dict[str, frozenset[str]]):
@@ -170,6 +177,112 @@ def knn_localization_accuracy(spectra, annotations, k: int = 5,
         "neighbours": [";".join(name_arr[row]) for row in nbrs],
     })
     return float(correct.mean()), per
+
+
+def frame_knn_accuracy(embeddings, proteins, annotations, k: int = 5, metric: str = "correlation",
+                       chunk: int = 1024) -> tuple[float, pd.DataFrame]:
+    """Leave-one-protein-out k-nearest-neighbour localization accuracy of single frames.
+
+    The rule of :func:`knn_localization_accuracy`, one level down: every frame of an annotated
+    protein is a query; its ``k`` nearest frames *of other annotated proteins* (distance
+    ``metric`` between embedding rows, ties by row order) vote with their protein's classes,
+    and the frame counts as correct when the top class (ties to the class whose supporting
+    neighbour is closest, then :data:`~assets_pkg.core.imaging.plates.LOCALIZATIONS` order) is
+    one of its protein's classes.  Frames of the same protein never vote for each other, so
+    recognising a protein (which a protein-ID head is trained to do) earns nothing.
+
+    Parameters
+    ----------
+    embeddings : array-like, shape (N, D)
+        One row per frame (codebook histograms, pooled encoder outputs, standardised features).
+    proteins : array-like of str, shape (N,)
+        The protein of each frame.
+    annotations : see :func:`normalize_annotations`
+        Frames of unannotated proteins neither vote nor count.
+    k : int
+        Neighbours per frame (lowered to the fewest frames of other annotated proteins).
+    metric : str
+        ``scipy.spatial.distance.cdist`` metric; a NaN distance counts as infinitely far.
+    chunk : int
+        Query frames per distance block (memory about ``chunk * N * 8`` bytes).
+
+    Returns
+    -------
+    accuracy : float
+        Fraction of annotated frames counted correct, in [0, 1].
+    per_frame : pandas.DataFrame
+        One row per annotated frame, in input order: ``row`` (int, position in ``embeddings``),
+        ``protein``, ``predicted``, ``correct`` (bool).
+    """
+    x = as_matrix(embeddings, "embeddings")
+    prot = np.asarray(proteins).astype(str)
+    if prot.shape != (x.shape[0],):
+        raise AnalysisError(f"needs one protein per frame, got {prot.shape} for {x.shape[0]} frames",
+                            field="proteins")
+    if k < 1:
+        raise AnalysisError(f"must be >= 1, got {k}", field="k")
+    ann = normalize_annotations(annotations)
+    rows = np.flatnonzero(np.isin(prot, np.asarray(list(ann), dtype=str)))
+    names, pid = np.unique(prot[rows], return_inverse=True)
+    if len(names) < 2:
+        raise AnalysisError(f"needs frames of at least 2 annotated proteins, found {len(names)}",
+                            field="annotations")
+    classes = class_order(c for p in names for c in ann[p])
+    col = {c: i for i, c in enumerate(classes)}
+    prot_onehot = np.zeros((len(names), len(classes)), dtype=bool)
+    for i, p in enumerate(names):
+        prot_onehot[i, [col[c] for c in ann[p]]] = True
+    onehot = prot_onehot[pid]
+    per_protein = np.bincount(pid)
+    keff = min(int(k), int(len(rows) - per_protein.max()))
+    xa = x[rows]
+    top = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), max(1, int(chunk))):
+        stop = min(start + max(1, int(chunk)), len(rows))
+        d = cdist(xa[start:stop], xa, metric=metric)
+        d[np.isnan(d)] = np.inf
+        d[pid[start:stop, None] == pid[None, :]] = np.inf  # the frame's own protein never votes
+        nbrs = np.argsort(d, axis=1, kind="stable")[:, :keff]
+        _, key = _votes(nbrs, onehot, keff)
+        top[start:stop] = key.argmax(axis=1)
+    correct = onehot[np.arange(len(rows)), top]
+    per = pd.DataFrame({"row": rows.astype(np.int64), "protein": prot[rows],
+                        "predicted": np.asarray(classes, dtype=object)[top], "correct": correct})
+    return float(correct.mean()), per
+
+
+def bootstrap_ci(values, n_resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Parameters
+    ----------
+    values : array-like, shape (n,)
+        One value per unit resampled (e.g. 1.0 / 0.0 for each protein counted correct).
+    n_resamples : int
+        Resamples with replacement, each of ``n`` units.
+    seed : int
+        Seed of ``numpy.random.default_rng`` (no global state).
+    level : float
+        Coverage in (0, 1); the interval runs between the ``(1 - level) / 2`` and
+        ``(1 + level) / 2`` quantiles of the resampled means.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        NaN for no values.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if not 0 < level < 1:
+        raise AnalysisError(f"must lie in (0, 1), got {level}", field="level")
+    if n_resamples < 1:
+        raise AnalysisError(f"must be >= 1, got {n_resamples}", field="n_resamples")
+    if v.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(int(n_resamples), v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def predict_localization(spectra, annotations, unannotated: Sequence[str], k: int = 5,
@@ -257,7 +370,7 @@ def adjusted_rand_index(cluster_labels, class_labels) -> float:
 
 
 def protein_clusters(spectra, n_clusters: int, seed: int | None = None,
-                     method: str = "average") -> pd.Series:
+                     method: str = "average", metric: str = "correlation") -> pd.Series:
     """Hierarchical clusters of proteins by the correlation distance of their spectra.
 
     Parameters
@@ -271,13 +384,16 @@ def protein_clusters(spectra, n_clusters: int, seed: int | None = None,
         deterministic and does not use it.
     method : str
         SciPy linkage method.
+    metric : str
+        ``pdist`` metric between spectra.
 
     Returns
     -------
     pandas.Series of int32
         Cluster ``1 .. n_clusters`` of each protein, indexed like ``spectra``, named
-        ``"cluster"``.  Correlation distance ``1 - r`` between spectra (``pdist(...,
-        "correlation")``); a constant spectrum is at distance 1 from every other.
+        ``"cluster"``.  By default correlation distance ``1 - r`` between spectra (``pdist(...,
+        "correlation")``); a constant spectrum is at distance 1 from every other (a NaN
+        distance of any metric counts as 1).
     """
     del seed  # deterministic; see docstring
     df = as_spectra_frame(spectra)
@@ -286,8 +402,8 @@ def protein_clusters(spectra, n_clusters: int, seed: int | None = None,
     if not 1 <= int(n_clusters) <= df.shape[0]:
         raise AnalysisError(f"must be between 1 and {df.shape[0]}, got {n_clusters}",
                             field="n_clusters")
-    d = pdist(df.to_numpy(dtype=np.float64), metric="correlation")
-    d = np.clip(np.nan_to_num(d, nan=1.0), 0.0, 2.0)
+    d = pdist(df.to_numpy(dtype=np.float64), metric=metric)
+    d = np.clip(np.nan_to_num(d, nan=1.0), 0.0, 2.0 if metric in ("correlation", "cosine") else None)
     z = linkage(d, method=method)
     lab = fcluster(z, int(n_clusters), criterion="maxclust").astype(np.int32)
     return pd.Series(lab, index=df.index, name="cluster")
