@@ -42,7 +42,14 @@ def test_the_default_split_is_test_and_training_frames_do_not_count():
     assert got.scores["frame_knn_accuracy"] == 1.0 and got.scores["protein_knn_accuracy"] == 1.0
 
 
-def test_a_models_scores_do_not_change_when_another_model_is_added(tmp_path):
+def test_a_models_scores_do_not_change_when_another_model_is_added(tmp_path, monkeypatch):
+    # the aligned picture changes with the models compared (here: a stand-in that does so on
+    # purpose, and skips AlignedUMAP's long compilation); the scores must not
+    def picture(xs, seed, n_neighbors):
+        rng = np.random.default_rng(len(xs))
+        return [rng.normal(size=(len(x), 2)).astype(np.float32) for x in xs]
+
+    monkeypatch.setattr(atlas, "aligned_umap", picture)
     a, b = synthetic_embeddings(seed=0), synthetic_embeddings(seed=1)
     splits = a.rows
     cfg = AtlasConfig(**FAST, n_neighbors=5, n_clusters=3, baseline=False)
@@ -66,6 +73,8 @@ def test_a_models_scores_do_not_change_when_another_model_is_added(tmp_path):
     assert table.loc["protein kNN accuracy [CI]", "a"].count("[") == 1
     assert paths["scores_table"].read_text().count("frame kNN accuracy") == 1
     assert (tmp_path / "both" / "figures" / "a_own_umap.png").is_file()
+    frames_a = pd.read_parquet(tmp_path / "alone" / "a_frames.parquet")
+    assert not np.allclose(frames_a["umap_x"], pd.read_parquet(tmp_path / "both" / "a_frames.parquet")["umap_x"])
 
 
 def test_frame_knn_never_lets_a_protein_vote_for_itself():
@@ -128,3 +137,46 @@ def test_report_flags_reach_the_config():
     assert (cfg.baseline, cfg.seeds, cfg.score_split) == (False, (3, 4, 5), "valid")
     assert config_from_args(AtlasConfig, build_parser().parse_args(
         ["report", "--checkpoint", "m", "--frames", "s", "--out", "o"])).baseline is True
+
+
+def test_a_class_of_one_protein_is_not_scored_as_localization():
+    emb = synthetic_embeddings(n_proteins=6, frames_per_protein=8, classes=("er", "golgi", "nucleoplasm"))
+    # give the proteins of classes 1 and 2 one class each: only "er" (G00 is unannotated: G03) keeps 1 protein
+    loc = {"G01": "golgi", "G02": "nucleoplasm", "G03": "er", "G04": "mitochondria", "G05": "centrosome"}
+    rows = emb.rows.assign(localization=emb.rows["gene"].map(loc).fillna(""))
+    got = score_embedding("m", rows, emb.histograms, ScoreConfig(**FAST))
+    assert got.scores["classes"] == 0 and got.scores["single_localization_frames"] == 0
+    assert np.isnan(got.scores["clustering_score"]) and np.isnan(got.scores["ari_protein_clusters"])
+    assert 0 <= got.scores["frame_knn_accuracy"] <= 1  # the kNN still scores every annotated frame
+
+
+def test_protein_knn_against_a_reference_leaves_the_protein_out():
+    query = pd.DataFrame([[1.0, 0.0], [0.0, 1.0]], index=["A", "B"])
+    reference = pd.DataFrame([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0]], index=["A", "C", "D"])
+    ann = {"A": "er", "B": "golgi", "C": "er", "D": "golgi"}
+    from assets_pkg.core.localization.scores import knn_localization_accuracy
+
+    acc, per = knn_localization_accuracy(query, ann, k=1, metric="euclidean", reference=reference)
+    assert acc == 1.0 and list(per["neighbours"]) == ["C", "D"]  # A's own reference row never votes
+    # frames: the train frames vote, the scored frames do not vote for each other
+    x = np.array([[0.0], [5.0]])
+    acc, per = frame_knn_accuracy(x, ["A", "B"], ann, k=1, metric="euclidean",
+                                  reference=np.array([[0.1], [5.1], [0.0]]), reference_proteins=["C", "D", "A"])
+    assert acc == 1.0 and list(per["predicted"]) == ["er", "golgi"]
+
+
+def test_train_frames_vote_only_when_asked():
+    emb = synthetic_embeddings()
+    cfg = ScoreConfig(**FAST, knn_reference="train")
+    got = score_embedding("m", emb.rows, emb.histograms, cfg)
+    assert got.scores["frames"] == (emb.rows["split"] == "test").sum()
+    train = (emb.rows["split"] == "train").to_numpy()
+    flipped = emb.histograms.copy()
+    flipped[train] = flipped[train][:, ::-1]  # the train frames now point elsewhere
+    moved = score_embedding("m", emb.rows, flipped, cfg)
+    assert moved.scores["frame_knn_accuracy"] < got.scores["frame_knn_accuracy"]
+    # the scored frames' own UMAP and clusters do not depend on the voters
+    pd.testing.assert_series_equal(moved.per_seed["clustering_score"], got.per_seed["clustering_score"])
+    with pytest.raises(CellscapeError) as e:
+        score_embedding("m", emb.rows.assign(split="test"), emb.histograms, cfg)
+    assert e.value.field == "knn_reference"

@@ -326,8 +326,8 @@ def classical_baseline(store: FrameStore, rows: pd.DataFrame, config: ScoreConfi
     :func:`frame_features` of the ``config.score_split`` frames of ``rows`` and of the train
     frames; a :class:`FeatureScaler` fit on the train frames standardises them, and
     :func:`~.evaluation.score_embedding` scores the standardised vectors of the scored frames
-    (own UMAP, frame and protein kNN, ARI, over ``config.seeds``), as it scores a model's
-    embeddings of the same ``rows``.
+    (own UMAP, frame and protein kNN, ARI, over ``config.seeds``; the train frames vote with
+    ``config.knn_reference="train"``), as it scores a model's embeddings of the same ``rows``.
 
     Parameters
     ----------
@@ -359,10 +359,9 @@ def classical_baseline(store: FrameStore, rows: pd.DataFrame, config: ScoreConfi
     used = pd.concat([scored, fit]).drop_duplicates("frame_id").reset_index(drop=True)
     feats, fps = frame_features(store, used, batch_size=batch_size)
     log(f"{name}: {feats.shape[1]} features of {len(used)} frames at {fps:.0f} frames/s")
-    ids = pd.Index(used["frame_id"])
     x = feats.to_numpy()
-    scaler = FeatureScaler.fit(x[ids.get_indexer(fit["frame_id"])])
-    ev = score_embedding(name, scored, scaler.transform(x[ids.get_indexer(scored["frame_id"])]), config)
+    scaler = FeatureScaler.fit(x[pd.Index(used["frame_id"]).get_indexer(fit["frame_id"])])
+    ev = score_embedding(name, used, scaler.transform(x), config)  # scores the score_split frames of used
     ev.scores.update({"features": int(feats.shape[1]), "frames_per_second": float(fps)})
     ev.tables["features"] = pd.concat([used[["frame_id", "split"]].astype(str), feats], axis=1)
     return ev

@@ -115,9 +115,13 @@ class ScoreConfig(LibConfig):
 
     k: int = Field(5, ge=1, description="Nearest annotated proteins (or frames of other proteins) voting per "
                                         "protein (or frame): kNN accuracies and predictions.")
-    score_split: Literal["all", "train", "valid", "test"] = Field(
-        "test", description="Frames the scores are computed on: test (frames no model trained on) or another split "
-                            "of the embedded frames; all uses every embedded frame, training frames included.")
+    score_split: Literal["all", "train", "valid", "test", "heldout"] = Field(
+        "test", description="Frames the scores are computed on: test (frames no model trained on), heldout (valid "
+                            "and test), another split of the embedded frames, or all (training frames included).")
+    knn_reference: Literal["score_split", "train"] = Field(
+        "score_split", description="Frames whose proteins vote in the kNN accuracies: those of the scored split "
+                                   "themselves, or the train split's (a larger atlas to match the scored frames "
+                                   "against; a protein never votes for itself either way).")
     seeds: tuple[int, ...] = Field(
         (0, 1, 2), min_length=1, description="One scoring per seed (the UMAP random state and the frame subsample); "
                                              "the report gives the mean, std, min and max over them.")

@@ -2,14 +2,15 @@
 
 :func:`score_embedding` scores one embedding of frames (a model's codebook histograms or pooled
 encoder outputs, or the classical baseline's standardised features: the same code for all) from
-the frames of one split (``ScoreConfig.score_split``, default ``test``), and from nothing else:
-adding or removing another model from a report cannot change its numbers.
+the frames of one split (``ScoreConfig.score_split``, default ``test``; ``heldout`` = valid and
+test) and nothing else: adding or removing another model from a report cannot change its numbers.
 
 For every seed of ``ScoreConfig.seeds`` it takes a seeded subsample of ``frame_fraction`` of every
-protein's frames and computes
+protein's scored frames and computes
 
 * ``clustering_score``: cytoself's clustering score (:func:`~.scores.clustering_score`) of the
-  single-localization frames in a UMAP fitted on this embedding alone (``random_state`` = the seed);
+  single-localization frames in a UMAP fitted on this embedding of these frames alone
+  (``random_state`` = the seed);
 * ``frame_knn_accuracy``: leave-one-protein-out kNN localization accuracy of single frames on the
   embedding itself (:func:`~.scores.frame_knn_accuracy`);
 * ``ari_protein_clusters``: adjusted Rand index between the hierarchical clusters of the
@@ -18,10 +19,17 @@ protein's frames and computes
 
 and reports their mean, standard deviation (``ddof=1``), minimum and maximum.  Without the
 subsample (``frame_fraction=1``) only the UMAP varies with the seed: the kNN and the hierarchical
-clustering are deterministic.  Once, on all frames of the split, ``protein_knn_accuracy``: each
+clustering are deterministic.  Once, on all scored frames, ``protein_knn_accuracy``: each
 protein's mean embedding (its feature spectrum for histograms), leave-one-protein-out kNN over
 proteins (:func:`~.scores.knn_localization_accuracy`), with a percentile bootstrap confidence
 interval over proteins (``bootstrap`` resamples, seed ``seeds[0]``).
+
+The clustering score and the ARI use the classes that at least :data:`MIN_PROTEINS_PER_CLASS`
+single-localization proteins of the scored frames share: a class of one protein would score
+how well the embedding tells proteins apart (what a protein-ID head is trained for), not
+localization.  Fewer than two such classes give NaN.  With ``knn_reference="train"`` the kNN
+votes come from the train frames' embeddings of the other proteins instead of the scored
+frames' (a larger atlas; the scored frames stay the queries).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from scipy import sparse
 from ..errors import CellscapeError
 from .annotations import annotations_from_rows, single_localization
 from .config import ScoreConfig
+from .inputs import AnalysisError
 from .projection import umap_projection
 from .scores import (
     adjusted_rand_index,
@@ -45,11 +54,14 @@ from .scores import (
     protein_clusters,
 )
 
-__all__ = ["SEEDED_SCORES", "EmbeddingScores", "group_means", "score_embedding", "score_rows", "scores_table",
-           "subsample_frames", "summarize"]
+__all__ = ["MIN_PROTEINS_PER_CLASS", "SEEDED_SCORES", "EmbeddingScores", "class_proteins", "group_means",
+           "score_embedding", "score_rows", "scores_table", "subsample_frames", "summarize"]
 
 #: The scores computed once per seed, summarised as mean, std, min and max.
 SEEDED_SCORES: tuple[str, ...] = ("clustering_score", "frame_knn_accuracy", "ari_protein_clusters")
+#: Single-localization proteins a class needs among the scored frames to count in the clustering
+#: score and the ARI.
+MIN_PROTEINS_PER_CLASS = 2
 
 
 @dataclass
@@ -89,20 +101,43 @@ class EmbeddingScores:
     tables: dict = field(default_factory=dict)
 
 
-def score_rows(rows: pd.DataFrame, split: str) -> np.ndarray:
-    """Positions of the rows of ``split`` (all rows for ``"all"``), or an error naming ``score_split``."""
+def score_rows(rows: pd.DataFrame, split: str, field: str = "score_split") -> np.ndarray:
+    """Positions of the rows of ``split`` (``"all"``: every row; ``"heldout"``: valid and test),
+    or an error naming ``field`` when there are none."""
     if split == "all":
         pos = np.arange(len(rows))
     else:
         if "split" not in rows.columns:
             raise CellscapeError("the frame table has no 'split' column to choose the scored frames from",
                                  field="split")
-        pos = np.flatnonzero(rows["split"].astype(str).to_numpy() == split)
+        wanted = ("valid", "test") if split == "heldout" else (split,)
+        pos = np.flatnonzero(rows["split"].astype(str).isin(wanted).to_numpy())
     if len(pos) == 0:
         have = sorted(rows["split"].astype(str).unique()) if "split" in rows.columns else []
         raise CellscapeError(f"none of the {len(rows)} embedded frames is in the {split!r} split (splits present: "
-                             f"{have}); score another split or embed that one", field="score_split")
+                             f"{have}); choose another split or embed that one", field=field)
     return pos
+
+
+def class_proteins(single: pd.Series, proteins, min_proteins: int = MIN_PROTEINS_PER_CLASS) -> pd.Series:
+    """The single-localization proteins among ``proteins`` whose class has at least ``min_proteins`` of them.
+
+    Parameters
+    ----------
+    single : pandas.Series of str
+        Class of each single-localization protein (:func:`~.annotations.single_localization`).
+    proteins : iterable of str
+        The proteins present (e.g. of the scored frames).
+    min_proteins : int
+
+    Returns
+    -------
+    pandas.Series of str
+        ``single`` restricted to those proteins, sorted by protein.
+    """
+    s = single[single.index.isin(list(set(map(str, proteins))))]
+    sizes = s.value_counts()
+    return s[s.map(sizes) >= min_proteins].sort_index()
 
 
 def subsample_frames(proteins, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -159,30 +194,32 @@ def group_means(x, proteins) -> pd.DataFrame:
     return pd.DataFrame(means, index=pd.Index(names, name="protein"), columns=pd.RangeIndex(a.shape[1]))
 
 
-def _ari(spectra: pd.DataFrame, single: pd.Series, metric: str) -> float:
-    s = single[single.index.isin(spectra.index)]
-    if len(s) < 3 or s.nunique() < 2:  # ARI needs something to partition
+def _ari(spectra: pd.DataFrame, classes: pd.Series, metric: str) -> float:
+    if classes.nunique() < 2:  # ARI needs something to partition
         return float("nan")
-    pc = protein_clusters(spectra.loc[s.index], n_clusters=int(s.nunique()), metric=metric)
-    return adjusted_rand_index(pc.to_numpy(), s.loc[pc.index].to_numpy())
+    pc = protein_clusters(spectra.loc[classes.index], n_clusters=int(classes.nunique()), metric=metric)
+    return adjusted_rand_index(pc.to_numpy(), classes.loc[pc.index].to_numpy())
 
 
-def _seeded(rows: pd.DataFrame, x: np.ndarray, ann: pd.Series, single: pd.Series, config: ScoreConfig,
-            seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    genes = rows["gene"].astype(str).to_numpy()
+def _seeded(genes: np.ndarray, x: np.ndarray, ref: tuple | None, ann: pd.Series, single: pd.Series,
+            config: ScoreConfig, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
     take = subsample_frames(genes, config.frame_fraction, np.random.default_rng(seed))
     g, xs = genes[take], x[take]
-    frame_single = pd.Series(g).map(single)
-    mask = frame_single.notna().to_numpy()
+    classes = class_proteins(single, g)
+    frame_class = pd.Series(g).map(classes)
+    mask = frame_class.notna().to_numpy()
     coords = umap_projection(xs, seed=seed, n_neighbors=config.umap_neighbors)
-    cs = (clustering_score(coords[mask], frame_single[mask].astype(str).to_numpy())[0]
-          if frame_single[mask].nunique() >= 2 else float("nan"))
-    annotated = np.isin(g, np.asarray(ann.index, dtype=str))
-    if len(np.unique(g[annotated])) >= 2:
-        fk = frame_knn_accuracy(xs, g, ann, k=config.k, metric=config.metric)[0]
-    else:
+    cs = (clustering_score(coords[mask], frame_class[mask].astype(str).to_numpy())[0]
+          if classes.nunique() >= 2 else float("nan"))
+    try:
+        fk = frame_knn_accuracy(xs, g, ann, k=config.k, metric=config.metric,
+                                reference=None if ref is None else ref[0],
+                                reference_proteins=None if ref is None else ref[1])[0]
+    except AnalysisError as e:  # fewer than 2 annotated proteins: nothing to vote
+        if e.field != "annotations":
+            raise
         fk = float("nan")
-    ari = _ari(group_means(xs, g), single, config.metric)
+    ari = _ari(group_means(xs, g), classes, config.metric)
     return ({"seed": int(seed), "frames": int(len(take)), "clustering_score": float(cs),
              "frame_knn_accuracy": float(fk), "ari_protein_clusters": float(ari)}, coords, take)
 
@@ -213,7 +250,7 @@ def score_embedding(name: str, rows: pd.DataFrame, x, config: ScoreConfig = Scor
     x : array-like, shape (N, D)
         The embedding of each frame; finite.
     config : ScoreConfig
-        Split, seeds, frame subsample, kNN ``k`` and ``metric``, UMAP neighbours, bootstrap.
+        Split, seeds, frame subsample, kNN ``k``, ``metric`` and reference, UMAP neighbours, bootstrap.
 
     Returns
     -------
@@ -227,31 +264,40 @@ def score_embedding(name: str, rows: pd.DataFrame, x, config: ScoreConfig = Scor
     pos = score_rows(rows, config.score_split)
     r = rows.iloc[pos].reset_index(drop=True)
     xs = x[pos].astype(np.float64)
-    ann = annotations_from_rows(r)
+    genes = r["gene"].astype(str).to_numpy()
+    ann = annotations_from_rows(rows)
     single = single_localization(ann)
+    ref = None
+    if config.knn_reference == "train":
+        rpos = score_rows(rows, "train", field="knn_reference")
+        ref = (x[rpos].astype(np.float64), rows["gene"].astype(str).to_numpy()[rpos])
     results, first = [], None
     for seed in config.seeds:
-        res, coords, take = _seeded(r, xs, ann, single, config, seed)
+        res, coords, take = _seeded(genes, xs, ref, ann, single, config, seed)
         results.append(res)
         if first is None:
             first = (coords, take)
     per_seed = pd.DataFrame(results)
-    genes = r["gene"].astype(str).to_numpy()
     spectra = group_means(xs, genes)
     annotated = spectra.loc[spectra.index.isin(ann.index)]
-    if len(annotated) >= 2:
-        acc, knn_table = knn_localization_accuracy(annotated, ann, k=min(config.k, len(annotated) - 1),
-                                                   metric=config.metric)
+    reference = None if ref is None else group_means(ref[0], ref[1])
+    try:
+        acc, knn_table = knn_localization_accuracy(annotated, ann, k=config.k, metric=config.metric,
+                                                   reference=reference)
         lo, hi = bootstrap_ci(knn_table["correct"].to_numpy(np.float64), config.bootstrap, config.seeds[0],
                               config.confidence)
-    else:
+    except AnalysisError as e:  # fewer than 2 annotated proteins
+        if e.field != "annotations":
+            raise
         acc, knn_table, lo, hi = float("nan"), pd.DataFrame(), float("nan"), float("nan")
+    classes = class_proteins(single, genes)
     scores = summarize(per_seed)
     scores.update({
         "protein_knn_accuracy": float(acc), "protein_knn_ci_low": lo, "protein_knn_ci_high": hi,
         "knn_accuracy": float(acc),
         "frames": int(len(r)), "proteins": int(len(spectra)), "annotated_proteins": int(len(annotated)),
-        "single_localization_frames": int(pd.Series(genes).map(single).notna().sum()),
+        "classes": int(classes.nunique()),
+        "single_localization_frames": int(pd.Series(genes).map(classes).notna().sum()),
         "seeds": int(len(config.seeds)),
     })
     coords, take = first
@@ -290,6 +336,7 @@ def scores_table(atlases: list) -> pd.DataFrame:
         col["protein kNN accuracy [CI]"] = (f"{_fmt(s['protein_knn_accuracy'])} [{_fmt(s['protein_knn_ci_low'])}, "
                                             f"{_fmt(s['protein_knn_ci_high'])}]")
         col["frames / proteins scored"] = f"{s['frames']} / {s['proteins']} ({s['annotated_proteins']} annotated)"
+        col["classes of >= 2 single-loc. proteins"] = str(s["classes"])
         col["seeds"] = str(s["seeds"])
         cols[a.name] = col
     return pd.DataFrame(cols)

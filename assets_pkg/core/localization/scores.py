@@ -121,8 +121,16 @@ def _annotated_matrix(spectra: pd.DataFrame, ann: dict[str, frozenset[str]]):
     return names, classes, onehot
 
 
-def knn_localization_accuracy(spectra, annotations, k: int = 5,
-                              metric: str = "correlation") -> tuple[float, pd.DataFrame]:
+def _onehot(names, ann: dict[str, frozenset[str]], classes: list[str]) -> np.ndarray:
+    col = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(names), len(classes)), dtype=bool)
+    for i, p in enumerate(names):
+        out[i, [col[c] for c in ann[p]]] = True
+    return out
+
+
+def knn_localization_accuracy(spectra, annotations, k: int = 5, metric: str = "correlation",
+                              reference=None) -> tuple[float, pd.DataFrame]:
     """Leave-one-protein-out k-nearest-neighbour localization accuracy on feature spectra.
 
     Rule: for every annotated protein, its ``k`` nearest *other* annotated proteins (distance
@@ -144,6 +152,9 @@ def knn_localization_accuracy(spectra, annotations, k: int = 5,
     metric : str
         Any ``scipy.spatial.distance.cdist`` metric; a NaN distance (correlation of a constant
         spectrum) counts as infinitely far.
+    reference : pandas.DataFrame, shape (R, K), optional
+        The spectra that vote (e.g. from other frames than ``spectra``'s); a protein never
+        votes for itself (its row of the same name is left out).  Default: ``spectra``.
 
     Returns
     -------
@@ -155,19 +166,29 @@ def knn_localization_accuracy(spectra, annotations, k: int = 5,
         ``correct`` (bool), ``neighbours`` (``';'``-joined, nearest first).
     """
     df = as_spectra_frame(spectra)
+    ref = df if reference is None else as_spectra_frame(reference, "reference")
+    if ref.shape[1] != df.shape[1]:
+        raise AnalysisError(f"has {ref.shape[1]} columns, spectra {df.shape[1]}", field="reference")
     ann = normalize_annotations(annotations)
-    names, classes, onehot = _annotated_matrix(df, ann)
-    if len(names) < 2:
-        raise AnalysisError(f"needs at least 2 annotated proteins in spectra, found {len(names)}",
-                            field="annotations")
+    names = [p for p in df.index if p in ann]
+    ref_names = [p for p in ref.index if p in ann]
+    pos = {p: i for i, p in enumerate(ref_names)}
+    self_index = np.array([pos.get(p, -1) for p in names], dtype=np.int64)
+    available = len(ref_names) - (self_index >= 0).astype(int)
+    if not names or available.min() < 1:
+        raise AnalysisError(f"needs at least 2 annotated proteins in spectra, found {len(names)} "
+                            f"(and {len(ref_names)} in the reference)", field="annotations")
     if k < 1:
         raise AnalysisError(f"must be >= 1, got {k}", field="k")
-    keff = min(int(k), len(names) - 1)
-    x = df.loc[names].to_numpy(dtype=np.float64)
-    nbrs, votes, key = _knn_votes(x, x, onehot, keff, metric, np.arange(len(names)))
+    classes = class_order(c for p in names + ref_names for c in ann[p])
+    onehot, ref_onehot = _onehot(names, ann, classes), _onehot(ref_names, ann, classes)
+    keff = min(int(k), int(available.min()))
+    nbrs, votes, key = _knn_votes(df.loc[names].to_numpy(dtype=np.float64),
+                                  ref.loc[ref_names].to_numpy(dtype=np.float64), ref_onehot, keff, metric,
+                                  self_index)
     top = key.argmax(axis=1)
     correct = onehot[np.arange(len(names)), top]
-    name_arr = np.asarray(names, dtype=object)
+    name_arr = np.asarray(ref_names, dtype=object)
     per = pd.DataFrame({
         "protein": names,
         "annotated": [";".join(class_order(ann[p])) for p in names],
@@ -180,7 +201,7 @@ def knn_localization_accuracy(spectra, annotations, k: int = 5,
 
 
 def frame_knn_accuracy(embeddings, proteins, annotations, k: int = 5, metric: str = "correlation",
-                       chunk: int = 1024) -> tuple[float, pd.DataFrame]:
+                       chunk: int = 1024, reference=None, reference_proteins=None) -> tuple[float, pd.DataFrame]:
     """Leave-one-protein-out k-nearest-neighbour localization accuracy of single frames.
 
     The rule of :func:`knn_localization_accuracy`, one level down: every frame of an annotated
@@ -200,11 +221,13 @@ def frame_knn_accuracy(embeddings, proteins, annotations, k: int = 5, metric: st
     annotations : see :func:`normalize_annotations`
         Frames of unannotated proteins neither vote nor count.
     k : int
-        Neighbours per frame (lowered to the fewest frames of other annotated proteins).
+        Neighbours per frame (lowered to the fewest voting frames any query has).
     metric : str
         ``scipy.spatial.distance.cdist`` metric; a NaN distance counts as infinitely far.
     chunk : int
-        Query frames per distance block (memory about ``chunk * N * 8`` bytes).
+        Query frames per distance block (memory about ``chunk * R * 8`` bytes).
+    reference, reference_proteins : array-like, shape (R, D) and (R,), optional
+        The frames that vote (e.g. the train split's), default the queries themselves.
 
     Returns
     -------
@@ -219,33 +242,40 @@ def frame_knn_accuracy(embeddings, proteins, annotations, k: int = 5, metric: st
     if prot.shape != (x.shape[0],):
         raise AnalysisError(f"needs one protein per frame, got {prot.shape} for {x.shape[0]} frames",
                             field="proteins")
+    if (reference is None) != (reference_proteins is None):
+        raise AnalysisError("give both reference and reference_proteins, or neither", field="reference")
+    rx = x if reference is None else as_matrix(reference, "reference")
+    rprot = prot if reference_proteins is None else np.asarray(reference_proteins).astype(str)
+    if rprot.shape != (rx.shape[0],) or rx.shape[1] != x.shape[1]:
+        raise AnalysisError(f"reference of shape {rx.shape} with {rprot.shape} proteins does not fit "
+                            f"embeddings of shape {x.shape}", field="reference")
     if k < 1:
         raise AnalysisError(f"must be >= 1, got {k}", field="k")
     ann = normalize_annotations(annotations)
-    rows = np.flatnonzero(np.isin(prot, np.asarray(list(ann), dtype=str)))
-    names, pid = np.unique(prot[rows], return_inverse=True)
-    if len(names) < 2:
-        raise AnalysisError(f"needs frames of at least 2 annotated proteins, found {len(names)}",
-                            field="annotations")
+    known = np.asarray(list(ann), dtype=str)
+    rows, rrows = np.flatnonzero(np.isin(prot, known)), np.flatnonzero(np.isin(rprot, known))
+    names = np.unique(np.concatenate([prot[rows], rprot[rrows]]))
+    pid, rpid = np.searchsorted(names, prot[rows]), np.searchsorted(names, rprot[rrows])
+    per_protein = np.bincount(rpid, minlength=len(names))
+    voters = len(rrows) - per_protein[pid] if len(rows) else np.zeros(0, int)
+    if len(rows) == 0 or voters.min() < 1:
+        raise AnalysisError(f"needs frames of at least 2 annotated proteins, found {len(np.unique(pid))} "
+                            f"querying and {len(np.unique(rpid))} voting", field="annotations")
     classes = class_order(c for p in names for c in ann[p])
-    col = {c: i for i, c in enumerate(classes)}
-    prot_onehot = np.zeros((len(names), len(classes)), dtype=bool)
-    for i, p in enumerate(names):
-        prot_onehot[i, [col[c] for c in ann[p]]] = True
-    onehot = prot_onehot[pid]
-    per_protein = np.bincount(pid)
-    keff = min(int(k), int(len(rows) - per_protein.max()))
-    xa = x[rows]
+    prot_onehot = _onehot(names, ann, classes)
+    keff = min(int(k), int(voters.min()))
+    xa, ra, ref_onehot = x[rows], rx[rrows], prot_onehot[rpid]
     top = np.empty(len(rows), dtype=np.int64)
-    for start in range(0, len(rows), max(1, int(chunk))):
-        stop = min(start + max(1, int(chunk)), len(rows))
-        d = cdist(xa[start:stop], xa, metric=metric)
+    step = max(1, int(chunk))
+    for start in range(0, len(rows), step):
+        stop = min(start + step, len(rows))
+        d = cdist(xa[start:stop], ra, metric=metric)
         d[np.isnan(d)] = np.inf
-        d[pid[start:stop, None] == pid[None, :]] = np.inf  # the frame's own protein never votes
+        d[pid[start:stop, None] == rpid[None, :]] = np.inf  # the frame's own protein never votes
         nbrs = np.argsort(d, axis=1, kind="stable")[:, :keff]
-        _, key = _votes(nbrs, onehot, keff)
+        _, key = _votes(nbrs, ref_onehot, keff)
         top[start:stop] = key.argmax(axis=1)
-    correct = onehot[np.arange(len(rows)), top]
+    correct = prot_onehot[pid, top]
     per = pd.DataFrame({"row": rows.astype(np.int64), "protein": prot[rows],
                         "predicted": np.asarray(classes, dtype=object)[top], "correct": correct})
     return float(correct.mean()), per
