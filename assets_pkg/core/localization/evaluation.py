@@ -75,8 +75,9 @@ class EmbeddingScores:
         JSON-ready summary: for each of :data:`SEEDED_SCORES` the mean (under its own name) and
         ``<name>_std``, ``_min``, ``_max``; ``protein_knn_accuracy`` with ``protein_knn_ci_low`` /
         ``protein_knn_ci_high``; ``knn_accuracy`` (the same protein kNN accuracy, the name earlier
-        reports used); counts (``frames``, ``proteins``, ``annotated_proteins``,
-        ``single_localization_frames``, ``seeds``).
+        reports used); counts (``frames``, ``proteins``, ``annotated_proteins``, ``classes``:
+        classes of at least :data:`MIN_PROTEINS_PER_CLASS` single-localization proteins,
+        ``single_localization_frames``: the frames of those proteins, ``seeds``).
     per_seed : pandas.DataFrame
         One row per seed: ``seed``, ``frames`` and the :data:`SEEDED_SCORES`.
     knn_table : pandas.DataFrame
