@@ -401,8 +401,9 @@ def cmd_train_distributed(a) -> int:
 def _add_report(sub):
     from .core.localization.config import AtlasConfig
 
-    p = sub.add_parser("report", help="localization atlas of a trained model: spectra, clusters, UMAP, scores",
-                       formatter_class=_HELP)
+    p = sub.add_parser("report", help="localization atlas of a trained model: spectra, clusters, UMAP, and each "
+                                      "model's own scores on the test frames beside a classical-feature baseline "
+                                      "(--no-baseline skips it)", formatter_class=_HELP)
     p.add_argument("--checkpoint", required=True, type=Path, help="model folder written by cellscape train")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                    help="another model to score side by side (e.g. ablation=models/no_head); repeatable")
@@ -431,7 +432,8 @@ def cmd_report(a) -> int:
     table, paths = build_report(models, store, splits, a.out, cfg,
                                 provenance={"dataset_md5": dataset_md5_or_none()})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
-    print(f"report: {a.out} (scores.json, *_frames/_spectra/_knn/_predictions.parquet, *_matrices.npz, figures/)")
+    print(f"report: {a.out} (scores.json with per-seed values, scores.md, *_frames/_spectra/_knn/_predictions.parquet, "
+          f"*_matrices.npz, figures/)")
     return 0
 
 

@@ -30,7 +30,8 @@ def planted_spectra(seed=0, n_proteins=60, group_sizes=(10, 7, 13), noise=0.02):
 def synthetic_embeddings(seed=0, n_proteins=30, frames_per_protein=8, codes=20, classes=("er", "golgi", "nucleoplasm")):
     """Embeddings of frames whose code use depends on their protein's class, no model needed.
 
-    Every 7th protein is unannotated; one unused code (all zero).  Returns
+    Every 7th protein is unannotated; one unused code (all zero); frames cycle through train,
+    train, valid, test.  Returns
     ``assets_pkg.core.localization.atlas.Embeddings`` with a frame table like the store's.
     """
     from assets_pkg.core.localization.atlas import Embeddings
@@ -45,7 +46,7 @@ def synthetic_embeddings(seed=0, n_proteins=30, frames_per_protein=8, codes=20, 
     rows["frame_index"] = np.arange(len(rows))
     rows["ensg_id"] = "E" + rows["gene"]
     rows["localization"] = rows["gene"].map(loc)
-    rows["split"] = "train"
+    rows["split"] = np.tile(["train", "train", "valid", "test"], len(rows) // 4 + 1)[:len(rows)]
     profile = rng.random((len(classes), codes)) ** 3
     h = rng.poisson(profile[np.repeat(cls, frames_per_protein)] * 30 + 0.5).astype(np.float32)
     h[:, -1] = 0

@@ -19,7 +19,7 @@ ASSETS = [atlas_defs.frame_embeddings, atlas_defs.protein_spectra, atlas_defs.fe
           atlas_defs.umap_projection, atlas_defs.localization_report]
 CONFIG = {"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 3}},
                   "umap_projection": {"config": {"n_neighbors": 5}},
-                  "localization_report": {"config": {"k": 2}}}}
+                  "localization_report": {"config": {"k": 2, "baseline": False}}}}  # no frames in a store
 
 
 @pytest.fixture

@@ -208,8 +208,15 @@ def test_splits_check_fails_an_empty_split_instead_of_passing_vacuously(tmp_path
     store.write_plate("p", np.zeros((n, 20, 20, 3), np.float32), pd.DataFrame({
         "frame_id": [f"p/A{i // 2:02d}/f00/n{i % 2:04d}" for i in range(n)], "well": [f"A{i // 2:02d}" for i in range(n)],
         "field_id": 0, "gene": [f"G{i // 2}" for i in range(n)], "ensg_id": [f"ENSG{i // 2:011d}" for i in range(n)]}))
-    store.write_catalog(store.catalog())
-    res = dg.materialize([store_defs.dataset_splits], resources={"cellscape": CellscapeResource(root=str(root))},
+    man = store.write_catalog(store.catalog())
+    handles = tmp_path / "handles"
+    handles.mkdir()
+    (handles / "frame_catalog.json").write_text(json.dumps({
+        "catalog_version": man["version"], "dataset_md5": None, "content_key": "k",
+        "plates": {"p": store.read_manifest("p")["version"]}}))
+    res = dg.materialize(ALL, selection=[store_defs.dataset_splits],
+                         resources={"cellscape": CellscapeResource(root=str(root)),
+                                    HANDLE_IO_MANAGER: HandleIOManager(base_dir=str(handles))},
                          run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
                          raise_on_error=False)
     check = res.get_asset_check_evaluations()[0]
@@ -218,6 +225,8 @@ def test_splits_check_fails_an_empty_split_instead_of_passing_vacuously(tmp_path
     assert check.metadata["frames_per_split"].value == {"train": 8, "valid": 0, "test": 0}
     assert check.metadata["problems"].value.startswith("valid is empty although the config gives it 0.5 of the fields")
     assert check.metadata["fractions"].value == "0.5/0.5/0" and check.metadata["exclusive_by"].value == "field"
+    # the handle says so, and a model refuses it
+    assert json.loads((handles / "dataset_splits.json").read_text())["disjoint"] is False
 
 
 def test_new_plate_sensor_picks_complete_settled_plates_only(project):
@@ -299,8 +308,8 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
 
         # re-split after training (another seed): the atlas still embeds the model's own split version
         res = dg.materialize(ALL, selection=[store_defs.dataset_splits], instance=instance, resources=resources,
-                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 0.5,
-                                                                                 "valid": 0.5, "test": 0.0}}}})
+                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 1.0,
+                                                                                 "valid": 0.0, "test": 0.0}}}})
         assert res.success
         assert json.loads((handles / "dataset_splits.json").read_text())["splits_version"] != splits_h["splits_version"]
         atlas_assets = [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
@@ -308,7 +317,7 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
         res = dg.materialize(
             ALL + atlas_assets, selection=atlas_assets, instance=instance, resources=resources,
             run_config={"ops": {"feature_spectrum_clusters": {"config": {"n_clusters": 4}},
-                                "localization_report": {"config": {"k": 2}},
+                                "localization_report": {"config": {"k": 2, "score_split": "valid"}},
                                 "umap_projection": {"config": {"n_neighbors": 5}}}},
         )
         assert res.success
@@ -328,7 +337,8 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
                 assert "model" in str(z["provenance"]) and z["leaf_order"].size == z["used_codes"].size
         assert (report / "figures" / "aligned_umaps.png").stat().st_size > 5_000
         scores = json.loads((report / "scores.json").read_text())
-        assert set(scores["scores"]) == {"localization_model", "localization_model_ablation"}
+        assert set(scores["scores"]) == {"localization_model", "localization_model_ablation", "classical"}
+        assert scores["baselines"] == ["classical"] and scores["score_config"]["score_split"] == "valid"
         assert scores["provenance"]["n_clusters"] == 4  # feature_spectrum_clusters' own count
         assert all(Path(m["checkpoint"]).is_dir() for m in scores["provenance"]["models"].values())
         # nothing new since the model: the nightly schedule skips, also after re-ingesting identical files

@@ -105,10 +105,12 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(uninterrupte
     from assets_pkg.cli import main
 
     rc = main(["report", "--checkpoint", str(tmp_path / "b"), "--compare", f"twin={root / 'a'}",
-               "--frames", str(root / "s"), "--out", str(tmp_path / "report"), "--n-clusters", "3"])
+               "--frames", str(root / "s"), "--out", str(tmp_path / "report"), "--n-clusters", "3",
+               "--score-split", "valid"])  # this store has no test split
     assert rc == 0
     scores = json.loads((tmp_path / "report" / "scores.json").read_text())
-    assert set(scores["scores"]) == {"b", "twin"} and scores["scores"]["b"]["proteins"] == 4
+    assert set(scores["scores"]) == {"b", "twin", "classical"} and scores["scores"]["b"]["proteins"] == 4
+    assert scores["baselines"] == ["classical"] and len(scores["per_seed"]["b"]) == 3
     assert scores["provenance"]["models"]["b"]["checkpoint"] == str(tmp_path / "b")
     assert (tmp_path / "report" / "figures" / "aligned_umaps.png").is_file()
 

@@ -10,11 +10,16 @@ result has a save/load pair, so an asset hands its result to the next one:
   :func:`load_code_clusters`;
 * ``umap_projection``: :func:`~.projection.aligned_umap`; :func:`save_projection` /
   :func:`load_projection`;
-* ``localization_report``: :func:`model_atlas` from the above, then :func:`export_atlas`.
+* ``localization_report``: :func:`model_atlas` from the above (and the classical baseline,
+  :func:`report_baselines`), then :func:`export_atlas`.
 
 :func:`build_report` chains the same functions for the ``cellscape report`` command, so the
 command line and Dagster share one implementation.  Every export carries its provenance
 (checkpoints, dataset md5, split, cluster count, seed).
+
+The scores are each model's own (:func:`~.evaluation.score_embedding`): its own UMAP and its
+own embeddings of the ``ScoreConfig.score_split`` frames (default ``test``), over several
+seeds; the aligned UMAP of the compared models is a picture, never scored.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from ..errors import CellscapeError
 from ..plots.figures import save_png
 from ..store.frame_store import FrameStore
 from .annotations import annotations_from_rows, single_localization
-from .config import AtlasConfig
+from .config import AtlasConfig, ScoreConfig
+from .evaluation import SEEDED_SCORES, EmbeddingScores, score_embedding, scores_table
 from .figures import (
     plot_aligned_umaps,
     plot_code_correlation,
@@ -43,13 +49,7 @@ from .figures import (
 from .loader import FrameLoader
 from .models import ModelConfig
 from .projection import aligned_umap
-from .scores import (
-    adjusted_rand_index,
-    clustering_score,
-    knn_localization_accuracy,
-    predict_localization,
-    protein_clusters,
-)
+from .scores import predict_localization
 from .spectra import CodeClusters, cluster_codes, protein_spectra
 
 
@@ -185,7 +185,12 @@ def cluster_used_codes(name: str, spectra: pd.DataFrame, n_clusters: int) -> tup
 
 @dataclass
 class ModelAtlas:
-    """Everything the report shows for one model (``clusters`` covers ``used_codes`` only)."""
+    """Everything the report shows for one model (``clusters`` covers ``used_codes`` only).
+
+    ``coords`` is the (aligned) UMAP picture of all embedded frames; ``evaluation`` holds the
+    model's own scores (:class:`~.evaluation.EmbeddingScores`), of which ``scores`` is the
+    summary plus the codebook's perplexity and used codes, and ``knn_table`` the protein kNN.
+    """
 
     name: str
     spectra: pd.DataFrame
@@ -196,6 +201,7 @@ class ModelAtlas:
     knn_table: pd.DataFrame
     predictions: pd.DataFrame
     used_codes: np.ndarray
+    evaluation: EmbeddingScores | None = None
 
 
 def frame_classes(rows: pd.DataFrame) -> np.ndarray:
@@ -222,61 +228,68 @@ def cluster_figures(name: str, spectra: pd.DataFrame, used: np.ndarray, clusters
 
 
 def model_atlas(name: str, emb: Embeddings, spectra: pd.DataFrame, counts: pd.Series, used: np.ndarray,
-                clusters: CodeClusters, coords: np.ndarray, k: int = 5) -> ModelAtlas:
-    """Scores and predictions of one model from its precomputed spectra, code clusters and UMAP.
+                clusters: CodeClusters, coords: np.ndarray, k: int = 5,
+                config: ScoreConfig | None = None) -> ModelAtlas:
+    """Scores and predictions of one model from its embeddings, spectra, code clusters and UMAP picture.
 
     Parameters
     ----------
     name : str
     emb : Embeddings
-        The frames (their ``rows`` give the annotations) and histograms.
+        The frames (their ``rows`` give the annotations and splits), histograms and pooled outputs.
     spectra, counts
-        From :func:`embedding_spectra` (or :func:`load_spectra`).
+        From :func:`embedding_spectra` (or :func:`load_spectra`): the predictions for
+        unannotated proteins and the figures use them.
     used, clusters
         From :func:`cluster_used_codes` (or :func:`load_code_clusters`).
     coords : ndarray, shape (N, 2)
-        The UMAP of ``emb`` (from :func:`~.projection.aligned_umap` or :func:`load_projection`).
+        The UMAP picture of ``emb`` (aligned across models or not): exported and drawn, never scored.
     k : int
-        Neighbours of the kNN accuracy and the predictions.
+        Neighbours of the scores and predictions when ``config`` is not given.
+    config : ScoreConfig, optional
+        How the model is scored (default ``ScoreConfig(k=k)``): split, seeds, embedding, kNN.
 
     Returns
     -------
     ModelAtlas
-        ``scores`` holds the clustering score of the single-localization frames, the kNN
-        localization accuracy, the ARI of protein clusters, counts, the perplexity of the mean
-        code usage and the number of used codes.
+        ``scores``: the summary of :func:`~.evaluation.score_embedding` over ``emb``'s
+        ``config.embedding`` (own UMAP, ``config.score_split`` frames, mean/std/min/max over
+        seeds, protein kNN with its bootstrap interval), plus ``perplexity_of_mean_usage`` and
+        ``used_codes`` of the codebook over all embedded frames.
     """
+    config = config if config is not None else ScoreConfig(k=k)
+    x = emb.histograms if config.embedding == "histograms" else emb.pooled
+    ev = score_embedding(name, emb.rows, x, config)
     ann = annotations_from_rows(emb.rows)
-    single = single_localization(ann)
-    frame_single = emb.rows["gene"].map(single)
-    mask = frame_single.notna().to_numpy()
-    score = (clustering_score(coords[mask], frame_single[mask].astype(str).to_numpy())[0]
-             if frame_single[mask].nunique() >= 2 else float("nan"))
-    annotated = spectra.loc[spectra.index.isin(ann.index)]
-    if len(annotated) >= 2:
-        acc, knn_table = knn_localization_accuracy(annotated, ann, k=min(k, len(annotated) - 1))
-    else:
-        acc, knn_table = float("nan"), pd.DataFrame()
-    single_prot = single[single.index.isin(spectra.index)]
-    if len(single_prot) >= 3 and single_prot.nunique() >= 2:  # ARI needs something to partition
-        pc = protein_clusters(spectra.loc[single_prot.index], n_clusters=single_prot.nunique())
-        ari = adjusted_rand_index(pc.to_numpy(), single_prot.loc[pc.index].to_numpy())
-    else:
-        ari = float("nan")
     unannotated = [p for p in spectra.index if p not in ann.index]
-    preds = (predict_localization(spectra, ann, unannotated, k=k) if unannotated
+    preds = (predict_localization(spectra, ann, unannotated, k=config.k) if unannotated
              else pd.DataFrame(columns=["protein", "predicted", "confidence", "neighbours"]))
-    scores = {
-        "clustering_score": float(score),
-        "knn_accuracy": float(acc),
-        "ari_protein_clusters": float(ari),
-        "frames": int(len(emb.rows)),
-        "proteins": int(len(spectra)),
-        "single_localization_frames": int(mask.sum()),
-        "perplexity_of_mean_usage": float(np.exp(-np.sum(_safe_plogp(emb.histograms.mean(0))))),
-    }
-    scores["used_codes"] = int(len(used))
-    return ModelAtlas(name, spectra, counts, clusters, coords, scores, knn_table, preds, used)
+    scores = {**ev.scores, "perplexity_of_mean_usage": float(np.exp(-np.sum(_safe_plogp(emb.histograms.mean(0))))),
+              "used_codes": int(len(used))}
+    return ModelAtlas(name, spectra, counts, clusters, coords, scores, ev.knn_table, preds, used, ev)
+
+
+def report_baselines(store: FrameStore, rows: pd.DataFrame, config: ScoreConfig,
+                     fit_rows: pd.DataFrame | None = None, batch_size: int = 256, log=print) -> list[EmbeddingScores]:
+    """The classical-feature baseline scored like the models, or nothing when ``config.baseline`` is off.
+
+    Parameters
+    ----------
+    store : FrameStore
+    rows : pandas.DataFrame
+        The frames the models embedded (with ``split``): their ``config.score_split`` frames
+        are scored (see :func:`~.classical.classical_baseline`).
+    config : ScoreConfig
+    fit_rows : pandas.DataFrame, optional
+        The frames that standardise the features (default: the train frames of ``rows``).
+    batch_size : int
+        Frames per read and feature batch.
+    """
+    if not config.baseline:
+        return []
+    from .classical import classical_baseline
+
+    return [classical_baseline(store, rows, config, fit_rows=fit_rows, batch_size=batch_size, log=log)]
 
 
 def _safe_plogp(p: np.ndarray) -> np.ndarray:
@@ -386,8 +399,17 @@ def load_projection(path: str | Path, rows: pd.DataFrame) -> np.ndarray:
 
 
 def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, Embeddings], provenance: dict,
-                 seed: int) -> dict[str, Path]:
+                 seed: int, baselines: list[EmbeddingScores] | tuple = ()) -> dict[str, Path]:
     """Write tables (parquet), matrices (.npz), figures (PNG) and scores (JSON) into ``out_dir``.
+
+    Per model ``<name>_frames.parquet`` (frames and UMAP picture), ``_matrices.npz``,
+    ``_spectra.parquet``, ``_knn.parquet`` (the protein kNN on the scored frames),
+    ``_predictions.parquet`` and figures (``figures/<name>_own_umap.png``: the UMAP the first
+    seed's clustering score is computed in); per baseline its ``_knn.parquet``, its own tables
+    (``<name>_<table>.parquet``) and own-UMAP figure.  ``scores.json`` holds ``scores`` (the
+    summary per model and baseline), ``per_seed`` (one record per seed and name), ``models``,
+    ``baselines``, ``score_config``, ``provenance`` and the picture's UMAP ``seed``;
+    ``scores.md`` the table of :func:`scores_table`.
 
     Returns the written paths by name.  Every file is written to a temporary name first.
     """
@@ -407,32 +429,52 @@ def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, 
         _atomic_bytes(out / f"{a.name}_matrices.npz", buf.getvalue())
         save_spectra(a.spectra, a.counts, out / f"{a.name}_spectra.parquet")
         for name, table in (("knn", a.knn_table), ("predictions", a.predictions)):
-            table = table.astype({c: str for c in table.columns if table[c].dtype == object})
-            _atomic_bytes(out / f"{a.name}_{name}.parquet", _parquet_bytes(table))
+            _atomic_bytes(out / f"{a.name}_{name}.parquet", _parquet_bytes(_str_objects(table)))
         for fname, fig in _figures(a, e).items():
             paths[f"{a.name}_{fname}"] = save_png(fig, out / "figures" / f"{a.name}_{fname}.png")
+    for b in baselines:
+        _atomic_bytes(out / f"{b.name}_knn.parquet", _parquet_bytes(_str_objects(b.knn_table)))
+        for tname, table in b.tables.items():
+            _atomic_bytes(out / f"{b.name}_{tname}.parquet", _parquet_bytes(_str_objects(table)))
+        paths[f"{b.name}_own_umap"] = save_png(_own_umap_figure(b), out / "figures" / f"{b.name}_own_umap.png")
     if len(atlases) > 1:
         labels = frame_classes(emb[atlases[0].name].rows)
         fig = plot_aligned_umaps([a.coords for a in atlases], labels, [a.name for a in atlases],
                                  single_mask=labels != "others")
         paths["aligned_umaps"] = save_png(fig, out / "figures" / "aligned_umaps.png")
-    scores = {a.name: a.scores for a in atlases}
-    _atomic_bytes(out / "scores.json", (json.dumps({"scores": scores, "provenance": provenance, "seed": seed},
-                                                   indent=2, default=str) + "\n").encode())
+    evaluations = [a.evaluation for a in atlases if a.evaluation is not None] + list(baselines)
+    doc = {"scores": {a.name: a.scores for a in atlases} | {b.name: b.scores for b in baselines},
+           "per_seed": {ev.name: ev.per_seed.to_dict(orient="records") for ev in evaluations},
+           "models": [a.name for a in atlases], "baselines": [b.name for b in baselines],
+           "score_config": evaluations[0].config.model_dump(mode="json") if evaluations else None,
+           "provenance": provenance, "seed": seed}
+    _atomic_bytes(out / "scores.json", (json.dumps(doc, indent=2, default=str) + "\n").encode())
     paths["scores"] = out / "scores.json"
+    table = scores_table(list(atlases) + list(baselines))
+    _atomic_bytes(out / "scores.md", (table.reset_index(names="score").to_markdown(index=False) + "\n").encode())
+    paths["scores_table"] = out / "scores.md"
     return paths
+
+
+def _str_objects(table: pd.DataFrame) -> pd.DataFrame:
+    return table.astype({c: str for c in table.columns if table[c].dtype == object})
+
+
+def _own_umap_figure(ev: EmbeddingScores):
+    labels = frame_classes(ev.coord_rows)
+    cs = ev.per_seed["clustering_score"].iloc[0]
+    return plot_umap(ev.coords, labels, labels != "others",
+                     title=f"{ev.name}: own UMAP of the {ev.config.score_split} frames "
+                           f"(seed {ev.config.seeds[0]}, clustering score {cs:.3g})")
 
 
 def _figures(a: ModelAtlas, e: Embeddings) -> dict:
     labels = frame_classes(e.rows)
     figs = cluster_figures(a.name, a.spectra, a.used_codes, a.clusters, e.rows)
     figs["umap"] = plot_umap(a.coords, labels, labels != "others", title=f"{a.name}: UMAP of codebook histograms")
+    if a.evaluation is not None:
+        figs["own_umap"] = _own_umap_figure(a.evaluation)
     return figs
-
-
-def scores_table(atlases: list[ModelAtlas]) -> pd.DataFrame:
-    """Scores of several models side by side (rows: score, columns: model)."""
-    return pd.DataFrame({a.name: a.scores for a in atlases})
 
 
 def report_provenance(models: dict[str, dict], split: str, n_clusters: int, **extra) -> dict:
@@ -457,18 +499,25 @@ def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: 
                  log=print) -> tuple[pd.DataFrame, dict[str, Path]]:
     """The whole atlas for one or more models (first = the one to report; others side by side).
 
-    The same steps as the Dagster atlas assets, in one call: :func:`embed_checkpoint`,
-    :func:`embedding_spectra`, :func:`cluster_used_codes`, :func:`~.projection.aligned_umap`
-    (a single model gets a plain UMAP), :func:`model_atlas` and :func:`export_atlas`.
+    The same steps as the Dagster atlas assets, in one call: :func:`embed_checkpoint` of the
+    ``config.split`` frames, then :func:`report_from_embeddings`.
 
     Parameters
     ----------
     checkpoints : dict name -> model folder (as written by training.fit)
-    splits : DataFrame with ``split``; ``config.split="all"`` uses every frame.
+    splits : DataFrame with ``split``; ``config.split="all"`` embeds every frame.
     config : AtlasConfig
-        Split and batch size of the embedding, code clusters, UMAP seed and neighbours, kNN k.
+        Split and batch size of the embedding, code clusters, UMAP picture's seed and
+        neighbours, and the :class:`ScoreConfig` fields (scored split, seeds, kNN, baseline).
+
+    Returns
+    -------
+    table : pandas.DataFrame of str
+        :func:`scores_table` of the models and baselines.
+    paths : dict of str -> Path
+        What :func:`export_atlas` wrote.
     """
-    split, n_clusters, seed = config.split, config.n_clusters, config.seed
+    split = config.split
     rows = splits if split == "all" else splits[splits["split"] == split]
     if len(rows) == 0:
         raise CellscapeError(f"the {split!r} split holds no frames", field="split")
@@ -476,17 +525,46 @@ def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: 
     for name, ckpt in checkpoints.items():
         emb[name], models[name] = embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size)
         log(f"{name}: embedded {len(rows)} frames at {emb[name].frames_per_second:.0f} frames/s")
-    names = list(checkpoints)
-    coords = aligned_umap([emb[n].histograms for n in names], seed=seed, n_neighbors=config.n_neighbors)
+    return report_from_embeddings(emb, models, store, splits, out_dir, config, provenance, log)
+
+
+def report_from_embeddings(emb: dict[str, Embeddings], models: dict[str, dict], store: FrameStore | None,
+                           splits: pd.DataFrame, out_dir: str | Path, config: AtlasConfig = AtlasConfig(),
+                           provenance: dict | None = None, log=print) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """The atlas of models already embedded: :func:`embedding_spectra`, :func:`cluster_used_codes`,
+    :func:`~.projection.aligned_umap` (a picture; a single model gets a plain UMAP),
+    :func:`model_atlas` (each model scored on its own), :func:`report_baselines` and :func:`export_atlas`.
+
+    Parameters
+    ----------
+    emb : dict name -> Embeddings
+        The models' embeddings of the same frames, in the same order.
+    models : dict name -> dict
+        Their provenance (as :func:`embed_checkpoint` returns it).
+    store : FrameStore or None
+        The frames, for the classical baseline (None only with ``config.baseline`` off).
+    splits : pandas.DataFrame
+        The splits table: its train frames standardise the baseline's features.
+    out_dir, config, provenance, log
+        As :func:`build_report`.
+    """
+    names = list(emb)
+    coords = aligned_umap([emb[n].histograms for n in names], seed=config.seed, n_neighbors=config.n_neighbors)
+    score_cfg = ScoreConfig(**{f: getattr(config, f) for f in ScoreConfig.model_fields})
     atlases = []
     for name, xy in zip(names, coords, strict=True):
         spectra, counts = embedding_spectra(emb[name])
-        used, clusters = cluster_used_codes(name, spectra, n_clusters)
-        atlases.append(model_atlas(name, emb[name], spectra, counts, used, clusters, xy, k=config.k))
-        log(f"{name}: {atlases[-1].scores}")
-    prov = report_provenance(models, split, n_clusters, **(provenance or {}))
-    paths = export_atlas(out_dir, atlases, emb, prov, seed)
-    return scores_table(atlases), paths
+        used, clusters = cluster_used_codes(name, spectra, config.n_clusters)
+        atlases.append(model_atlas(name, emb[name], spectra, counts, used, clusters, xy, config=score_cfg))
+        log(f"{name}: " + ", ".join(f"{k}={atlases[-1].scores[k]:.3f}" for k in SEEDED_SCORES + ("protein_knn_accuracy",)))
+    if config.baseline and store is None:
+        raise CellscapeError("the classical baseline needs the frame store", field="store")
+    baselines = report_baselines(store, emb[names[0]].rows, score_cfg, fit_rows=splits[splits["split"] == "train"],
+                                 batch_size=config.batch_size, log=log)
+    prov = report_provenance(models, config.split, config.n_clusters, score_split=config.score_split,
+                             **(provenance or {}))
+    paths = export_atlas(out_dir, atlases, emb, prov, config.seed, baselines=baselines)
+    return scores_table(atlases + baselines), paths
 
 
 def save_embeddings(emb: Embeddings, out_dir: str | Path, name: str) -> Path:

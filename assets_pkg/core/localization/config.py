@@ -97,16 +97,49 @@ class CodeClusterConfig(LibConfig):
 
 
 class ProjectionConfig(LibConfig):
-    """The UMAP of the frame histograms (aligned across models when several are compared)."""
+    """The UMAP picture of the frame histograms (aligned across models when several are compared;
+    drawn and exported, never scored: each model's scores use its own UMAP, see :class:`ScoreConfig`)."""
 
-    seed: int = Field(0, description="UMAP random state (recorded with the projection).")
-    n_neighbors: int = Field(15, ge=2, description="UMAP neighbourhood size.")
+    seed: int = Field(0, description="Random state of the UMAP picture (recorded with the projection).")
+    n_neighbors: int = Field(15, ge=2, description="Neighbourhood size of the UMAP picture.")
 
 
 class ScoreConfig(LibConfig):
-    """Neighbours used by the kNN localization scores and predictions."""
+    """How each model is scored on its own: which frames, which seeds, kNN neighbours, the
+    bootstrap of the protein kNN accuracy and whether the classical-feature baseline is scored beside.
 
-    k: int = Field(5, ge=1, description="Nearest annotated proteins voting per protein (kNN accuracy, predictions).")
+    A model's scores depend on its own embeddings of the ``score_split`` frames only (never on the
+    other models of a report, nor on the aligned UMAP, which is a picture); see
+    :func:`~assets_pkg.core.localization.evaluation.score_embedding`.
+    """
+
+    k: int = Field(5, ge=1, description="Nearest annotated proteins (or frames of other proteins) voting per "
+                                        "protein (or frame): kNN accuracies and predictions.")
+    score_split: Literal["all", "train", "valid", "test", "heldout"] = Field(
+        "test", description="Frames the scores are computed on: test (frames no model trained on), heldout (valid "
+                            "and test), another split of the embedded frames, or all (training frames included).")
+    knn_reference: Literal["score_split", "train"] = Field(
+        "score_split", description="Frames whose proteins vote in the kNN accuracies: those of the scored split "
+                                   "themselves, or the train split's (a larger atlas to match the scored frames "
+                                   "against; a protein never votes for itself either way).")
+    seeds: tuple[int, ...] = Field(
+        (0, 1, 2), min_length=1, description="One scoring per seed (the UMAP random state and the frame subsample); "
+                                             "the report gives the mean, std, min and max over them.")
+    frame_fraction: float = Field(
+        0.8, gt=0, le=1, description="Share of every protein's frames each seed scores (a seeded subsample; "
+                                     "1 scores all frames, and only the UMAP then varies with the seed).")
+    umap_neighbors: int = Field(15, ge=2, description="Neighbourhood size of each model's own UMAP (clustering score).")
+    metric: Literal["correlation", "euclidean", "cosine"] = Field(
+        "correlation", description="Distance between embeddings (frames) and between mean embeddings (proteins) "
+                                   "of the kNN accuracies and ARI clusters.")
+    embedding: Literal["histograms", "pooled"] = Field(
+        "histograms", description="What a model's frame embedding is: codebook-usage histograms (feature spectra) "
+                                  "or the pooled encoder output.")
+    bootstrap: int = Field(1000, ge=1, description="Bootstrap resamples of proteins for the protein kNN accuracy's "
+                                                   "confidence interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of that confidence interval.")
+    baseline: bool = Field(True, description="Score the classical-feature baseline (radial profile, nucleus overlap, "
+                                             "texture, granularity, moments) beside the models.")
 
 
 class AtlasConfig(EmbeddingConfig, CodeClusterConfig, ProjectionConfig, ScoreConfig):

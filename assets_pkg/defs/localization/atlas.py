@@ -182,16 +182,19 @@ def _check_same_lineage(protein_spectra: dict, feature_spectrum_clusters: dict, 
 @dg.asset(group_name=ATLAS_GROUP, kinds={"parquet"}, io_manager_key=HANDLE_IO_MANAGER)
 def localization_report(context: dg.AssetExecutionContext, config: ReportConfig, protein_spectra: dict,
                         feature_spectrum_clusters: dict, umap_projection: dict, cellscape: CellscapeResource):
-    """Clustering score, kNN localization accuracy, ARI and predictions, per model side by side."""
+    """Each model's own scores (test frames, own UMAP, seeds) beside the classical baseline, and predictions."""
     _check_same_lineage(protein_spectra, feature_spectrum_clusters, umap_projection)
     embeddings = protein_spectra["embeddings"]
     embs = _load_embeddings(embeddings)
+    score_config = config.to_library()
     atlases = []
     for name, emb in embs.items():
         spectra, counts = atlas.load_spectra(protein_spectra["files"][name])
         used, clusters = atlas.load_code_clusters(feature_spectrum_clusters["files"][name])
         coords = atlas.load_projection(umap_projection["files"][name], emb.rows)
-        atlases.append(atlas.model_atlas(name, emb, spectra, counts, used, clusters, coords, k=config.k))
+        atlases.append(atlas.model_atlas(name, emb, spectra, counts, used, clusters, coords, config=score_config))
+    baselines = atlas.report_baselines(cellscape.store(), next(iter(embs.values())).rows, score_config,
+                                       log=context.log.info)
     runs = {"frame_embeddings": embeddings["run_id"], "protein_spectra": protein_spectra["run_id"],
             "feature_spectrum_clusters": feature_spectrum_clusters["run_id"],
             "umap_projection": umap_projection["run_id"]}
@@ -199,12 +202,15 @@ def localization_report(context: dg.AssetExecutionContext, config: ReportConfig,
                                    dataset_md5=embeddings["dataset_md5"], embeddings=embeddings["path"], runs=runs,
                                    k=config.k)
     out = _out_dir(context, cellscape) / "report"
-    paths = atlas.export_atlas(out, atlases, embs, prov, seed=umap_projection["seed"])
-    table = atlas.scores_table(atlases)
+    paths = atlas.export_atlas(out, atlases, embs, prov, seed=umap_projection["seed"], baselines=baselines)
+    table = atlas.scores_table(atlases + baselines)
     md = {"scores": table_metadata(table.rename_axis("score"), index=True),
           "path": dg.MetadataValue.path(str(out))}
+    for b in baselines:  # the classical baseline, scored as the models are
+        for k in ("clustering_score", "frame_knn_accuracy", "knn_accuracy", "ari_protein_clusters"):
+            md[f"{b.name}_{k}"] = float(b.scores[k])
     for a in atlases:
-        for k in ("clustering_score", "knn_accuracy", "ari_protein_clusters"):
+        for k in ("clustering_score", "frame_knn_accuracy", "knn_accuracy", "ari_protein_clusters"):
             md[f"{a.name}_{k}"] = float(a.scores[k])
         if len(a.predictions):
             md[f"{a.name}_predictions"] = table_metadata(a.predictions, max_rows=20)
