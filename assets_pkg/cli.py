@@ -149,6 +149,9 @@ def _add_ingest(sub):
     add_config_arguments(p, IngestParams)
     p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML (default: built-in)")
     p.add_argument("--no-catalog", action="store_true", help="do not rebuild the catalog afterwards")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes over fields (default: one per core, at most one per 8 fields); "
+                        "the frames do not depend on it")
     p.set_defaults(func=cmd_ingest)
 
 
@@ -181,7 +184,7 @@ def cmd_ingest(a) -> int:
             print(f"{d.name}: dataset md5 not recorded: {pin}", file=sys.stderr)
         try:
             res = ingest_plate(d, store, params, provenance={"dataset_md5": md5, "pin": pin}, registry=registry,
-                               progress=progress)
+                               progress=progress, workers=a.workers)
         except ValidationFailed as e:
             failed += 1
             print(f"REFUSED {e}", file=sys.stderr)

@@ -17,6 +17,11 @@ class NucleusConfig(LibConfig):
     nucleus_diameter_um: float = Field(
         15.0, gt=0, description="Expected nucleus diameter in µm; sets the detector's smoothing and peak spacing "
                                 "(HEK293 nuclei measured on the real OpenCell fields).")
+    detect_um_per_px: float | None = Field(
+        0.4, gt=0, description="Pixel size in µm at which nuclei are detected: finer fields are downsampled (block "
+                               "mean, as for frames) first and the labels mapped back; 0.4 µm is the frame scale, "
+                               "so ingest detects on the frames' own pixels (None, or a size at or below the "
+                               "plate's pixel size: full resolution).")
 
 
 class FrameConfig(LibConfig):

@@ -45,6 +45,11 @@ replaced.
 The module holds what is about plates (:class:`FrameStore`: plate arrays and tables, batched
 reads, the catalog, nucleus masks); the kvstore, versions, manifests and pins are
 :class:`~.versioned.VersionedStore`, its base, and the chunking is :mod:`.layout`.
+
+Why one module: a plate's array, table and manifest are written by the two writers
+(:meth:`FrameStore.write_plate`, :meth:`FrameStore.write_plate_stream`, sharing the manifest
+code) and read back by the batched readers against the same layout and version rules; split,
+each half would have to import the other's private key and manifest helpers.
 """
 
 from __future__ import annotations
@@ -190,31 +195,105 @@ class FrameStore(VersionedStore):
         def build(prefix: str, version: str) -> dict:
             array_path = prefix + ARRAY_NAME + "/"
             self._write_array(array_path, frames, metadata)
-            table_path = prefix + TABLE_NAME
-            table_bytes = table_to_parquet(table)
-            self._write_bytes(table_path, table_bytes)
-            return {
-                "schema_version": MANIFEST_SCHEMA_VERSION,
-                "kind": "plate_frames",
-                "plate_id": plate_id,
-                "version": version,
-                "n_frames": int(n),
-                "shape": [int(s) for s in frames.shape],
-                "chunk_shape": metadata["chunk_grid"]["configuration"]["chunk_shape"],
-                "read_chunk_shape": [self.layout.chunk_frames, *map(int, frames.shape[1:])],
-                "dtype": "float32",
-                "axes": list(AXES),
-                "channels": None if channels is None else list(channels),
-                "created": now_iso(),
-                "array_path": array_path,
-                "table_path": table_path,
-                "table_sha256": hashlib.sha256(table_bytes).hexdigest(),
-                "table_columns": [str(c) for c in table.columns],
-                "layout": self.layout.describe(),
-                "provenance": prov,
-            }
+            return self._finish_plate_version(prefix, version, plate_id, frames.shape, table, channels, prov)
 
         return self._versioned_write(self._plate_prefix(plate_id), build)
+
+    def write_plate_stream(
+        self,
+        plate_id: str,
+        batches: Iterable[tuple[np.ndarray, pd.DataFrame]],
+        frame_shape: Sequence[int],
+        provenance: Mapping | None = None,
+        channels: Sequence[str] | None = None,
+    ) -> dict:
+        """:meth:`write_plate` for frames that arrive in batches, never all in memory at once.
+
+        ``batches`` yields ``(frames, table)`` pairs: frames of shape (n, H, W, C) (cast to
+        float32; ``(H, W, C) == frame_shape``) and their ``n`` table rows (without
+        ``frame_index``, which is numbered over the whole plate).  Frames are written as whole
+        shards while they arrive (the array is created with an open-ended first axis, then cut
+        to the number of frames), so memory holds about one shard, not the plate.  The version
+        becomes visible only once complete, exactly as with :meth:`write_plate`; an exception
+        from ``batches`` leaves no version behind.  Returns the version's manifest.
+        """
+        check_plate_id(plate_id)
+        frame_shape = tuple(int(s) for s in frame_shape)
+        prov = check_provenance(provenance)
+        if channels is None:
+            channels = FRAME_CHANNELS if frame_shape[-1] == len(FRAME_CHANNELS) else None
+        elif len(channels) != frame_shape[-1]:
+            raise StoreError(f"{len(channels)} channel names for {frame_shape[-1]} channels", field="channels")
+        outer = self.layout.shard_frames or self.layout.chunk_frames
+
+        def build(prefix: str, version: str) -> dict:
+            array_path = prefix + ARRAY_NAME + "/"
+            arr = self._open_array_at(array_path, metadata=self.layout.metadata((2**40, *frame_shape)))
+            tables: list[pd.DataFrame] = []
+            buf: list[np.ndarray] = []
+            n_buf = n = 0
+            pending = None
+
+            def flush(upto: int) -> None:  # write the first ``upto`` buffered frames at offset n
+                nonlocal buf, n_buf, n, pending
+                block = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                if pending is not None:
+                    pending.result()
+                pending = arr[n : n + upto].write(np.ascontiguousarray(block[:upto])) if upto else None
+                rest = block[upto:]
+                buf, n_buf, n = ([rest] if len(rest) else []), len(rest), n + upto
+
+            for frames, table in batches:
+                frames = np.asarray(frames, dtype=np.float32)
+                if frames.ndim != 4 or tuple(frames.shape[1:]) != frame_shape:
+                    raise StoreError(f"frames of shape {frames.shape} in a stream of {frame_shape} frames",
+                                     field="frames")
+                if len(table) != len(frames):
+                    raise StoreError(f"table has {len(table)} rows for {len(frames)} frames", field="table")
+                tables.append(table)
+                if len(frames):
+                    buf.append(frames)
+                    n_buf += len(frames)
+                if n_buf >= outer:  # whole shards only: no shard is written twice
+                    flush(n_buf // outer * outer)
+            if n_buf:
+                flush(n_buf)
+            if pending is not None:
+                pending.result()
+            arr.resize(exclusive_max=[n, *frame_shape], resize_metadata_only=True).result()
+            table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+            table = self._check_table(plate_id, table, n)
+            return self._finish_plate_version(prefix, version, plate_id, (n, *frame_shape), table, channels, prov)
+
+        return self._versioned_write(self._plate_prefix(plate_id), build)
+
+    def _finish_plate_version(self, prefix: str, version: str, plate_id: str, shape: Sequence[int],
+                              table: pd.DataFrame, channels: Sequence[str] | None, prov: dict) -> dict:
+        """Write a plate version's table; return its manifest (the array is already written)."""
+        metadata = self.layout.metadata(shape)
+        table_path = prefix + TABLE_NAME
+        table_bytes = table_to_parquet(table)
+        self._write_bytes(table_path, table_bytes)
+        return {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "kind": "plate_frames",
+            "plate_id": plate_id,
+            "version": version,
+            "n_frames": int(shape[0]),
+            "shape": [int(s) for s in shape],
+            "chunk_shape": metadata["chunk_grid"]["configuration"]["chunk_shape"],
+            "read_chunk_shape": [self.layout.chunk_frames, *map(int, shape[1:])],
+            "dtype": "float32",
+            "axes": list(AXES),
+            "channels": None if channels is None else list(channels),
+            "created": now_iso(),
+            "array_path": prefix + ARRAY_NAME + "/",
+            "table_path": table_path,
+            "table_sha256": hashlib.sha256(table_bytes).hexdigest(),
+            "table_columns": [str(c) for c in table.columns],
+            "layout": self.layout.describe(),
+            "provenance": prov,
+        }
 
     @staticmethod
     def _check_table(plate_id: str, table: pd.DataFrame, n: int) -> pd.DataFrame:

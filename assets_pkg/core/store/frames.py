@@ -141,6 +141,36 @@ def frame_to_full_coords(coord: np.ndarray | float, downsample: float) -> np.nda
     return (np.asarray(coord, dtype=np.float64) + 0.5) * float(downsample) - 0.5
 
 
+def upsample_labels(labels_d: np.ndarray, downsample: float, shape: tuple[int, int]) -> np.ndarray:
+    """Label image of a downsampled field brought back to the full-resolution grid (nearest).
+
+    Full-resolution pixel ``(y, x)`` takes the label of the downsampled pixel that holds its
+    centre, ``floor((y + 0.5) / downsample)`` (clipped to the downsampled field, so the rows and
+    columns a block mean drops take their neighbour's label).  With an integer factor,
+    :func:`downsample_image` of the upsampled mask gives back the downsampled mask exactly.
+
+    Parameters
+    ----------
+    labels_d : ndarray of int, shape (h, w)
+        Labels at the frame scale.
+    downsample : float
+        The factor that made ``labels_d`` (>= 1).
+    shape : (int, int)
+        Full-resolution (height, width).
+
+    Returns
+    -------
+    ndarray of int32, shape ``shape``
+    """
+    lab = np.asarray(labels_d)
+    if lab.ndim != 2:
+        raise ValueError(f"expected a 2-D label image, got shape {lab.shape}")
+    f = float(downsample)
+    iy = np.minimum(np.floor((np.arange(shape[0]) + 0.5) / f).astype(np.int64), lab.shape[0] - 1)
+    ix = np.minimum(np.floor((np.arange(shape[1]) + 0.5) / f).astype(np.int64), lab.shape[1] - 1)
+    return np.ascontiguousarray(lab.astype(np.int32, copy=False)[iy[:, None], ix[None, :]])
+
+
 def extract_frames(
     nucleus_img: np.ndarray,
     protein_img: np.ndarray | None,
@@ -209,42 +239,87 @@ def extract_frames(
         centres = nucleus_centres(lab)
     centres = centres.reset_index(drop=True)
 
-    # One pass over the whole field: downsample, normalize, distance map.
-    nuc_d = normalize_field(downsample_image(nuc, downsample), percentiles)
-    if protein_img is None:
-        pro_d = np.zeros_like(nuc_d)
-    else:
-        pro_d = normalize_field(downsample_image(protein_img, downsample), percentiles)
+    # One pass over the whole field: downsample, then cut every frame at the frame scale.
+    nuc_d = downsample_image(nuc, downsample)
+    pro_d = None if protein_img is None else downsample_image(protein_img, downsample)
     mask_d = downsample_image((lab > 0).astype(np.float32), downsample) >= 0.5
-    dist_d = signed_distance(mask_d)
-    field = np.stack([pro_d, nuc_d, dist_d], axis=-1)  # (h, w, 3)
-    h, w = field.shape[:2]
-
-    half = crop_size // 2
-    cy = np.rint(full_to_frame_coords(centres["centre_y"].to_numpy(), downsample)).astype(np.int64)
-    cx = np.rint(full_to_frame_coords(centres["centre_x"].to_numpy(), downsample)).astype(np.int64)
-    y0, x0 = cy - half, cx - half
-    if mode == "drop":
-        b = int(min_border)
-        keep = (y0 >= b) & (x0 >= b) & (y0 + crop_size <= h - b) & (x0 + crop_size <= w - b)
-        pad = 0
-    else:
-        keep = np.ones(len(centres), bool)
-        pad = crop_size
-        if pad >= min(h, w):
-            raise ValueError(
-                f"mode='reflect' needs a downsampled field larger than the frame: field "
-                f"{h}x{w}, crop_size {crop_size}"
-            )
-        field = np.pad(field, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    y0k, x0k = y0[keep], x0[keep]
-
-    # Gather every frame with one fancy index into a strided view of the field.
-    windows = np.lib.stride_tricks.sliding_window_view(field, (crop_size, crop_size), axis=(0, 1))
-    frames = windows[y0k + pad, x0k + pad]  # (N, 3, crop, crop)
-    frames = np.ascontiguousarray(np.moveaxis(frames, 1, -1), dtype=np.float32)
-
+    cy = full_to_frame_coords(centres["centre_y"].to_numpy(), downsample)
+    cx = full_to_frame_coords(centres["centre_x"].to_numpy(), downsample)
+    frames, keep, y0k, x0k = cut_frames(
+        nuc_d, pro_d, mask_d, cy, cx, crop_size, min_border, mode=mode, percentiles=percentiles
+    )
     out = centres.loc[keep].reset_index(drop=True).copy()
     out["frame_y0"] = y0k
     out["frame_x0"] = x0k
     return frames, out
+
+
+def cut_frames(
+    nucleus_d: np.ndarray,
+    protein_d: np.ndarray | None,
+    mask_d: np.ndarray,
+    centre_y: np.ndarray,
+    centre_x: np.ndarray,
+    crop_size: int = DEFAULT_CROP_SIZE,
+    min_border: int = 0,
+    *,
+    mode: str = "drop",
+    percentiles: tuple[float, float] = (1.0, 99.8),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Frames of a field that is already at the frame scale (the second half of :func:`extract_frames`).
+
+    Parameters
+    ----------
+    nucleus_d, protein_d : ndarray, shape (h, w)
+        Downsampled, not yet normalized channels (float32); ``protein_d`` None gives zeros.
+    mask_d : ndarray of bool, shape (h, w)
+        Mask of all nuclei of the field at the frame scale (source of the distance channel).
+    centre_y, centre_x : ndarray of float, shape (M,)
+        Nucleus centres in frame pixels (pixel centres at integer coordinates).
+    crop_size, min_border, mode, percentiles
+        As in :func:`extract_frames`.
+
+    Returns
+    -------
+    frames : ndarray of float32, shape (N, crop_size, crop_size, 3)
+    keep : ndarray of bool, shape (M,)
+        Which centres gave a frame (frames are in centre order).
+    frame_y0, frame_x0 : ndarray of int64, shape (N,)
+        Top-left corner of each frame in frame pixels.
+    """
+    if mode not in ("drop", "reflect"):
+        raise ValueError(f"mode must be 'drop' or 'reflect', got {mode!r}")
+    crop_size = int(crop_size)
+    if crop_size < 1:
+        raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+    nuc_d = normalize_field(nucleus_d, percentiles)
+    pro_d = np.zeros_like(nuc_d) if protein_d is None else normalize_field(protein_d, percentiles)
+    h, w = nuc_d.shape
+    half = crop_size // 2
+    y0 = np.rint(np.asarray(centre_y, np.float64)).astype(np.int64) - half
+    x0 = np.rint(np.asarray(centre_x, np.float64)).astype(np.int64) - half
+    if mode == "drop":
+        b = int(min_border)
+        keep = (y0 >= b) & (x0 >= b) & (y0 + crop_size <= h - b) & (x0 + crop_size <= w - b)
+    else:
+        keep = np.ones(len(y0), bool)
+        if crop_size >= min(h, w):
+            raise ValueError(
+                f"mode='reflect' needs a downsampled field larger than the frame: field "
+                f"{h}x{w}, crop_size {crop_size}"
+            )
+    y0k, x0k = y0[keep], x0[keep]
+    n = int(keep.sum())
+    frames = np.empty((n, crop_size, crop_size, 3), np.float32)
+    if n == 0:
+        return frames, keep, y0k, x0k
+    # One distance transform per field; every frame gathered with one fancy index into a
+    # strided view of each channel (the reflect mode pads the channels first).
+    channels = (pro_d, nuc_d, signed_distance(mask_d))
+    pad = crop_size if mode == "reflect" else 0
+    for c, chan in enumerate(channels):
+        if pad:
+            chan = np.pad(chan, pad, mode="reflect")
+        windows = np.lib.stride_tricks.sliding_window_view(chan, (crop_size, crop_size))
+        frames[..., c] = windows[y0k + pad, x0k + pad]
+    return frames, keep, y0k, x0k
