@@ -269,20 +269,41 @@ def cmd_train(a) -> int:
     from .core.localization.training import fit, save_training_figures
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
-    from .core.store.dvc import dataset_md5_or_none
 
     cfg = config_from_args(TrainConfig, a)
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
+    provenance = training_lineage(store, splits, version, a.out)
     print(f"devices: {describe_devices()}")
     with ProgressBar("training") as bar:
-        res = fit(store, splits, cfg, a.out, provenance={"dataset_md5": dataset_md5_or_none(), "split_version": version},
-                  resume=not a.no_resume, log=bar.write, progress=bar)
+        res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write, progress=bar)
     figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
     fm = res.final_metrics
     print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
     print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
     return 0
+
+
+def training_lineage(store, splits, version: str | None, out: Path, pin: bool = True) -> dict:
+    """The provenance a model trained on ``splits`` records, and the store pin that keeps what it read.
+
+    The model records the exact versions it read -- the splits table's store version (None for a
+    split made here), every plate version the rows name -- and the DVC md5 those plate versions
+    recorded at ingest (:func:`~assets_pkg.core.store.lineage.rows_lineage`), not the md5 of
+    whatever repository surrounds the working directory.  With ``pin`` the versions are pinned
+    in the store under ``cli-model-<hash of the model folder>``, so ``cellscape gc`` keeps them.
+    """
+    import hashlib
+
+    from .core.store.lineage import lineage_refs, rows_lineage
+
+    stored = splits.attrs.get("store_version")
+    prov = {**rows_lineage(store, splits), "split_version": version, "splits_store_version": stored}
+    if pin:
+        tag = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:12]
+        store.pin(f"cli-model-{tag}", lineage_refs(prov["plates"], {"splits": stored} if stored else {}),
+                  note=str(Path(out).resolve()))
+    return prov
 
 
 def store_splits(store, split_by: str, seed: int):
@@ -323,7 +344,8 @@ def store_splits(store, split_by: str, seed: int):
         if problems:
             raise CellscapeError(f"the store's splits table (version {version}) failed its check: {'; '.join(problems)}",
                                  path=store.url, field="splits")
-        print(f"splits: the store's splits table (version {version})")
+        print(f"splits: the store's splits table (version {version}, stored as {manifest['version']})")
+        splits.attrs["store_version"] = manifest["version"]
         return splits, version
     try:
         catalog, source = store.read_catalog(), "the store's catalog"
@@ -374,7 +396,6 @@ def cmd_train_distributed(a) -> int:
     from .core.localization.training import fit, save_training_figures
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
-    from .core.store.dvc import dataset_md5_or_none
 
     primary = distributed.is_primary()
     say = print if primary else (lambda *_: None)
@@ -382,7 +403,7 @@ def cmd_train_distributed(a) -> int:
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
     say(f"devices: {describe_devices()}")
-    provenance = {"dataset_md5": dataset_md5_or_none(), "split_version": version}
+    provenance = training_lineage(store, splits, version, a.out, pin=primary)
     if primary:
         with ProgressBar("training") as bar:
             res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write,
@@ -416,9 +437,12 @@ def _add_report(sub):
 
 
 def cmd_report(a) -> int:
+    import hashlib
+
     from .core.localization.atlas import build_report
     from .core.localization.config import AtlasConfig
-    from .core.store.dvc import dataset_md5_or_none
+    from .core.ml.model_folder import read_record
+    from .core.store.lineage import lineage_refs, rows_lineage
 
     cfg = config_from_args(AtlasConfig, a)
     store = open_store(a.frames)
@@ -428,9 +452,19 @@ def cmd_report(a) -> int:
         if not path:
             raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
         models[name] = Path(path)
-    splits, _ = store_splits(store, a.split_by, cfg.seed)
+    # the frames the model's own split named, read at the versions it trained on
+    trained = read_record(a.checkpoint).get("provenance", {}).get("splits_store_version")
+    if trained:
+        splits = store.read_dataset_table("splits", version=trained)
+        print(f"splits: the split {a.checkpoint} was trained on (stored as {trained})")
+    else:
+        splits, _ = store_splits(store, a.split_by, cfg.seed)
+    lineage = rows_lineage(store, splits)
+    tag = hashlib.sha256(str(a.out.resolve()).encode()).hexdigest()[:12]
+    store.pin(f"cli-report-{tag}", lineage_refs(lineage["plates"], {"splits": trained} if trained else {}),
+              note=str(a.out.resolve()))
     table, paths = build_report(models, store, splits, a.out, cfg,
-                                provenance={"dataset_md5": dataset_md5_or_none()})
+                                provenance={**lineage, "splits_store_version": trained})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {a.out} (scores.json with per-seed values, scores.md, *_frames/_spectra/_knn/_predictions.parquet, "
           f"*_matrices.npz, figures/)")
