@@ -70,9 +70,10 @@ def test_dagster_definitions_validate_passes():
 
 @pytest.fixture
 def project(tmp_path):
-    """A project root with two small simulated plates under data/plates."""
+    """A project root with two small simulated plates under data/plates (two fields per well, so a
+    field-exclusive split can fill train and valid)."""
     root = tmp_path / "project"
-    simulate_plates(root / "data" / "plates", n_plates=2, seed=5, wells=2, fields_per_well=1, field_size=320)
+    simulate_plates(root / "data" / "plates", n_plates=2, seed=5, wells=2, fields_per_well=2, field_size=320)
     return root
 
 
@@ -273,7 +274,7 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
             run_config={"ops": {
                 # one field per protein: a field-exclusive split can only fill train (the check fails
                 # an empty split the config asks for), and the health check then reads train metrics
-                "dataset_splits": {"config": {"train": 1.0, "valid": 0.0, "test": 0.0}},
+                "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}},
                 "localization_model": {"config": small},
                 "localization_model_ablation": {"config": small},
             }},
@@ -308,8 +309,8 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
 
         # re-split after training (another seed): the atlas still embeds the model's own split version
         res = dg.materialize(ALL, selection=[store_defs.dataset_splits], instance=instance, resources=resources,
-                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 1.0,
-                                                                                 "valid": 0.0, "test": 0.0}}}})
+                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 0.5,
+                                                                                 "valid": 0.5, "test": 0.0}}}})
         assert res.success
         assert json.loads((handles / "dataset_splits.json").read_text())["splits_version"] != splits_h["splits_version"]
         atlas_assets = [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
