@@ -328,7 +328,7 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
         md = res.asset_materializations_for_node("localization_report")[0].metadata
         report = Path(md["path"].value)
         scores_table = table_frame(md["scores"])
-        assert list(scores_table.columns) == ["score", "localization_model", "localization_model_ablation"]
+        assert list(scores_table.columns) == ["score", "localization_model", "localization_model_ablation", "classical"]
         # atlas figures: code correlation and spectra per model, UMAPs, aligned UMAPs
         assert sum(assert_ui_metadata(e.materialization.metadata) for e in res.get_asset_materialization_events()) == 6
         for name in ("localization_model", "localization_model_ablation"):
