@@ -293,22 +293,76 @@ def huge_header_png(path: str | Path, height: int = 100_000, width: int = 100_00
     return Path(path)
 
 
-def forbid_decoding(monkeypatch) -> list[str]:
-    """Make every TIFF/PNG pixel decode fail loudly; returns the list each attempt is recorded in."""
+def forbid_decoding(monkeypatch, min_pixels: int = 10**8) -> list[str]:
+    """Make decoding any TIFF/PNG of at least ``min_pixels`` pixels fail loudly (smaller images decode
+    as usual); returns the list each such attempt is recorded in."""
     import imageio.v3 as iio
     import tifffile
 
     attempts: list[str] = []
 
+    def huge(shape) -> bool:
+        return int(np.prod([int(n) for n in shape], dtype=object)) >= min_pixels
+
     def refuse(name: str):
-        def fn(*args, **kwargs):
-            attempts.append(name)
-            raise MemoryError(f"test: {name} called, pixels decoded before the header was checked")
+        attempts.append(name)
+        raise MemoryError(f"test: {name} called, pixels decoded before the header was checked")
 
-        return fn
+    file_asarray, page_asarray, imread, png_read = (
+        tifffile.TiffFile.asarray, tifffile.TiffPage.asarray, tifffile.imread, iio.imread)
 
-    monkeypatch.setattr(tifffile.TiffFile, "asarray", refuse("TiffFile.asarray"))
-    monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse("TiffPage.asarray"))
-    monkeypatch.setattr(tifffile, "imread", refuse("tifffile.imread"))
-    monkeypatch.setattr(iio, "imread", refuse("imageio.imread"))
+    def tiff_file_asarray(self, *args, **kwargs):
+        if self.series and huge(self.series[0].shape):
+            refuse("TiffFile.asarray")
+        return file_asarray(self, *args, **kwargs)
+
+    def tiff_page_asarray(self, *args, **kwargs):
+        if huge(self.shape):
+            refuse("TiffPage.asarray")
+        return page_asarray(self, *args, **kwargs)
+
+    def tiff_imread(src, *args, **kwargs):
+        pos = src.tell() if hasattr(src, "tell") else None
+        with tifffile.TiffFile(src, name="probe.tif") if pos is not None else tifffile.TiffFile(src) as tf:
+            big = bool(tf.series) and huge(tf.series[0].shape)
+        if pos is not None:
+            src.seek(pos)
+        if big:
+            refuse("tifffile.imread")
+        return imread(src, *args, **kwargs)
+
+    def png_imread(src, *args, **kwargs):
+        head = src.getvalue()[:33] if hasattr(src, "getvalue") else Path(src).read_bytes()[:33] \
+            if isinstance(src, str | Path) else src.read(33)
+        if hasattr(src, "seek"):
+            src.seek(0)
+        if head[12:16] == b"IHDR" and huge((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))):
+            refuse("imageio.imread")
+        return png_read(src, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", tiff_file_asarray)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", tiff_page_asarray)
+    monkeypatch.setattr(tifffile, "imread", tiff_imread)
+    monkeypatch.setattr(iio, "imread", png_imread)
     return attempts
+
+
+def folder_state(folder: str | Path, hash_max_bytes: int = 64 * 2**20) -> dict[str, tuple]:
+    """Relative path -> (file type and mode, size, mtime_ns[, sha256]) of every entry below
+    ``folder``, from ``lstat``: links are not followed and only regular files up to
+    ``hash_max_bytes`` are read (a FIFO is never opened, a sparse 1 GiB file not hashed), for
+    checking that a hostile folder was left untouched."""
+    import os
+    import stat
+
+    folder = Path(folder)
+    out: dict[str, tuple] = {}
+    for p in sorted(folder.rglob("*")):
+        st = os.lstat(p)
+        entry: tuple = (st.st_mode, st.st_size, st.st_mtime_ns)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= hash_max_bytes:
+            entry += (hashlib.sha256(p.read_bytes()).hexdigest(),)
+        elif stat.S_ISLNK(st.st_mode):
+            entry += (os.readlink(p),)
+        out[str(p.relative_to(folder))] = entry
+    return out
