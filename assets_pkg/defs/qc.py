@@ -118,7 +118,9 @@ def _images_summary(report) -> str:
         parts.append(f"blocked by field(s) {_field_names(blocked)}")
     if report.excluded_fields:
         parts.append(f"{len(report.excluded_fields)} field(s) excluded from ingest: {_field_names(report.excluded_fields)}")
-    return ("; " + "; ".join(parts)) if parts else "; no image defect"
+    if parts:
+        return "; " + "; ".join(parts)
+    return "" if report.errors else "; no image defect"
 
 
 def _images_metadata(report) -> dict:
