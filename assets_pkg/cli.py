@@ -115,22 +115,28 @@ def cmd_simulate(a) -> int:
 
 
 def _add_validate(sub):
-    p = sub.add_parser("validate", help="run the metadata/provenance suites on plate folders (read-only)")
+    from .core.qc.config import PlateQCConfig
+
+    p = sub.add_parser("validate", help="run the metadata, provenance, file and image suites on plate folders "
+                                        "(read-only)", formatter_class=_HELP)
     p.add_argument("plates", nargs="+", type=Path)
     p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    add_config_arguments(p, PlateQCConfig)
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(a) -> int:
+    from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
     from .core.qc.validate import validate_plate
 
     registry = load_instrument_registry(a.instruments)
+    qc = config_from_args(PlateQCConfig, a)
     ok = True
     reports = []
     for d in a.plates:
-        r = validate_plate(d, registry=registry)
+        r = validate_plate(d, registry=registry, qc=qc)
         ok &= r.success
         reports.append(r)
         if not a.json:
@@ -141,12 +147,15 @@ def cmd_validate(a) -> int:
 
 
 def _add_ingest(sub):
+    from .core.qc.config import PlateQCConfig
     from .core.store.config import IngestParams
 
     p = sub.add_parser("ingest", help="validate plates and write their frames to a frame store", formatter_class=_HELP)
     p.add_argument("plates", nargs="+", type=Path)
     p.add_argument("--store", required=True, help="store root: a path, file:// or memory:// URL, or a kvstore JSON spec")
     add_config_arguments(p, IngestParams)
+    add_config_arguments(p, PlateQCConfig, exclude=("nucleus_diameter_um",),
+                         notes={"debris_nuclei": "(Nucleus size: --nucleus-diameter-um.)"})
     p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML (default: built-in)")
     p.add_argument("--no-catalog", action="store_true", help="do not rebuild the catalog afterwards")
     p.set_defaults(func=cmd_ingest)
@@ -156,12 +165,14 @@ def cmd_ingest(a) -> int:
     from tqdm import tqdm
 
     from .core.errors import ValidationFailed
+    from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
     from .core.store.config import IngestParams
     from .core.store.dvc import pinned_md5
     from .core.store.ingest import ingest_plate
 
     params = config_from_args(IngestParams, a)
+    qc = config_from_args(PlateQCConfig, a, nucleus_diameter_um=params.nucleus_diameter_um)
     store = open_store(a.store)
     registry = load_instrument_registry(a.instruments)
     md5s = set()
@@ -181,7 +192,7 @@ def cmd_ingest(a) -> int:
             print(f"{d.name}: dataset md5 not recorded: {pin}", file=sys.stderr)
         try:
             res = ingest_plate(d, store, params, provenance={"dataset_md5": md5, "pin": pin}, registry=registry,
-                               progress=progress)
+                               progress=progress, qc=qc)
         except ValidationFailed as e:
             failed += 1
             print(f"REFUSED {e}", file=sys.stderr)
@@ -191,6 +202,11 @@ def cmd_ingest(a) -> int:
                 b.close()
         ingested += 1
         print(f"{res.plate_id}: {res.n_fields} fields, {res.n_nuclei} nuclei, {res.n_frames} frames in {res.seconds:.1f}s")
+        if res.excluded:
+            print(f"WARNING {res.plate_id}: {len(res.excluded)} field(s) excluded for image defects:", file=sys.stderr)
+            for x in res.excluded:
+                print(f"  {res.plate_id} {x['well']} f{x['field_id']:02d} ({', '.join(x['defects'])}): "
+                      f"{', '.join(x['files'])}: {'; '.join(x['details'])}", file=sys.stderr)
     if ingested and not a.no_catalog:
         # A conditional update, rebuilt on conflict: concurrent ingests never drop a plate.
         md5 = md5s.pop() if len(md5s) == 1 else None
