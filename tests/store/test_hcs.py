@@ -130,3 +130,24 @@ def test_export_refuses_existing_output_and_missing_masks(tmp_path):
     assert not (tmp_path / "p.ome.zarr").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     info = export_hcs(plate_dir, tmp_path / "p.ome.zarr")  # images only
     assert info["labels"] is False and not (tmp_path / "p.ome.zarr" / "A" / "1" / "0" / "labels").exists()
+
+
+def test_cli_export_hcs(tmp_path, capsys):
+    from assets_pkg.cli import main
+
+    plate_dir = make_plate(tmp_path / "plates", wells=1, fields=2, size=32)
+    plate = read_plate(plate_dir)
+    store = FrameStore(tmp_path / "store")
+    labels, table = _labels(plate)
+    version = store.write_masks(plate.plate_id, labels, table)["version"]
+    out = tmp_path / "p.ome.zarr"
+    assert main(["export-hcs", "--plates", str(tmp_path / "plates"), "--out", str(out)]) == 2
+    assert "--store" in capsys.readouterr().err and not out.exists()
+    argv = ["export-hcs", "--store", str(tmp_path / "store"), "--plates", str(tmp_path / "plates"),
+            "--plate", plate.plate_id, "--out", str(out)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert f"labels from masks {version}" in said and "2 fields" in said
+    assert (out / "A" / "1" / "1" / "labels" / "nuclei" / "zarr.json").is_file()
+    assert main(argv) == 2  # never overwritten
+    assert "refusing to overwrite" in capsys.readouterr().err
