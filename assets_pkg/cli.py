@@ -15,6 +15,7 @@ import types
 import typing
 from pathlib import Path
 
+from .cli_export import add_export_commands
 from .cli_store import add_store_commands, open_store
 from .core.errors import CellscapeError
 
@@ -691,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_counting(sub)
     _add_count(sub)
     add_store_commands(sub)
+    add_export_commands(sub)
     return parser
 
 
