@@ -21,6 +21,7 @@ Throughput (a 96-well x 18-field plate of 1024 px fields on 2 cores, ``benchmark
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
@@ -32,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlateFormatError, ValidationFailed
-from ..imaging.io import read_image
-from ..imaging.plates import PIXEL_DTYPES, Plate, read_plate
+from ..imaging.plates import Plate, read_plate
+from ..qc.config import PlateQCConfig
 from ..segmentation.nuclei import detect_nuclei, nucleus_centres
 from .config import FrameConfig, IngestParams, NucleusConfig
 from .frame_store import FrameStore
@@ -65,7 +66,12 @@ class FieldNuclei:
 
 @dataclass
 class IngestResult:
-    """What :func:`ingest_plate` did."""
+    """What :func:`ingest_plate` did.
+
+    ``excluded`` lists the fields left out for an image defect configured to ``exclude``
+    (:meth:`~assets_pkg.core.qc.report.ValidationReport.excluded_table`); ``n_fields`` counts
+    the fields ingested.
+    """
 
     plate_id: str
     n_fields: int
@@ -73,6 +79,7 @@ class IngestResult:
     n_frames: int
     seconds: float
     manifest: dict = field(default_factory=dict)
+    excluded: list[dict] = field(default_factory=list)
 
 
 def plate_pixel_size(plate: Plate) -> float:
@@ -92,7 +99,8 @@ def plate_digest(plate: Plate, from_files: bool = False) -> str:
     """SHA-256 over the plate's sorted (file name, sha256) pairs: its content version.
 
     With ``from_files`` the file checksums are computed from the bytes on disk (a missing
-    file counts as the empty string) instead of taken from metadata.csv.
+    file, a symbolic link or anything but a regular file counts as the empty string) instead of
+    taken from metadata.csv.
     """
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
@@ -103,8 +111,10 @@ def plate_digest(plate: Plate, from_files: bool = False) -> str:
     if from_files:
 
         def digest(name: str) -> str:
-            path = plate.image_path(name)
-            return sha256_file(path) if path.is_file() else ""
+            try:  # only regular files, never through a link: anything else counts as missing
+                return sha256_file(plate.image_path(name), follow_symlinks=False)
+            except PlateFormatError:
+                return ""
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             sums = list(pool.map(digest, names))
@@ -114,12 +124,20 @@ def plate_digest(plate: Plate, from_files: bool = False) -> str:
     return hashlib.sha256("\n".join(f"{a} {b}" for a, b in pairs).encode()).hexdigest()
 
 
-def _field_paths(plate: Plate) -> pd.DataFrame:
+def _field_paths(plate: Plate, exclude: frozenset[tuple[str, int]] = frozenset()) -> pd.DataFrame:
     fields = plate.fields()
     for ch in ("nucleus", "protein"):
         if ch not in fields.columns or fields[ch].isna().any():
             raise PlateFormatError(f"a field lacks its {ch} channel", path=plate.path / "metadata.csv", field="channel")
+    if exclude:
+        keep = [(str(w), int(f)) not in exclude for w, f in zip(fields["well"], fields["field_id"], strict=True)]
+        fields = fields[keep].reset_index(drop=True)
     return fields
+
+
+def _reader(plate: Plate) -> Plate:
+    """The plate without its metadata table: what :meth:`Plate.read_field` needs, small to send to workers."""
+    return dataclasses.replace(plate, metadata=plate.metadata.iloc[:0])
 
 
 def detection_factor(params: NucleusConfig, pixel_size_um: float) -> float:
@@ -220,8 +238,8 @@ def default_workers(n_fields: int) -> int:
 
 
 def _detect_job(job: tuple) -> FieldNuclei:
-    well, field_id, path, px, params = job
-    nuc = read_image(path, dtypes=PIXEL_DTYPES)
+    reader, well, field_id, name, px, params = job
+    nuc = reader.read_field(name)
     labels, centres, factor = detect_field_nuclei(nuc, px, params)
     if factor != 1.0:
         labels = upsample_labels(labels, factor, nuc.shape)
@@ -234,6 +252,7 @@ def detect_plate_nuclei(
     progress: Callable[[int, int], None] | None = None,
     segment_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
     workers: int | None = 1,
+    exclude: Iterable[tuple[str, int]] = (),
 ) -> list[FieldNuclei]:
     """Detect nuclei on every field's Hoechst channel.
 
@@ -251,24 +270,27 @@ def detect_plate_nuclei(
     workers : int or None
         Worker processes for the classical detector (None: :func:`default_workers`); the
         result does not depend on it.
+    exclude : iterable of (well, field_id)
+        Fields left out (for example those with an image defect,
+        :attr:`~assets_pkg.core.qc.report.ValidationReport.excluded_fields`).
 
-    Returns one :class:`FieldNuclei` per field, in (well, field_id) order, labels at full
+    Returns one :class:`FieldNuclei` per field kept, in (well, field_id) order, labels at full
     resolution (nearest-neighbour from the detection scale, :func:`~.frames.upsample_labels`)
     and centres in full-resolution pixels.
     """
     px = plate_pixel_size(plate)
-    fields = _field_paths(plate)
+    fields = _field_paths(plate, frozenset((str(w), int(f)) for w, f in exclude))
     out = []
     if segment_fn is not None:
         for i, row in enumerate(fields.itertuples(index=False)):
-            nuc = read_image(plate.image_path(row.nucleus), dtypes=PIXEL_DTYPES)
+            nuc = plate.read_field(row.nucleus)
             labels, centres, _ = detect_field_nuclei(nuc, px, params, segment_fn=segment_fn)
             out.append(FieldNuclei(row.well, int(row.field_id), labels, centres))
             if progress:
                 progress(i + 1, len(fields))
         return out
-    jobs = [(row.well, int(row.field_id), plate.image_path(row.nucleus), px, params)
-            for row in fields.itertuples(index=False)]
+    reader = _reader(plate)
+    jobs = [(reader, row.well, int(row.field_id), row.nucleus, px, params) for row in fields.itertuples(index=False)]
     n_workers = default_workers(len(jobs)) if workers is None else int(workers)
     for i, fn in enumerate(_ordered_map(_detect_job, jobs, n_workers)):
         out.append(fn)
@@ -390,8 +412,8 @@ def crop_plate_frames(
     chunks, tables = [], []
     for i, fn in enumerate(nuclei):
         paths = fields.loc[(fn.well, fn.field_id)]
-        nuc = read_image(plate.image_path(paths["nucleus"]), dtypes=PIXEL_DTYPES)
-        prot = read_image(plate.image_path(paths["protein"]), expect_shape=nuc.shape, dtypes=PIXEL_DTYPES)
+        nuc = plate.read_field(paths["nucleus"])
+        prot = plate.read_field(paths["protein"], expect_shape=nuc.shape)
         frames, kept = extract_frames(nuc, prot, fn.labels, downsample=factor, crop_size=params.crop_size,
                                       centres=fn.centres)
         tables.append(_frame_table(plate.plate_id, fn.well, fn.field_id, _well_info(plate, fn.well), kept))
@@ -408,11 +430,11 @@ def crop_plate_frames(
 
 def _ingest_job(job: tuple) -> tuple[int, np.ndarray, pd.DataFrame]:
     """One field of :func:`ingest_plate` (runs in a worker): nuclei count, frames, table rows."""
-    plate_id, well, field_id, nuc_path, prot_path, px, params, info = job
-    nuc = read_image(nuc_path, dtypes=PIXEL_DTYPES)
-    prot = read_image(prot_path, expect_shape=nuc.shape, dtypes=PIXEL_DTYPES)
+    reader, well, field_id, nuc_name, prot_name, px, params, info = job
+    nuc = reader.read_field(nuc_name)
+    prot = reader.read_field(prot_name, expect_shape=nuc.shape)
     centres, frames, kept = field_frames(nuc, prot, px, params)
-    return len(centres), frames, _frame_table(plate_id, well, field_id, info, kept)
+    return len(centres), frames, _frame_table(reader.plate_id, well, field_id, info, kept)
 
 
 def ingest_plate(
@@ -422,9 +444,14 @@ def ingest_plate(
     provenance: dict | None = None,
     registry: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    qc: PlateQCConfig | None = None,
     workers: int | None = None,
 ) -> IngestResult:
-    """Validate a plate folder and, when it passes, write its frames to the store.
+    """Validate a plate folder and, when it passes, write the frames of its good fields to the store.
+
+    Fields with an image defect whose action is ``exclude`` (``qc``, default every kind) are
+    left out and listed in ``IngestResult.excluded`` and in the store's provenance
+    (``excluded_fields``).
 
     Each field is read once and processed on its own (:func:`field_frames`), over
     ``workers`` processes (None: :func:`default_workers`), and its frames stream into the
@@ -435,7 +462,8 @@ def ingest_plate(
     Raises
     ------
     ValidationFailed
-        When any metadata suite fails; the store is not touched.  ``.report`` holds the
+        When any suite fails (a defect set to ``block`` included), or every field is
+        excluded; the store is not touched.  ``.report`` holds the
         :class:`~assets_pkg.core.qc.report.ValidationReport`.
     PlateFormatError
         When the folder is unreadable.
@@ -443,17 +471,23 @@ def ingest_plate(
     from ..qc.validate import validate_plate
 
     t0 = time.perf_counter()
-    report = validate_plate(plate_dir, registry=registry)
+    qc = PlateQCConfig() if qc is None else qc
+    report = validate_plate(plate_dir, registry=registry, qc=qc)
     if not report.success:
         raise ValidationFailed(
             f"plate failed validation, not ingested:\n{report.to_text()}", path=plate_dir, report=report
         )
-    plate = read_plate(plate_dir)
+    plate = read_plate(plate_dir, qc.metadata_limits(), qc.image_limits())
+    excluded = report.excluded_table()
+    if excluded and len(excluded) == len(plate.fields()):
+        raise ValidationFailed(
+            f"every field has an image defect, nothing to ingest:\n{report.to_text()}", path=plate_dir, report=report
+        )
     px = plate_pixel_size(plate)
-    fields = _field_paths(plate)
+    fields = _field_paths(plate, frozenset((str(w), int(f)) for w, f in report.excluded_fields))
+    reader = _reader(plate)
     jobs = [
-        (plate.plate_id, row.well, int(row.field_id), plate.image_path(row.nucleus), plate.image_path(row.protein),
-         px, params, _well_info(plate, row.well))
+        (reader, row.well, int(row.field_id), row.nucleus, row.protein, px, params, _well_info(plate, row.well))
         for row in fields.itertuples(index=False)
     ]
     n_workers = default_workers(len(jobs)) if workers is None else max(1, int(workers))
@@ -472,6 +506,8 @@ def ingest_plate(
         "source_digest": plate_digest(plate),
         "ingest_params": params.model_dump(),
         "downsample": params.factor(px),
+        "excluded_fields": excluded,
+        "qc": qc.model_dump(),
     }
     prov.update(provenance or {})
     crop = params.crop_size
@@ -483,6 +519,7 @@ def ingest_plate(
         n_frames=counts["frames"],
         seconds=time.perf_counter() - t0,
         manifest=manifest,
+        excluded=excluded,
     )
 
 
