@@ -278,6 +278,9 @@ def _add_train(sub):
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train)
 
 
@@ -290,7 +293,7 @@ def cmd_train(a) -> int:
     cfg = config_from_args(TrainConfig, a)
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
-    provenance = training_lineage(store, splits, version, a.out)
+    provenance = training_lineage(store, splits, version, a.out, pin=not a.no_pin)
     print(f"devices: {describe_devices()}")
     with ProgressBar("training") as bar:
         res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write, progress=bar)
@@ -401,6 +404,9 @@ def _add_train_distributed(sub):
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
     p.add_argument("--log-every", type=int, default=0, help="print the mean step metrics every this many steps")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train_distributed)
 
 
@@ -420,7 +426,7 @@ def cmd_train_distributed(a) -> int:
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
     say(f"devices: {describe_devices()}")
-    provenance = training_lineage(store, splits, version, a.out, pin=primary)
+    provenance = training_lineage(store, splits, version, a.out, pin=primary and not a.no_pin)
     if primary:
         with ProgressBar("training") as bar:
             res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write,
@@ -450,6 +456,9 @@ def _add_report(sub):
     add_config_arguments(p, AtlasConfig)
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here (as for train)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_report)
 
 
@@ -477,9 +486,10 @@ def cmd_report(a) -> int:
     else:
         splits, _ = store_splits(store, a.split_by, cfg.seed)
     lineage = rows_lineage(store, splits)
-    tag = hashlib.sha256(str(a.out.resolve()).encode()).hexdigest()[:12]
-    store.pin(f"cli-report-{tag}", lineage_refs(lineage["plates"], {"splits": trained} if trained else {}),
-              note=str(a.out.resolve()))
+    if not a.no_pin:
+        tag = hashlib.sha256(str(a.out.resolve()).encode()).hexdigest()[:12]
+        store.pin(f"cli-report-{tag}", lineage_refs(lineage["plates"], {"splits": trained} if trained else {}),
+                  note=str(a.out.resolve()))
     table, paths = build_report(models, store, splits, a.out, cfg,
                                 provenance={**lineage, "splits_store_version": trained})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))

@@ -388,3 +388,27 @@ def test_dvc_yaml_and_params_parse():
     proc = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert {"validate", "ingest", "train", "report"} <= {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+
+
+def test_dvc_lock_is_committed_and_matches_the_code_and_params():
+    """dvc.lock records the code and params every stage ran with: a change to a stage's code or
+    params without `dvc repro` (and committing dvc.lock) fails here, so `dvc status` stays clean
+    after `dvc pull` in a fresh clone.  Data and outputs are not checked (a clone may lack them)."""
+    import yaml
+
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    assert {"validate", "ingest", "train", "report"} <= set(lock["stages"])
+    for stage in lock["stages"].values():
+        assert all("md5" in o for o in stage.get("outs", [])), "every output is hashed in dvc.lock"
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), "status", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout or "{}")
+    stale = {}
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else []:
+            for kind in ("changed deps", "changed params"):
+                for path, what in (change.get(kind) or {}).items() if isinstance(change, dict) else []:
+                    if kind == "changed params" or path.startswith(("assets_pkg", "params.yaml")):
+                        stale.setdefault(stage, []).append(f"{path}: {what}")
+    assert not stale, f"dvc.lock is stale (run `dvc repro` and commit dvc.lock): {stale}"
