@@ -479,7 +479,8 @@ def cmd_report(a) -> int:
             raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
         models[name] = Path(path)
     # the frames the model's own split named, read at the versions it trained on
-    trained = read_record(a.checkpoint).get("provenance", {}).get("splits_store_version")
+    record = read_record(a.checkpoint) if (a.checkpoint / "model.json").is_file() else {}
+    trained = record.get("provenance", {}).get("splits_store_version")
     if trained:
         splits = store.read_dataset_table("splits", version=trained)
         print(f"splits: the split {a.checkpoint} was trained on (stored as {trained})")

@@ -151,7 +151,7 @@ def test_image_defects_are_a_blocking_check_and_excluded_fields_are_left_out(tmp
         assert images.passed and images.description == (
             f"plate plate01: images suite passed; 5 field(s) excluded from ingest: {excluded}")
         assert images.metadata["plate"].value == "plate01" and images.metadata["excluded_fields"].value == excluded
-        assert "A02_f00_nucleus.tif" in images.metadata["defects"].value
+        assert "A02_f00_nucleus.tif" in set(table_frame(images.metadata["defects"])["file"])
         md = res.asset_materializations_for_node("nuclei_masks")[0].metadata
         assert md["fields"].value == 4 and md["excluded_fields"].value == excluded
         masks, mask_table = FrameStore(str(root / "artifacts" / "frames")).read_masks("plate01")
@@ -161,14 +161,15 @@ def test_image_defects_are_a_blocking_check_and_excluded_fields_are_left_out(tmp
         # blank set to block on the resource: the check fails, naming the plate and the fields, and blocks
         res2 = dg.materialize(
             PLATE_ASSETS, partition_key="plate01", instance=instance, raise_on_error=False,
-            resources={"cellscape": CellscapeResource(root=str(root), qc=PlateQCSettings(blank="block"))})
+            resources={"cellscape": CellscapeResource(root=str(root), qc=PlateQCSettings(blank="block")),
+                       HANDLE_IO_MANAGER: HandleIOManager()})
         assert not res2.success
         (failed,) = [c for c in res2.get_asset_check_evaluations() if not c.passed]
         assert failed.check_name == "images_suite"
         assert failed.description.startswith("plate plate01: images suite failed 1 expectation(s); blocked by "
                                               "field(s) A02 f00, A02 f02")
         assert failed.metadata["blocked_fields"].value == "A02 f00, A02 f02"
-        assert "signal_snr" in failed.metadata["failures"].value
+        assert "signal_snr" in table_frame(failed.metadata["failures"]).to_string()
         done = {e.asset_key.to_user_string() for e in res2.get_asset_materialization_events()}
         assert "nuclei_masks" not in done and "plate_frames" not in done
 
