@@ -47,8 +47,8 @@ class S3Server:
     def env(self) -> dict[str, str]:
         """Environment variables that point AWS clients at this server's credentials.
 
-        ``AWS_EC2_METADATA_DISABLED`` stops SDKs from probing the instance metadata service,
-        and empty config/credentials files keep the developer's own ``~/.aws`` out of it.
+        ``AWS_EC2_METADATA_DISABLED`` stops SDKs from probing the instance metadata service;
+        the variables take precedence over a developer's own ``~/.aws`` files.
         """
         return {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -56,8 +56,6 @@ class S3Server:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
             "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
 
     def client(self):
