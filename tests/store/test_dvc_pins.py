@@ -69,8 +69,8 @@ def test_pin_writes_one_dvc_per_plate_and_the_index_and_adds_only_the_plates_giv
     # a third plate: DVC adds only it; the other pins stay as they were
     before = {f: f.read_bytes() for f in plates.glob("*.dvc")}
     calls = []
-    real = dvc_mod.run_dvc
-    monkeypatch.setattr(dvc_mod, "run_dvc", lambda args, root, check=True: calls.append(args) or real(args, root, check))
+    real = dvc_mod._dvc
+    monkeypatch.setattr(dvc_mod, "_dvc", lambda args, root, check=True: calls.append(args) or real(args, root, check))
     res = pin_plates([p3])
     assert [c for c in calls if c[0] == "add"] == [["add", "data/plates/plate03"]]
     assert {f: f.read_bytes() for f in before} == before

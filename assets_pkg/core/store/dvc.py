@@ -170,9 +170,12 @@ def run_dvc(args: list[str], repo_root: str | Path, check: bool = True) -> subpr
     :class:`CellscapeError` with DVC's own message when ``check`` and DVC fails.
     """
     with dvc_lock(repo_root):
-        proc = subprocess.run(
-            [dvc_executable(), *args], cwd=repo_root, capture_output=True, text=True, check=False
-        )
+        return _dvc(args, repo_root, check)
+
+
+def _dvc(args: list[str], repo_root: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    """:func:`run_dvc` for a caller that already holds the lock (a sequence of DVC commands)."""
+    proc = subprocess.run([dvc_executable(), *args], cwd=repo_root, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise CellscapeError(
             f"dvc {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}",
@@ -285,25 +288,34 @@ def pin_plates(plate_dirs: Iterable[str | Path], push: bool = False,
 
     dirs, plates_dir, root = _plates_folder(plate_dirs)
     index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
-    converted = index_dvc.is_file() and _covers(index_dvc, plates_dir)
-    if converted:  # the earlier layout: one pin of the whole data folder
-        run_dvc(["remove", _rel(index_dvc, root)], root)
-        dirs = sorted(set(dirs) | {p.resolve() for p in list_plates(plates_dir, complete_only=False)})
-    run_dvc(["add", *(_rel(d, root) for d in dirs)], root)
-    if index_dvc.is_file():
-        (index,) = dvc_outs(index_dvc)
-    else:
-        index = plates_dir.parent / (plates_dir.name + INDEX_SUFFIX)
-        rel = os.path.relpath(index, index_dvc.parent)
-        index_dvc.write_text(f"outs:\n- path: {Path(rel).as_posix()}\n", encoding="utf-8")
-    pins = plate_pins(plates_dir)
-    _write_index(index, pins)
-    run_dvc(["commit", "-f", _rel(index_dvc, root)], root)
-    files = [d.parent / (d.name + ".dvc") for d in dirs] + [index_dvc]
-    if push:
-        run_dvc(["push", *(_rel(f, root) for f in files)], root)
+    with dvc_lock(root):  # the whole sequence: a concurrent pin would rewrite the index under us
+        converted = index_dvc.is_file() and _covers(index_dvc, plates_dir)
+        if converted:  # the earlier layout: one pin of the whole data folder
+            _dvc(["remove", _rel(index_dvc, root)], root)
+            dirs = sorted(set(dirs) | {p.resolve() for p in list_plates(plates_dir, complete_only=False)})
+        _dvc(["add", *(_rel(d, root) for d in dirs)], root)
+        index = _index_of(index_dvc, plates_dir)
+        pins = plate_pins(plates_dir)
+        _write_index(index, pins)
+        _dvc(["commit", "-f", _rel(index_dvc, root)], root)
+        files = [d.parent / (d.name + ".dvc") for d in dirs] + [index_dvc]
+        if push:
+            _dvc(["push", *(_rel(f, root) for f in files)], root)
     return PinResult(plates={d.name: pins[d.name]["md5"] for d in dirs}, dataset_md5=dataset_md5(index_dvc),
                      index=index, dvc_files=files, converted=converted, pushed=push)
+
+
+def _index_of(index_dvc: Path, plates_dir: Path) -> Path:
+    """The index file ``index_dvc`` pins; a new ``index_dvc`` pins ``<plates folder>.yaml``."""
+    if not index_dvc.is_file():
+        index = plates_dir.parent / (plates_dir.name + INDEX_SUFFIX)
+        rel = Path(os.path.relpath(index, index_dvc.parent)).as_posix()
+        index_dvc.write_text(f"outs:\n- path: {rel}\n", encoding="utf-8")
+        return index
+    outs = dvc_outs(index_dvc)
+    if len(outs) != 1 or outs[0].is_dir():
+        raise CellscapeError(f"must pin one index file, pins {[str(o) for o in outs]}", path=index_dvc, field="outs")
+    return outs[0]
 
 
 def dataset_pin(plate_dirs: Iterable[str | Path], index_dvc: str | Path | None = None) -> tuple[str | None, str]:
@@ -323,7 +335,7 @@ def dataset_pin(plate_dirs: Iterable[str | Path], index_dvc: str | Path | None =
     unpinned = [d.name for d in dirs if not (d.parent / (d.name + ".dvc")).is_file()]
     if unpinned:
         return None, f"plates {unpinned} have no .dvc file (run cellscape pin on them)"
-    (index,) = dvc_outs(index_dvc)
+    index = _index_of(index_dvc, plates_dir)
     try:
         listed = (yaml.safe_load(index.read_text(encoding="utf-8")) or {}).get("plates")
     except (OSError, yaml.YAMLError) as e:
