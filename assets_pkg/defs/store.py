@@ -20,7 +20,7 @@ from ..core.imaging.io import read_image
 from ..core.imaging.plates import read_plate
 from ..core.segmentation.nuclei import nucleus_centres
 from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
-from ..core.store.dvc import dataset_pin, pin_plates, run_dvc
+from ..core.store.dvc import covers, dataset_pin, pin_plates, push_pins
 from ..core.store.ingest import (
     FieldNuclei,
     crop_plate_frames,
@@ -226,16 +226,15 @@ def dataset_version(context: dg.AssetExecutionContext, config: DatasetVersionCon
     dvc_file = cellscape.path(cellscape.dvc_file)
     plate_dirs = [cellscape.plate_dir(pid) for pid in sorted(plate_frames)]
     md5, why = dataset_pin(plate_dirs, dvc_file)
-    if config.pin and md5 is None:
+    earlier = dvc_file.is_file() and covers(dvc_file, cellscape.plates_path())  # one pin of all data/
+    if config.pin and (md5 is None or earlier):
         context.log.info(f"re-pinning: {why}")
         res = pin_plates(plate_dirs, push=config.push, index_dvc=dvc_file)
         if res.converted:
             context.log.info(f"{cellscape.dvc_file} pinned the whole data folder; now one pin per plate")
         md5, why = dataset_pin(plate_dirs, dvc_file)
     elif config.pin and config.push:
-        root = cellscape.root_path()
-        targets = [dvc_file, *(d.parent / f"{d.name}.dvc" for d in plate_dirs)]
-        run_dvc(["push", *(str(t.relative_to(root)) for t in targets)], root)
+        push_pins(plate_dirs, dvc_file)
     if md5 is None:
         raise dg.Failure(f"the plates are not pinned: {why}")
     # the pin holds the files on disk now: each ingested plate must still be what was ingested

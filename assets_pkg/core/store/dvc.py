@@ -125,7 +125,7 @@ def pinned_md5(path: str | Path) -> tuple[str | None, str]:
     if proc.returncode != 0:
         return None, f"dvc status failed on {dvc_file}: {(proc.stderr or proc.stdout).strip()[-300:]}"
     if proc.stdout.strip() not in ("", "{}"):
-        return None, f"{dvc_file.name} does not match the data on disk (run dvc add {dvc_file.stem})"
+        return None, f"{dvc_file.name} does not match the data on disk (pin it again: cellscape pin {path})"
     return dataset_md5(dvc_file), "pinned"
 
 
@@ -248,7 +248,9 @@ def _rel(p: Path, root: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
-def _covers(dvc_file: Path, path: Path) -> bool:
+def covers(dvc_file: str | Path, path: str | Path) -> bool:
+    """Whether one of the outputs of ``dvc_file`` is ``path`` or a folder above it."""
+    path = Path(path).resolve()
     return any(o == path or o in path.parents for o in dvc_outs(dvc_file))
 
 
@@ -289,7 +291,7 @@ def pin_plates(plate_dirs: Iterable[str | Path], push: bool = False,
     dirs, plates_dir, root = _plates_folder(plate_dirs)
     index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
     with dvc_lock(root):  # the whole sequence: a concurrent pin would rewrite the index under us
-        converted = index_dvc.is_file() and _covers(index_dvc, plates_dir)
+        converted = index_dvc.is_file() and covers(index_dvc, plates_dir)
         if converted:  # the earlier layout: one pin of the whole data folder
             _dvc(["remove", _rel(index_dvc, root)], root)
             dirs = sorted(set(dirs) | {p.resolve() for p in list_plates(plates_dir, complete_only=False)})
@@ -330,7 +332,7 @@ def dataset_pin(plate_dirs: Iterable[str | Path], index_dvc: str | Path | None =
     index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
     if not index_dvc.is_file():
         return None, f"{index_dvc} is missing (run cellscape pin on the plates)"
-    if _covers(index_dvc, plates_dir):
+    if covers(index_dvc, plates_dir):
         return pinned_md5(plates_dir)
     unpinned = [d.name for d in dirs if not (d.parent / (d.name + ".dvc")).is_file()]
     if unpinned:
@@ -349,3 +351,11 @@ def dataset_pin(plate_dirs: Iterable[str | Path], index_dvc: str | Path | None =
     if proc.stdout.strip() not in ("", "{}"):
         return None, f"pinned data changed on disk since the pin: {proc.stdout.strip()[:300]} (run cellscape pin)"
     return dataset_md5(index_dvc), "pinned"
+
+
+def push_pins(plate_dirs: Iterable[str | Path], index_dvc: str | Path | None = None) -> None:
+    """``dvc push`` the dataset pin (``data.dvc``) and the pins of these plates that exist."""
+    dirs, _, root = _plates_folder(plate_dirs)
+    index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
+    pins = [p for p in (d.parent / (d.name + ".dvc") for d in dirs) if p.is_file()]
+    run_dvc(["push", *(_rel(f, root) for f in [index_dvc, *pins])], root)
