@@ -15,6 +15,7 @@ import types
 import typing
 from pathlib import Path
 
+from .cli_export import add_export_commands
 from .cli_store import add_store_commands, open_store
 from .core.errors import CellscapeError
 
@@ -115,22 +116,28 @@ def cmd_simulate(a) -> int:
 
 
 def _add_validate(sub):
-    p = sub.add_parser("validate", help="run the metadata/provenance suites on plate folders (read-only)")
+    from .core.qc.config import PlateQCConfig
+
+    p = sub.add_parser("validate", help="run the metadata, provenance, file and image suites on plate folders "
+                                        "(read-only)", formatter_class=_HELP)
     p.add_argument("plates", nargs="+", type=Path)
     p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    add_config_arguments(p, PlateQCConfig)
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(a) -> int:
+    from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
     from .core.qc.validate import validate_plate
 
     registry = load_instrument_registry(a.instruments)
+    qc = config_from_args(PlateQCConfig, a)
     ok = True
     reports = []
     for d in a.plates:
-        r = validate_plate(d, registry=registry)
+        r = validate_plate(d, registry=registry, qc=qc)
         ok &= r.success
         reports.append(r)
         if not a.json:
@@ -141,12 +148,15 @@ def cmd_validate(a) -> int:
 
 
 def _add_ingest(sub):
+    from .core.qc.config import PlateQCConfig
     from .core.store.config import IngestParams
 
     p = sub.add_parser("ingest", help="validate plates and write their frames to a frame store", formatter_class=_HELP)
     p.add_argument("plates", nargs="+", type=Path)
     p.add_argument("--store", required=True, help="store root: a path, file:// or memory:// URL, or a kvstore JSON spec")
     add_config_arguments(p, IngestParams)
+    add_config_arguments(p, PlateQCConfig, exclude=("nucleus_diameter_um",),
+                         notes={"debris_nuclei": "(Nucleus size: --nucleus-diameter-um.)"})
     p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML (default: built-in)")
     p.add_argument("--no-catalog", action="store_true", help="do not rebuild the catalog afterwards")
     p.set_defaults(func=cmd_ingest)
@@ -156,12 +166,14 @@ def cmd_ingest(a) -> int:
     from tqdm import tqdm
 
     from .core.errors import ValidationFailed
+    from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
     from .core.store.config import IngestParams
     from .core.store.dvc import dataset_pin, pinned_md5
     from .core.store.ingest import ingest_plate
 
     params = config_from_args(IngestParams, a)
+    qc = config_from_args(PlateQCConfig, a, nucleus_diameter_um=params.nucleus_diameter_um)
     store = open_store(a.store)
     registry = load_instrument_registry(a.instruments)
     failed = ingested = 0
@@ -179,7 +191,7 @@ def cmd_ingest(a) -> int:
             print(f"{d.name}: dataset md5 not recorded: {pin}", file=sys.stderr)
         try:
             res = ingest_plate(d, store, params, provenance={"dataset_md5": md5, "pin": pin}, registry=registry,
-                               progress=progress)
+                               progress=progress, qc=qc)
         except ValidationFailed as e:
             failed += 1
             print(f"REFUSED {e}", file=sys.stderr)
@@ -189,6 +201,11 @@ def cmd_ingest(a) -> int:
                 b.close()
         ingested += 1
         print(f"{res.plate_id}: {res.n_fields} fields, {res.n_nuclei} nuclei, {res.n_frames} frames in {res.seconds:.1f}s")
+        if res.excluded:
+            print(f"WARNING {res.plate_id}: {len(res.excluded)} field(s) excluded for image defects:", file=sys.stderr)
+            for x in res.excluded:
+                print(f"  {res.plate_id} {x['well']} f{x['field_id']:02d} ({', '.join(x['defects'])}): "
+                      f"{', '.join(x['files'])}: {'; '.join(x['details'])}", file=sys.stderr)
     if ingested and not a.no_catalog:
         # A conditional update, rebuilt on conflict: concurrent ingests never drop a plate.
         # The catalog records the dataset pin (data.dvc) when it holds every plate given.
@@ -263,6 +280,9 @@ def _add_train(sub):
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train)
 
 
@@ -271,20 +291,41 @@ def cmd_train(a) -> int:
     from .core.localization.training import fit, save_training_figures
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
-    from .core.store.dvc import dataset_md5_or_none
 
     cfg = config_from_args(TrainConfig, a)
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
+    provenance = training_lineage(store, splits, version, a.out, pin=not a.no_pin)
     print(f"devices: {describe_devices()}")
     with ProgressBar("training") as bar:
-        res = fit(store, splits, cfg, a.out, provenance={"dataset_md5": dataset_md5_or_none(), "split_version": version},
-                  resume=not a.no_resume, log=bar.write, progress=bar)
+        res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write, progress=bar)
     figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
     fm = res.final_metrics
     print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
     print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
     return 0
+
+
+def training_lineage(store, splits, version: str | None, out: Path, pin: bool = True) -> dict:
+    """The provenance a model trained on ``splits`` records, and the store pin that keeps what it read.
+
+    The model records the exact versions it read -- the splits table's store version (None for a
+    split made here), every plate version the rows name -- and the DVC md5 those plate versions
+    recorded at ingest (:func:`~assets_pkg.core.store.lineage.rows_lineage`), not the md5 of
+    whatever repository surrounds the working directory.  With ``pin`` the versions are pinned
+    in the store under ``cli-model-<hash of the model folder>``, so ``cellscape gc`` keeps them.
+    """
+    import hashlib
+
+    from .core.store.lineage import lineage_refs, rows_lineage
+
+    stored = splits.attrs.get("store_version")
+    prov = {**rows_lineage(store, splits), "split_version": version, "splits_store_version": stored}
+    if pin:
+        tag = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:12]
+        store.pin(f"cli-model-{tag}", lineage_refs(prov["plates"], {"splits": stored} if stored else {}),
+                  note=str(Path(out).resolve()))
+    return prov
 
 
 def store_splits(store, split_by: str, seed: int):
@@ -325,7 +366,8 @@ def store_splits(store, split_by: str, seed: int):
         if problems:
             raise CellscapeError(f"the store's splits table (version {version}) failed its check: {'; '.join(problems)}",
                                  path=store.url, field="splits")
-        print(f"splits: the store's splits table (version {version})")
+        print(f"splits: the store's splits table (version {version}, stored as {manifest['version']})")
+        splits.attrs["store_version"] = manifest["version"]
         return splits, version
     try:
         catalog, source = store.read_catalog(), "the store's catalog"
@@ -364,6 +406,9 @@ def _add_train_distributed(sub):
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
     p.add_argument("--log-every", type=int, default=0, help="print the mean step metrics every this many steps")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train_distributed)
 
 
@@ -376,7 +421,6 @@ def cmd_train_distributed(a) -> int:
     from .core.localization.training import fit, save_training_figures
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
-    from .core.store.dvc import dataset_md5_or_none
 
     primary = distributed.is_primary()
     say = print if primary else (lambda *_: None)
@@ -384,7 +428,7 @@ def cmd_train_distributed(a) -> int:
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
     say(f"devices: {describe_devices()}")
-    provenance = {"dataset_md5": dataset_md5_or_none(), "split_version": version}
+    provenance = training_lineage(store, splits, version, a.out, pin=primary and not a.no_pin)
     if primary:
         with ProgressBar("training") as bar:
             res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write,
@@ -414,13 +458,19 @@ def _add_report(sub):
     add_config_arguments(p, AtlasConfig)
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here (as for train)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(a) -> int:
+    import hashlib
+
     from .core.localization.atlas import build_report
     from .core.localization.config import AtlasConfig
-    from .core.store.dvc import dataset_md5_or_none
+    from .core.ml.model_folder import read_record
+    from .core.store.lineage import lineage_refs, rows_lineage
 
     cfg = config_from_args(AtlasConfig, a)
     store = open_store(a.frames)
@@ -430,9 +480,20 @@ def cmd_report(a) -> int:
         if not path:
             raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
         models[name] = Path(path)
-    splits, _ = store_splits(store, a.split_by, cfg.seed)
+    # the frames the model's own split named, read at the versions it trained on
+    trained = read_record(a.checkpoint).get("provenance", {}).get("splits_store_version")
+    if trained:
+        splits = store.read_dataset_table("splits", version=trained)
+        print(f"splits: the split {a.checkpoint} was trained on (stored as {trained})")
+    else:
+        splits, _ = store_splits(store, a.split_by, cfg.seed)
+    lineage = rows_lineage(store, splits)
+    if not a.no_pin:
+        tag = hashlib.sha256(str(a.out.resolve()).encode()).hexdigest()[:12]
+        store.pin(f"cli-report-{tag}", lineage_refs(lineage["plates"], {"splits": trained} if trained else {}),
+                  note=str(a.out.resolve()))
     table, paths = build_report(models, store, splits, a.out, cfg,
-                                provenance={"dataset_md5": dataset_md5_or_none()})
+                                provenance={**lineage, "splits_store_version": trained})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {a.out} (scores.json with per-seed values, scores.md, *_frames/_spectra/_knn/_predictions.parquet, "
           f"*_matrices.npz, figures/)")
@@ -643,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_counting(sub)
     _add_count(sub)
     add_store_commands(sub)
+    add_export_commands(sub)
     return parser
 
 

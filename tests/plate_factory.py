@@ -214,3 +214,155 @@ def tree_state(folder: str | Path) -> dict[str, tuple[str, int, int]]:
             st = p.stat()
             out[str(p.relative_to(folder))] = (hashlib.sha256(p.read_bytes()).hexdigest(), st.st_size, st.st_mtime_ns)
     return out
+
+
+# ------------------------------------------------------------------------------ hostile files
+
+
+def make_fifo(path: str | Path) -> Path:
+    """A FIFO (named pipe) at ``path``: opening it for reading blocks until a writer comes."""
+    import os
+
+    os.mkfifo(path)
+    return Path(path)
+
+
+def call_with_fifo_timeout(fn: Callable[[], object], fifos: list[Path], timeout: float = 60.0) -> object:
+    """``fn()``, failing (instead of hanging the test run) when it is still blocked after ``timeout`` s.
+
+    ``fn`` runs in a thread.  When it is still running after ``timeout`` seconds it is taken as
+    blocked on one of ``fifos``: each is opened for writing and closed again (the blocked
+    reader then sees end of file) until the thread ends, and an AssertionError is raised.
+    An exception of ``fn`` is re-raised; otherwise its result is returned.
+    """
+    import os
+    import threading
+    import time
+
+    out: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # handed to the test thread
+            out["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        deadline = time.monotonic() + 120
+        while thread.is_alive() and time.monotonic() < deadline:
+            for f in fifos:
+                try:
+                    os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # no reader waiting on this one
+                    pass
+            thread.join(0.05)
+        raise AssertionError(f"still blocked after {timeout:.0f} s: a FIFO was opened for reading")
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out.get("value")
+
+
+def huge_header_tiff(path: str | Path, height: int = 100_000, width: int = 100_000) -> Path:
+    """A tiny zlib TIFF (a few hundred bytes) whose header claims ``height`` x ``width`` uint16 pixels.
+
+    Decoding it would allocate ``height * width * 2`` bytes (18.6 GiB by default).
+    """
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint16), compression="zlib", photometric="minisblack",
+                     metadata=None, software=False, datetime=False, rowsperstrip=64)
+    with tifffile.TiffFile(path, mode="r+b") as tf:
+        tags = tf.pages[0].tags
+        tags["ImageWidth"].overwrite(width)
+        tags["ImageLength"].overwrite(height)
+        tags["RowsPerStrip"].overwrite(height)
+    return Path(path)
+
+
+def huge_header_png(path: str | Path, height: int = 100_000, width: int = 100_000) -> Path:
+    """A PNG signature and a valid IHDR chunk claiming ``height`` x ``width`` 16-bit grey pixels, nothing else."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    return Path(path)
+
+
+def forbid_decoding(monkeypatch, min_pixels: int = 10**8) -> list[str]:
+    """Make decoding any TIFF/PNG of at least ``min_pixels`` pixels fail loudly (smaller images decode
+    as usual); returns the list each such attempt is recorded in."""
+    import imageio.v3 as iio
+    import tifffile
+
+    attempts: list[str] = []
+
+    def huge(shape) -> bool:
+        return int(np.prod([int(n) for n in shape], dtype=object)) >= min_pixels
+
+    def refuse(name: str):
+        attempts.append(name)
+        raise MemoryError(f"test: {name} called, pixels decoded before the header was checked")
+
+    file_asarray, page_asarray, imread, png_read = (
+        tifffile.TiffFile.asarray, tifffile.TiffPage.asarray, tifffile.imread, iio.imread)
+
+    def tiff_file_asarray(self, *args, **kwargs):
+        if self.series and huge(self.series[0].shape):
+            refuse("TiffFile.asarray")
+        return file_asarray(self, *args, **kwargs)
+
+    def tiff_page_asarray(self, *args, **kwargs):
+        if huge(self.shape):
+            refuse("TiffPage.asarray")
+        return page_asarray(self, *args, **kwargs)
+
+    def tiff_imread(src, *args, **kwargs):
+        pos = src.tell() if hasattr(src, "tell") else None
+        with tifffile.TiffFile(src, name="probe.tif") if pos is not None else tifffile.TiffFile(src) as tf:
+            big = bool(tf.series) and huge(tf.series[0].shape)
+        if pos is not None:
+            src.seek(pos)
+        if big:
+            refuse("tifffile.imread")
+        return imread(src, *args, **kwargs)
+
+    def png_imread(src, *args, **kwargs):
+        head = src.getvalue()[:33] if hasattr(src, "getvalue") else Path(src).read_bytes()[:33] \
+            if isinstance(src, str | Path) else src.read(33)
+        if hasattr(src, "seek"):
+            src.seek(0)
+        if head[12:16] == b"IHDR" and huge((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))):
+            refuse("imageio.imread")
+        return png_read(src, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", tiff_file_asarray)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", tiff_page_asarray)
+    monkeypatch.setattr(tifffile, "imread", tiff_imread)
+    monkeypatch.setattr(iio, "imread", png_imread)
+    return attempts
+
+
+def folder_state(folder: str | Path, hash_max_bytes: int = 64 * 2**20) -> dict[str, tuple]:
+    """Relative path -> (file type and mode, size, mtime_ns[, sha256]) of every entry below
+    ``folder``, from ``lstat``: links are not followed and only regular files up to
+    ``hash_max_bytes`` are read (a FIFO is never opened, a sparse 1 GiB file not hashed), for
+    checking that a hostile folder was left untouched."""
+    import os
+    import stat
+
+    folder = Path(folder)
+    out: dict[str, tuple] = {}
+    for p in sorted(folder.rglob("*")):
+        st = os.lstat(p)
+        entry: tuple = (st.st_mode, st.st_size, st.st_mtime_ns)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= hash_max_bytes:
+            entry += (hashlib.sha256(p.read_bytes()).hexdigest(),)
+        elif stat.S_ISLNK(st.st_mode):
+            entry += (os.readlink(p),)
+        out[str(p.relative_to(folder))] = entry
+    return out

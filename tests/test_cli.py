@@ -284,3 +284,49 @@ def test_splits_are_made_only_when_the_store_holds_none_and_stderr_says_so(tmp_p
     _damage(tmp_path / "s", "catalog")
     with pytest.raises(StoreError, match="checksum"):
         store_splits(store, "field", seed=0)
+
+
+@pytest.fixture(scope="module")
+def defective(tmp_path_factory) -> Path:
+    """A simulated plate whose defects (seed 56, 3 wells x 3 fields) are 2 blank fields (nucleus and
+    protein), 2 saturated and 1 out of focus; 4 fields are good."""
+    out = tmp_path_factory.mktemp("defective")
+    rc = main(["simulate-plates", "--out", str(out), "--plates", "1", "--seed", "56", "--wells", "3",
+               "--fields-per-well", "3", "--field-size", "256", "--defects", "--defect-rate", "0.7"])
+    assert rc == 0
+    return out / "plate01"
+
+
+def test_ingest_excludes_defective_fields_with_a_warning(defective, tmp_path, capsys):
+    plate = tmp_path / "plates" / "plate01"
+    shutil.copytree(defective, plate)
+    before = tree_state(plate)
+    root = tmp_path / "store"
+    assert main(["ingest", str(plate), "--store", str(root)]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith("plate01: 4 fields")
+    assert "WARNING plate01: 5 field(s) excluded for image defects" in cap.err
+    for line in ("plate01 A01 f00 (saturated): A01_f00_protein.tif", "plate01 A01 f01 (out_of_focus): A01_f01_nucleus.tif",
+                 "plate01 A02 f00 (blank): A02_f00_nucleus.tif: blank nucleus channel",
+                 "plate01 A02 f01 (saturated): A02_f01_nucleus.tif",
+                 "plate01 A02 f02 (blank): A02_f02_protein.tif: blank protein channel"):
+        assert line in cap.err, cap.err
+    store = FrameStore(root)
+    table = store.read_table("plate01")
+    kept = set(zip(table["well"], table["field_id"], strict=True))
+    assert kept and kept <= {("A01", 2), ("A03", 0), ("A03", 1), ("A03", 2)}
+    excluded = store.read_manifest("plate01")["provenance"]["excluded_fields"]
+    assert [(x["well"], x["field_id"], x["defects"]) for x in excluded] == [
+        ("A01", 0, ["saturated"]), ("A01", 1, ["out_of_focus"]), ("A02", 0, ["blank"]), ("A02", 1, ["saturated"]),
+        ("A02", 2, ["blank"])]
+    assert tree_state(plate) == before
+
+    # the same defects set to block: validation fails naming the files and the field, nothing stored
+    root2 = tmp_path / "store2"
+    assert main(["ingest", str(plate), "--store", str(root2), "--blank", "block"]) == 1
+    err = capsys.readouterr().err
+    assert "REFUSED" in err and "plate01/A02_f00_nucleus.tif: [images] field 'signal_snr': blank nucleus" in err
+    assert not root2.exists() or FrameStore(root2).plate_ids() == []
+    assert main(["validate", str(plate), "--blank", "block"]) == 1
+    assert "images FAILED (1)" in capsys.readouterr().out
+    assert tree_state(plate) == before

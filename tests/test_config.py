@@ -66,6 +66,8 @@ COMMANDS = {
     "ingest": (IngestParams, ["p", "--store", "s"], set()),
     "import": (IngestParams, ["f", "--format", "images", "--store", "s", "--plate-id", "p"], set()),
     "train": (TrainConfig, ["--frames", "f", "--out", "o"], {"model"}),
+    "train-distributed": (TrainConfig, ["--coordinator", "h:1", "--num-processes", "2", "--process-id", "0",
+                                        "--frames", "f", "--out", "o"], {"model"}),
     "train-segmentation": (SegTrainConfig, ["--images", "i", "--masks", "m", "--out", "o"], set()),
     "train-counting": (CountTrainConfig, ["--images", "i", "--out", "o"], set()),
     "segment": (SegmentRunConfig, ["i", "--out", "o"], set()),

@@ -24,7 +24,8 @@ PLATE_GROUP = "plates"
 )
 def plate_images(context: dg.AssetExecutionContext, cellscape: CellscapeResource) -> dg.MaterializeResult:
     """Raw plate folder: one TIFF per field and channel, versioned by the files' checksums."""
-    plate = read_plate(cellscape.plate_dir(context.partition_key))
+    qc = cellscape.qc_config()
+    plate = read_plate(cellscape.plate_dir(context.partition_key), qc.metadata_limits(), qc.image_limits())
     meta = plate.metadata
     digest = plate_digest(plate, from_files=True)
     return dg.MaterializeResult(

@@ -16,8 +16,8 @@ import pandas as pd
 from pydantic import Field
 
 from ..core import plots
-from ..core.imaging.io import read_image
 from ..core.imaging.plates import read_plate
+from ..core.qc.validate import field_defects
 from ..core.segmentation.nuclei import nucleus_centres
 from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
 from ..core.store.dvc import covers, dataset_pin, pin_plates, push_pins
@@ -80,9 +80,17 @@ def _progress(context, what: str, every: int = 10):
     io_manager_key=HANDLE_IO_MANAGER,
 )
 def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, cellscape: CellscapeResource):
-    """Nucleus label images of every field, found on the Hoechst channel (classical watershed)."""
+    """Nucleus label images of every good field (image defects set to exclude are left out), found on the Hoechst channel."""
     pk = context.partition_key
-    plate = read_plate(cellscape.plate_dir(pk))
+    qc = cellscape.qc_config()
+    plate = read_plate(cellscape.plate_dir(pk), qc.metadata_limits(), qc.image_limits())
+    defects = [d for d in field_defects(plate.path, qc) if d.action == "exclude"]
+    excluded = sorted({(d.well, d.field_id) for d in defects})
+    if excluded:
+        context.log.warning(f"{pk}: {len(excluded)} field(s) excluded for image defects: "
+                            + "; ".join(f"{d.well} f{d.field_id:02d} {d.file_name}: {d.detail}" for d in defects))
+        if len(excluded) == len(plate.fields()):
+            raise dg.Failure(f"plate {pk}: every field has an image defect set to exclude; nothing to segment")
     t0 = time.perf_counter()
     params = config.to_library()
     segment_fn, detector = None, "classical"
@@ -99,7 +107,8 @@ def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, c
             raise dg.Failure("nucleus_segmenter='unet' needs segmentation_model materialized or a model folder")
         segment_fn, detector = load_model(ckpt, kind="segmentation").segment, f"unet:{ckpt}"
         context.log.info(f"{pk}: nuclei by the U-Net in {ckpt}")
-    nuclei = detect_plate_nuclei(plate, params, progress=_progress(context, "nuclei"), segment_fn=segment_fn)
+    nuclei = detect_plate_nuclei(plate, params, progress=_progress(context, "nuclei"), segment_fn=segment_fn,
+                                 exclude=excluded)
     seconds = time.perf_counter() - t0
     store = cellscape.store()
     digest = plate_digest(plate)
@@ -107,7 +116,8 @@ def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, c
         pk,
         np.stack([n.labels for n in nuclei]).astype(np.int32),
         pd.DataFrame({"well": [n.well for n in nuclei], "field_id": [n.field_id for n in nuclei]}),
-        {"detector": detector, "params": params.model_dump(), "content_sha256": digest},
+        {"detector": detector, "params": params.model_dump(), "content_sha256": digest,
+         "excluded_fields": [{"well": w, "field_id": f} for w, f in excluded], "qc": qc.model_dump()},
     )
     counts = [len(n.centres) for n in nuclei]
     first = nuclei[int(np.argmax(counts))] if nuclei else None
@@ -120,12 +130,18 @@ def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, c
         "detector": detector,
         "store_version": manifest["version"],
         "content_sha256": digest,
+        "excluded_fields": ", ".join(f"{w} f{f:02d}" for w, f in excluded) or "none",
+        "excluded_count": len(excluded),
     }
+    if defects:
+        md["excluded_defects"] = dg.MetadataValue.md(pd.DataFrame(
+            [{"field": f"{d.well} f{d.field_id:02d}", "file": d.file_name, "defect": d.kind, "detail": d.detail}
+             for d in defects]).to_markdown(index=False))
     if first is not None:
         fields = plate.fields().set_index(["well", "field_id"])
         paths = fields.loc[(first.well, first.field_id)]
-        nuc = read_image(plate.image_path(paths["nucleus"]))
-        prot = read_image(plate.image_path(paths["protein"]))
+        nuc = plate.read_field(paths["nucleus"])
+        prot = plate.read_field(paths["protein"], expect_shape=nuc.shape)
         # crop boxes are plate_frames' business (its own config): here the detected centres only
         c = first.centres[["centre_y", "centre_x"]].to_numpy()
         fig = plots.plot_field_nuclei(
@@ -149,7 +165,8 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
                  cellscape: CellscapeResource):
     """Nucleus-centred 100x100 frames (protein, nucleus, distance) of one plate in TensorStore."""
     pk = context.partition_key
-    plate = read_plate(cellscape.plate_dir(pk))
+    qc = cellscape.qc_config()
+    plate = read_plate(cellscape.plate_dir(pk), qc.metadata_limits(), qc.image_limits())
     digest = plate_digest(plate)
     if digest != nuclei_masks["content_sha256"]:
         raise dg.Failure(f"plate {pk} changed on disk since nuclei_masks ran (content {digest[:12]} vs "

@@ -26,7 +26,7 @@ from assets_pkg.defs.automation import new_plate_sensor
 from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from assets_pkg.defs.localization import atlas, model
 from assets_pkg.defs.metadata import table_frame
-from assets_pkg.defs.resources import CellscapeResource
+from assets_pkg.defs.resources import CellscapeResource, PlateQCSettings
 
 REPO = Path(__file__).resolve().parents[2]
 PLATE_ASSETS = [imaging.plate_images, qc.plate_metadata, qc.plate_metadata_suites, store_defs.nuclei_masks, store_defs.plate_frames]
@@ -70,9 +70,10 @@ def test_dagster_definitions_validate_passes():
 
 @pytest.fixture
 def project(tmp_path):
-    """A project root with two small simulated plates under data/plates."""
+    """A project root with two small simulated plates under data/plates (two fields per well, so a
+    field-exclusive split can fill train and valid)."""
     root = tmp_path / "project"
-    simulate_plates(root / "data" / "plates", n_plates=2, seed=5, wells=2, fields_per_well=1, field_size=320)
+    simulate_plates(root / "data" / "plates", n_plates=2, seed=5, wells=2, fields_per_well=2, field_size=320)
     return root
 
 
@@ -94,7 +95,7 @@ def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
         mats = {e.asset_key.to_user_string(): e for e in res.get_asset_materialization_events()}
         assert set(mats) == {"plate_images", "plate_metadata", "nuclei_masks", "plate_frames"}
         checks = res.get_asset_check_evaluations()
-        assert len(checks) == 4 and all(c.passed for c in checks)
+        assert len(checks) == 5 and all(c.passed for c in checks)
         md = res.asset_materializations_for_node("plate_frames")[0].metadata
         assert md["frames"].value > 0 and "frames_figure" in md
         # the UI's view: figures fit the metadata dialog with the full-size file beside; tables typed
@@ -135,6 +136,41 @@ def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
         pd.testing.assert_frame_equal(store.read_table("plate01"), before)
         np.testing.assert_array_equal(store.read_frames("plate01", np.arange(len(before))), frames_before)
         assert {p.name: p.read_bytes() for p in plate02.iterdir()} == raw_before
+
+
+def test_image_defects_are_a_blocking_check_and_excluded_fields_are_left_out(tmp_path):
+    root = tmp_path / "project"
+    simulate_plates(root / "data" / "plates", n_plates=1, seed=56, wells=3, fields_per_well=3, field_size=256,
+                    defects=True, defect_rate=0.7)  # 2 blank, 2 saturated, 1 out-of-focus field; 4 good
+    excluded = "A01 f00, A01 f01, A02 f00, A02 f01, A02 f02"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01"])
+        res = _materialize_plate(root, "plate01", instance)
+        assert res.success
+        (images,) = [c for c in res.get_asset_check_evaluations() if c.check_name == "images_suite"]
+        assert images.passed and images.description == (
+            f"plate plate01: images suite passed; 5 field(s) excluded from ingest: {excluded}")
+        assert images.metadata["plate"].value == "plate01" and images.metadata["excluded_fields"].value == excluded
+        assert "A02_f00_nucleus.tif" in images.metadata["defects"].value
+        md = res.asset_materializations_for_node("nuclei_masks")[0].metadata
+        assert md["fields"].value == 4 and md["excluded_fields"].value == excluded
+        masks, mask_table = FrameStore(str(root / "artifacts" / "frames")).read_masks("plate01")
+        assert sorted(zip(mask_table["well"], mask_table["field_id"], strict=True)) == [
+            ("A01", 2), ("A03", 0), ("A03", 1), ("A03", 2)]
+
+        # blank set to block on the resource: the check fails, naming the plate and the fields, and blocks
+        res2 = dg.materialize(
+            PLATE_ASSETS, partition_key="plate01", instance=instance, raise_on_error=False,
+            resources={"cellscape": CellscapeResource(root=str(root), qc=PlateQCSettings(blank="block"))})
+        assert not res2.success
+        (failed,) = [c for c in res2.get_asset_check_evaluations() if not c.passed]
+        assert failed.check_name == "images_suite"
+        assert failed.description.startswith("plate plate01: images suite failed 1 expectation(s); blocked by "
+                                              "field(s) A02 f00, A02 f02")
+        assert failed.metadata["blocked_fields"].value == "A02 f00, A02 f02"
+        assert "signal_snr" in failed.metadata["failures"].value
+        done = {e.asset_key.to_user_string() for e in res2.get_asset_materialization_events()}
+        assert "nuclei_masks" not in done and "plate_frames" not in done
 
 
 def _dvc(root: Path, *args: str):
@@ -276,7 +312,7 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
             run_config={"ops": {
                 # one field per protein: a field-exclusive split can only fill train (the check fails
                 # an empty split the config asks for), and the health check then reads train metrics
-                "dataset_splits": {"config": {"train": 1.0, "valid": 0.0, "test": 0.0}},
+                "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}},
                 "localization_model": {"config": small},
                 "localization_model_ablation": {"config": small},
             }},
@@ -311,8 +347,8 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
 
         # re-split after training (another seed): the atlas still embeds the model's own split version
         res = dg.materialize(ALL, selection=[store_defs.dataset_splits], instance=instance, resources=resources,
-                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 1.0,
-                                                                                 "valid": 0.0, "test": 0.0}}}})
+                             run_config={"ops": {"dataset_splits": {"config": {"seed": 7, "train": 0.5,
+                                                                                 "valid": 0.5, "test": 0.0}}}})
         assert res.success
         assert json.loads((handles / "dataset_splits.json").read_text())["splits_version"] != splits_h["splits_version"]
         atlas_assets = [atlas.frame_embeddings, atlas.protein_spectra, atlas.feature_spectrum_clusters,
@@ -330,7 +366,7 @@ def test_model_assets_train_the_tiny_preset_and_the_atlas_reads_their_own_split(
         md = res.asset_materializations_for_node("localization_report")[0].metadata
         report = Path(md["path"].value)
         scores_table = table_frame(md["scores"])
-        assert list(scores_table.columns) == ["score", "localization_model", "localization_model_ablation"]
+        assert list(scores_table.columns) == ["score", "localization_model", "localization_model_ablation", "classical"]
         # atlas figures: code correlation and spectra per model, UMAPs, aligned UMAPs
         assert sum(assert_ui_metadata(e.materialization.metadata) for e in res.get_asset_materialization_events()) == 6
         for name in ("localization_model", "localization_model_ablation"):
@@ -355,3 +391,27 @@ def test_dvc_yaml_and_params_parse():
     proc = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert {"validate", "ingest", "train", "report"} <= {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+
+
+def test_dvc_lock_is_committed_and_matches_the_code_and_params():
+    """dvc.lock records the code and params every stage ran with: a change to a stage's code or
+    params without `dvc repro` (and committing dvc.lock) fails here, so `dvc status` stays clean
+    after `dvc pull` in a fresh clone.  Data and outputs are not checked (a clone may lack them)."""
+    import yaml
+
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    assert {"validate", "ingest", "train", "report"} <= set(lock["stages"])
+    for stage in lock["stages"].values():
+        assert all("md5" in o for o in stage.get("outs", [])), "every output is hashed in dvc.lock"
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), "status", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout or "{}")
+    stale = {}
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else []:
+            for kind in ("changed deps", "changed params"):
+                for path, what in (change.get(kind) or {}).items() if isinstance(change, dict) else []:
+                    if kind == "changed params" or path.startswith(("assets_pkg", "params.yaml")):
+                        stale.setdefault(stage, []).append(f"{path}: {what}")
+    assert not stale, f"dvc.lock is stale (run `dvc repro` and commit dvc.lock): {stale}"

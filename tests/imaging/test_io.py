@@ -9,10 +9,19 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from plate_factory import (
+    call_with_fifo_timeout,
+    forbid_decoding,
+    huge_header_png,
+    huge_header_tiff,
+    make_fifo,
+)
 
 from assets_pkg.core.errors import CellSetError, ImageFormatError, PlateFormatError
 from assets_pkg.core.imaging.io import (
+    DEFAULT_LIMITS,
     ImageInfo,
+    ImageLimits,
     inspect_image,
     read_array,
     read_image,
@@ -157,3 +166,68 @@ def test_write_tiff_is_byte_reproducible(tmp_path):
     # pinned: plate and cell simulator outputs are DVC-pinned by their hashes
     digest = hashlib.sha256((tmp_path / "a.tif").read_bytes()).hexdigest()
     assert digest == "7bdc6e416ca7bcc3d60c019214d330580c33e2fd8a80f2009486fa6142f793d7"
+
+
+# ------------------------------------------------------------------------------ hostile files
+
+
+@pytest.mark.parametrize("make", [huge_header_tiff, huge_header_png], ids=["tiff", "png"])
+def test_huge_declared_size_is_refused_before_decoding(tmp_path, monkeypatch, make):
+    p = make(tmp_path / ("huge.tif" if make is huge_header_tiff else "huge.png"))
+    assert p.stat().st_size < 2000  # 100000 x 100000 uint16 = 18.6 GiB once decoded
+    attempts = forbid_decoding(monkeypatch)
+    for fn in (read_array, read_image, lambda q: inspect_image(q, verify=True),
+               lambda q: inspect_image(q, data=q.read_bytes(), verify=True)):
+        _raises(fn, p, "declares 10,000,000,000 pixels per plane, above the limit of 268,435,456", field="shape")
+    assert attempts == []
+    assert inspect_image(p).shape == (100_000, 100_000)  # the header alone is fine to describe
+
+
+def test_image_limits_are_configurable(tmp_path):
+    p = tmp_path / "x.tif"
+    write_tiff(p, IMG16)
+    assert read_image(p, limits=ImageLimits(max_plane_pixels=24)).shape == (4, 6)
+    _raises(lambda q: read_image(q, limits=ImageLimits(max_plane_pixels=23)), p, "above the limit of 23",
+            field="shape")
+    _raises(lambda q: read_array(q, limits=ImageLimits(max_bytes=47)), p, "48 bytes of pixels", field="shape")
+    assert DEFAULT_LIMITS.max_plane_pixels == 2**28
+
+
+def test_expected_shape_is_checked_on_the_header_before_decoding(tmp_path, monkeypatch):
+    p = huge_header_tiff(tmp_path / "f.tif", height=2048, width=2048)  # under the limit, not what metadata says
+    attempts = forbid_decoding(monkeypatch)
+    _raises(lambda q: read_image(q, expect_shape=(64, 64)), p, "differs from metadata", field="height/width")
+    assert attempts == []
+
+
+def test_fifo_named_like_an_image_is_refused_without_blocking(tmp_path):
+    fifo = make_fifo(tmp_path / "A01_f00_nucleus.tif")
+    for fn in (read_array, read_image, inspect_image):
+        with pytest.raises(ImageFormatError, match=r"not a regular file \(a FIFO") as e:
+            call_with_fifo_timeout(lambda fn=fn: fn(fifo), [fifo], timeout=10)
+        assert e.value.path == str(fifo) and e.value.field == "file_name"
+    _raises(read_image, tmp_path, "not a regular file \\(a directory", field="file_name")
+
+
+def test_symlinks_are_refused_when_asked_and_content_is_never_echoed(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"QZXJ:x:0:0:SECRET\n")
+    link = tmp_path / "A01_f00_protein.tif"
+    link.symlink_to(secret)
+    for fn in (read_array, read_image, inspect_image):
+        e = _raises(lambda q, fn=fn: fn(q, follow_symlinks=False), link, "is a symbolic link", field="file_name")
+        assert "QZXJ" not in str(e)
+        # followed (the default, for user image folders), the content is still not quoted
+        with pytest.raises(ImageFormatError, match="cannot read TIFF") as followed:
+            fn(link)
+        assert "QZXJ" not in str(followed.value) and "SECRET" not in str(followed.value)
+    write_tiff(tmp_path / "real.tif", IMG16)
+    (tmp_path / "ok.tif").symlink_to(tmp_path / "real.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "ok.tif"), IMG16)
+
+
+def test_non_image_content_is_never_quoted(tmp_path):
+    p = tmp_path / "notes.dat"
+    p.write_bytes(b"QZXJ:x:0:0:/bin/bash\n")
+    e = _raises(read_array, p, "not a TIFF or PNG image", field="file_name")
+    assert "QZXJ" not in str(e)

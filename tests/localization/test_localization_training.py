@@ -191,3 +191,38 @@ def test_data_parallel_over_four_devices_matches_one_device(tmp_path):
     script = SHARDED.format(tests=str(Path(__file__).resolve().parent), root=str(tmp_path / "s"))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert "SHARDED_OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_cli_train_records_and_pins_the_versions_it_read_and_report_reads_them_back(tmp_path):
+    """Lineage by version id on the command line: the model records the splits' store version, every
+    plate version and the md5 those plates were ingested under (not the repository around the working
+    directory), pins them; after a re-split and a re-ingested plate, `report` still reads the split and
+    the plate versions the model trained on, and `gc` keeps them."""
+    from assets_pkg.cli import main
+
+    store, _ = synthetic_store(tmp_path / "s", per_plate=24)
+    for pid in ("p0", "p1"):  # as if ingested from pinned data
+        frames = store.read_frames(pid, np.arange(24))
+        store.write_plate(pid, frames, store.read_table(pid), {"dataset_md5": "abc.dir"})
+    config = SplitConfig(0.75, 0.25, 0.0, "field", seed=0)
+    man = store.write_dataset_table("splits", make_splits(store.catalog(), config),
+                                    {"split_version": "sv1", "config": config.model_dump()})
+    plates = {p: store.read_manifest(p)["version"] for p in ("p0", "p1")}
+    tiny = ["--preset", "tiny", "--batch-size", "8", "--epochs", "1", "--seed", "3"]
+    assert main(["train", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "m"), *tiny]) == 0
+    prov = json.loads((tmp_path / "m" / "model.json").read_text())["provenance"]
+    assert prov["splits_store_version"] == man["version"] and prov["split_version"] == "sv1"
+    assert prov["plates"] == plates and prov["dataset_md5"] == "abc.dir"
+    pin = [p for n, p in store.pins().items() if n.startswith("cli-model-")]
+    assert len(pin) == 1 and pin[0]["refs"]["plates"] == plates
+
+    # re-split (another seed) and re-ingest p0: the report still scores the model's own split and versions
+    other = SplitConfig(0.5, 0.5, 0.0, "field", seed=9)
+    store.write_dataset_table("splits", make_splits(store.catalog(), other), {"split_version": "sv2", "config": other.model_dump()})
+    store.write_plate("p0", store.read_frames("p0", np.arange(24)) * 0.5, store.read_table("p0"), {})
+    assert main(["gc", str(tmp_path / "s"), "--grace-hours", "0"]) == 0
+    assert main(["report", "--checkpoint", str(tmp_path / "m"), "--frames", str(tmp_path / "s"),
+                 "--out", str(tmp_path / "r"), "--n-clusters", "3", "--score-split", "valid", "--no-baseline"]) == 0
+    scores = json.loads((tmp_path / "r" / "scores.json").read_text())
+    assert scores["provenance"]["splits_store_version"] == man["version"]
+    assert scores["provenance"]["plates"] == plates

@@ -22,7 +22,7 @@ class SimulatePlatesConfig(LibConfig):
     wells: int = Field(8, ge=1, description="Wells per plate, one protein each.")
     fields_per_well: int = Field(2, ge=1, description="Fields imaged per well.")
     field_size: int = Field(512, ge=64, description="Side of each square field in pixels (0.2 µm each).")
-    defects: bool = Field(False, description="Inject out-of-focus, saturated and debris defects (defects.csv).")
+    defects: bool = Field(False, description="Inject out-of-focus, saturated, debris and blank-channel defects (defects.csv).")
     defect_rate: float = Field(0.1, ge=0, le=1, description="Probability that a field has a defect.")
     prefix: str = Field("plate", min_length=1, description="Plate id prefix (plate01, plate02, ...).")
 

@@ -15,6 +15,12 @@ Field images are read with :func:`assets_pkg.core.imaging.io.read_image` (pass
 Plates are written into a temporary sibling folder and renamed into place, so a reader never
 sees a half-written plate from this writer.  Folders copied in by hand are recognised as
 complete by :func:`plate_is_complete`.
+
+Reading is defensive: every file of a plate folder is opened with
+:func:`~assets_pkg.core.imaging.io.open_regular` without following symbolic links (a link, FIFO,
+device or directory in place of a file is refused, naming it, and never blocks), and
+metadata.csv is checked against :class:`MetadataLimits` (its size from ``fstat``, then its line
+count) before it is parsed.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlateFormatError
-from .io import write_tiff
+from .io import ImageLimits, open_regular, read_image, write_tiff
 
 #: Channels of a field, in the order they are stored in frames.
 CHANNELS: tuple[str, ...] = ("nucleus", "protein")
@@ -95,6 +101,26 @@ PLATE_JSON = "plate.json"
 METADATA_CSV = "metadata.csv"
 DEFECTS_CSV = "defects.csv"
 
+#: Largest plate.json read (bytes); a well map of 1536 wells is about 300 KB.
+MAX_PLATE_JSON_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class MetadataLimits:
+    """How large a metadata.csv may be, checked before it is parsed.
+
+    Attributes
+    ----------
+    max_bytes : int
+        Most bytes (from ``fstat``, before reading); default 256 MiB.  A 1536-well plate with
+        25 fields and 5 channels per well is about 190,000 rows, some 120 MB.
+    max_rows : int
+        Most data lines (counted in the bytes read, before parsing); default 1,000,000.
+    """
+
+    max_bytes: int = 256 * 2**20
+    max_rows: int = 1_000_000
+
 _PLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WELL_RE = re.compile(r"^[A-P](0[1-9]|1[0-9]|2[0-4])$")
 
@@ -140,10 +166,15 @@ def well_names(n_wells: int) -> list[str]:
     return [f"{rows[i // 24]}{i % 24 + 1:02d}" for i in range(n_wells)]
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
+def sha256_file(path: str | Path, chunk: int = 1 << 20, follow_symlinks: bool = True) -> str:
+    """Hex SHA-256 of a file's bytes.
+
+    Only a regular file is read (see :func:`~assets_pkg.core.imaging.io.open_regular`, which
+    raises a :class:`PlateFormatError` for anything else, and for a symbolic link when
+    ``follow_symlinks`` is False).
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, follow_symlinks=follow_symlinks, what="file", error=PlateFormatError) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -197,6 +228,8 @@ class Plate:
         The well map from plate.json.
     info : dict
         The whole of plate.json.
+    image_limits : ImageLimits or None
+        Largest field image :meth:`read_field` decodes (None: the reader's defaults).
     """
 
     path: Path
@@ -204,6 +237,7 @@ class Plate:
     metadata: pd.DataFrame
     wells: dict[str, WellInfo]
     info: dict = field(default_factory=dict)
+    image_limits: ImageLimits | None = None
 
     def fields(self) -> pd.DataFrame:
         """One row per (well, field_id) with the file name of each channel as columns."""
@@ -215,14 +249,53 @@ class Plate:
     def image_path(self, file_name: str) -> Path:
         return self.path / file_name
 
+    def read_field(self, file_name: str, expect_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """One field image of the plate, read the way plate files must be read.
+
+        Parameters
+        ----------
+        file_name : str
+            A ``file_name`` of metadata.csv: a plain name inside the plate folder.
+        expect_shape : (int, int), optional
+            (height, width) it must have, checked on the header before decoding.
+
+        Returns
+        -------
+        numpy.ndarray, shape (height, width), uint8 or uint16
+
+        Raises
+        ------
+        PlateFormatError
+            (an :class:`~assets_pkg.core.errors.ImageFormatError`) when the name leaves the
+            folder, the file is a symbolic link or not a regular file, declares more pixels than
+            :attr:`image_limits` allow, or is not a 2-D uint8/uint16 image of ``expect_shape``.
+        """
+        name = str(file_name)
+        if not is_plain_name(name):
+            raise PlateFormatError(f"unsafe file name {name!r}: not read (path separator, '..' or hidden)",
+                                   path=self.path / METADATA_CSV, field="file_name")
+        return read_image(self.path / name, expect_shape=expect_shape, dtypes=PIXEL_DTYPES,
+                          limits=self.image_limits, follow_symlinks=False)
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is a plain, visible file name (no path separator, no ``..``, no leading dot)."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and not name.startswith(".")
+    )
+
 
 def read_plate_json(plate_dir: str | Path) -> dict:
     """Read and check plate.json of a plate folder."""
     p = Path(plate_dir) / PLATE_JSON
-    if not p.is_file():
-        raise PlateFormatError("plate.json is missing", path=p)
+    raw = _read_small(p, PLATE_JSON, MAX_PLATE_JSON_BYTES, "MAX_PLATE_JSON_BYTES")
     try:
-        info = json.loads(p.read_bytes().decode("utf-8"))
+        info = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise PlateFormatError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=p) from e
     except json.JSONDecodeError as e:
@@ -238,18 +311,45 @@ def read_plate_json(plate_dir: str | Path) -> dict:
     return info
 
 
-def read_metadata_csv(path: str | Path) -> pd.DataFrame:
+def _read_small(path: Path, what: str, max_bytes: int, setting: str) -> bytes:
+    """The bytes of a plate's small text file: a regular file (no link), at most ``max_bytes``."""
+    with open_regular(path, follow_symlinks=False, what=what, error=PlateFormatError) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            raise PlateFormatError(
+                f"{what} is {size:,} bytes, above the limit of {max_bytes:,} bytes ({setting}); not read",
+                path=path,
+            )
+        return fh.read(max_bytes + 1)
+
+
+def read_metadata_csv(path: str | Path, limits: MetadataLimits | None = None) -> pd.DataFrame:
     """Read metadata.csv as text, then cast to :data:`METADATA_COLUMNS` where it can.
 
     Column presence and value checks are the Great Expectations suites' job
     (:mod:`assets_pkg.core.qc`); this function only fails on what makes the file
-    unreadable: missing, not UTF-8, not CSV, or empty.  Columns that do not cast stay text so
-    the suites can name the offending rows.
+    unreadable: missing, not a regular file, larger than ``limits``, not UTF-8, not CSV, or
+    empty.  Columns that do not cast stay text so the suites can name the offending rows.
+
+    Parameters
+    ----------
+    path : path-like
+        The metadata.csv file.
+    limits : MetadataLimits, optional
+        Size (checked with ``fstat`` before reading) and line count (checked before parsing);
+        default :class:`MetadataLimits()`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PlateFormatError("metadata.csv is missing", path=path)
-    raw = path.read_bytes()
+    limits = MetadataLimits() if limits is None else limits
+    raw = _read_small(path, METADATA_CSV, limits.max_bytes, "max_bytes")
+    if len(raw) > limits.max_bytes:  # grew while being read
+        raise PlateFormatError(f"metadata.csv is above the limit of {limits.max_bytes:,} bytes; not read", path=path)
+    rows = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1) - 1
+    if rows > limits.max_rows:
+        raise PlateFormatError(
+            f"metadata.csv has {rows:,} lines of rows, above the limit of {limits.max_rows:,} (max_rows); not parsed",
+            path=path,
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -286,14 +386,28 @@ def cast_metadata(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_plate(plate_dir: str | Path) -> Plate:
+def read_plate(
+    plate_dir: str | Path,
+    metadata_limits: MetadataLimits | None = None,
+    image_limits: ImageLimits | None = None,
+) -> Plate:
     """Read a plate folder's plate.json and metadata.csv (not the images).
+
+    Parameters
+    ----------
+    plate_dir : path-like
+        The plate folder.
+    metadata_limits : MetadataLimits, optional
+        Limits of metadata.csv (default :class:`MetadataLimits()`).
+    image_limits : ImageLimits, optional
+        Kept on the plate for :meth:`Plate.read_field` (default the reader's).
 
     Raises
     ------
     PlateFormatError
-        When the folder, plate.json or metadata.csv is missing or unreadable, when the folder
-        name differs from ``plate_id``, or when the plate lists no image.
+        When the folder, plate.json or metadata.csv is missing, not a regular file, too large
+        or unreadable, when the folder name differs from ``plate_id``, or when the plate lists
+        no image.
     """
     plate_dir = Path(plate_dir)
     if not plate_dir.is_dir():
@@ -306,14 +420,14 @@ def read_plate(plate_dir: str | Path) -> Plate:
             path=plate_dir / PLATE_JSON,
             field="plate_id",
         )
-    meta = read_metadata_csv(plate_dir / METADATA_CSV)
+    meta = read_metadata_csv(plate_dir / METADATA_CSV, metadata_limits)
     if len(meta) == 0:
         raise PlateFormatError("empty plate: metadata.csv lists no image", path=plate_dir / METADATA_CSV)
     wells = {
         check_well(w, path=plate_dir / PLATE_JSON): WellInfo.from_json(d, path=plate_dir / PLATE_JSON)
         for w, d in info["wells"].items()
     }
-    return Plate(path=plate_dir, plate_id=plate_id, metadata=meta, wells=wells, info=info)
+    return Plate(path=plate_dir, plate_id=plate_id, metadata=meta, wells=wells, info=info, image_limits=image_limits)
 
 
 def write_plate(

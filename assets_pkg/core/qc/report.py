@@ -4,7 +4,10 @@
 the :class:`Failure` of every expectation that failed, with the files and metadata column
 concerned and up to :data:`MAX_EXAMPLES` offending rows.  :meth:`ValidationReport.to_text`
 gives one line per problem naming the plate, the file, the suite and the field;
-:meth:`ValidationReport.to_dict` the same as plain JSON types.
+:meth:`ValidationReport.to_dict` the same as plain JSON types.  The per-field image defects
+(:class:`~assets_pkg.core.qc.fields.FieldDefect`) sit beside the suites: those configured to
+``block`` are also failures of the ``images`` suite; those set to ``exclude`` name the fields
+ingest leaves out (:attr:`ValidationReport.excluded_fields`), with a warning line each.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .fields import FieldDefect
 
 __all__ = ["MAX_EXAMPLES", "Failure", "SuiteResult", "ValidationReport", "json_safe"]
 
@@ -92,12 +97,29 @@ class ValidationReport:
     errors : list of str
         Problems that stopped validation (unreadable plate.json or metadata.csv), each naming
         the file; when non-empty every suite has failed.
+    defects : list of FieldDefect
+        Per-field image defects found by the ``images`` suite, whatever their action.
     """
 
     plate_dir: str
     plate_id: str | None
     suites: list[SuiteResult]
     errors: list[str] = field(default_factory=list)
+    defects: list[FieldDefect] = field(default_factory=list)
+
+    @property
+    def excluded_fields(self) -> list[tuple[str, int]]:
+        """(well, field_id) of every field with a defect whose action is ``exclude``, sorted."""
+        return sorted({(d.well, d.field_id) for d in self.defects if d.action == "exclude"})
+
+    def excluded_table(self) -> list[dict]:
+        """One dict per excluded field: ``well``, ``field_id``, ``defects`` (kinds) and ``files``."""
+        out = []
+        for well, fid in self.excluded_fields:
+            mine = [d for d in self.defects if (d.well, d.field_id) == (well, fid) and d.action == "exclude"]
+            out.append({"well": well, "field_id": fid, "defects": sorted({d.kind for d in mine}),
+                        "files": sorted({d.file_name for d in mine}), "details": [d.detail for d in mine]})
+        return out
 
     @property
     def success(self) -> bool:
@@ -143,6 +165,11 @@ class ValidationReport:
         lines += [f"{label}: error: {e}" for e in self.errors]
         for f in self.failures:
             lines += _failure_lines(label, f)
+        for d in self.defects:
+            if d.action == "block":
+                continue  # a failure of the images suite, listed above
+            then = f"field {d.well} f{d.field_id:02d} excluded from ingest" if d.action == "exclude" else "kept"
+            lines.append(f"{label}/{d.file_name}: WARNING [images] field '{d.measure}': {d.detail}; {then}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -154,6 +181,8 @@ class ValidationReport:
                 "success": self.success,
                 "errors": list(self.errors),
                 "suites": [asdict(s) | {"failures": [asdict(f) for f in s.failures]} for s in self.suites],
+                "defects": [d.to_dict() for d in self.defects],
+                "excluded_fields": self.excluded_table(),
             }
         )
 

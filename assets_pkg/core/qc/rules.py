@@ -16,8 +16,14 @@ Four suites (see :data:`~assets_pkg.core.qc.suites.SUITES`):
     every listed file exists with the recorded size and SHA-256, and no image in the folder is
     missing from metadata.csv.
 ``geometry``
-    every TIFF decodes completely (corrupt or truncated files fail), is 2-D, uint8 or uint16 as
-    ``bit_depth`` says, has the recorded (height, width), and all fields share one shape.
+    every TIFF decodes completely (corrupt or truncated files fail; a header declaring more
+    pixels than the limit is refused before decoding), is 2-D, uint8 or uint16 as ``bit_depth``
+    says, holds no value at or above ``2**bit_depth``, has the recorded (height, width), and all
+    fields share one shape.
+``images``
+    no field has a per-field image defect (blank, saturated, out of focus, debris:
+    :mod:`assets_pkg.core.qc.fields`) whose configured action is ``block``; defects set to
+    ``exclude`` or ``warn`` are reported beside the suites, not as failures.
 
 Each rule (:class:`Check`) is one expectation on one column of a table of
 :mod:`assets_pkg.core.qc.tables`, with a one-line explanation per offending row.
@@ -34,6 +40,8 @@ from typing import Any
 import pandas as pd
 
 from ..imaging import plates
+from .config import DEFECT_KINDS
+from .fields import MEASURES
 from .instruments import BOUNDED_FIELDS
 from .tables import INTEGER_COLUMNS, NUMERIC_COLUMNS, WELL_RE, dtype_for_bits
 
@@ -333,6 +341,12 @@ def build_checks() -> list[Check]:
           lambda c, i: (f"{c.val(i, '_image.dtype')} pixels but bit_depth {_fmt(c.val(i, 'bit_depth'))} "
                         f"(expected {dtype_for_bits(c.val(i, 'bit_depth'))})")),
     ]
+    out.append(C("geometry.bit_depth_range", "geometry", "rows", "bit_depth", "ExpectColumnValuesToBeInSet",
+                 _in_set("_image.max_fits"), "pixel values do not fit bit_depth",
+                 lambda c, i: (f"maximum pixel value {_fmt(c.val(i, '_image.max'))} does not fit bit_depth "
+                               f"{_fmt(c.val(i, 'bit_depth'))} (values must be below "
+                               f"{2 ** int(c.val(i, 'bit_depth'))})"),
+                 ("_image.max",)))
     for col in ("height", "width"):
         out.append(C(f"geometry.{col}", "geometry", "rows", col, "ExpectColumnPairValuesToBeEqual",
                      {"column_A": col, "column_B": f"_image.{col}", "ignore_row_if": "either_value_is_missing"},
@@ -344,6 +358,11 @@ def build_checks() -> list[Check]:
                  _in_set("_image.common_shape"), "image shape differs from the plate's other fields",
                  lambda c, i: (f"shape {c.val(i, '_image.shape')} differs from the plate's common shape "
                                f"{c.val(i, '_image.plate_shape')}")))
+    # ------------------------------------------------------------------------ images
+    for kind in DEFECT_KINDS:
+        out.append(C(f"images.{kind}", "images", "rows", MEASURES[kind], "ExpectColumnValuesToBeNull",
+                     {"column": f"_block.{kind}"}, f"{kind.replace('_', '-')} field (configured to block the plate)",
+                     lambda c, i, kind=kind: str(c.val(i, f"_block.{kind}"))))
     keys = [c.key for c in out]
     assert len(keys) == len(set(keys)), "duplicate check keys"
     return out

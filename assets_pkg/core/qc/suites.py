@@ -28,7 +28,7 @@ from .tables import cell_text
 __all__ = ["SUITES", "GxState", "gx_state", "run_suite", "failures_from_result", "column_failures"]
 
 #: Names of the suites, in the order they are reported.
-SUITES: tuple[str, ...] = ("schema", "provenance", "checksums", "geometry")
+SUITES: tuple[str, ...] = ("schema", "provenance", "checksums", "geometry", "images")
 
 
 @dataclass
@@ -221,7 +221,7 @@ def _row_failure(
     ctx: RowContext | None,
     frame: pd.DataFrame,
 ) -> Failure:
-    if column and ctx is not None and column not in ctx.csv_columns:
+    if column and ctx is not None and column in plates.METADATA_COLUMNS and column not in ctx.csv_columns:
         # one failure for the whole column, not one per row (schema names the column too)
         msg = f"{summary}: column '{column}' is missing from metadata.csv"
         return Failure(check.suite, gx_type, column, msg, [plates.METADATA_CSV], [])

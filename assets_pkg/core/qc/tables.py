@@ -9,8 +9,12 @@ Great Expectations checks columns of pandas frames, so a plate becomes three tab
   so that each rule is one expectation on one column and every failure names its rows;
 - the *files* table (:func:`files_frame`): the TIFF files in the folder, listed or not.
 
-The files are read once each (:func:`inspect_files`): size, SHA-256 and a header inspection
-plus full decode through :func:`assets_pkg.core.imaging.io.inspect_image`.
+The files are read once each (:func:`inspect_files`): size, SHA-256, a header inspection
+(:func:`assets_pkg.core.imaging.io.inspect_image`) and, when the header is within the limits
+and agrees with the metadata's (height, width), a full decode whose pixels are summarised for
+the bit depth rule and the per-field image checks (:func:`assets_pkg.core.qc.fields.image_stats`).
+Only regular files are opened, never through a symbolic link, and never blocking (a FIFO is
+refused at once).
 """
 
 from __future__ import annotations
@@ -32,7 +36,16 @@ import pandas as pd
 
 from ..errors import ImageFormatError, PlateFormatError
 from ..imaging import plates
-from ..imaging.io import TIFF_SUFFIXES, image_format, inspect_image
+from ..imaging.io import (
+    TIFF_SUFFIXES,
+    ImageLimits,
+    image_format,
+    inspect_image,
+    open_regular,
+    read_array,
+)
+from .config import PlateQCConfig
+from .fields import ImageStats, image_stats
 from .instruments import BOUNDED_FIELDS
 
 __all__ = [
@@ -41,6 +54,7 @@ __all__ = [
     "WELL_RE",
     "FileFacts",
     "inspect_files",
+    "expected_geometry",
     "cell_text",
     "rows_frame",
     "files_frame",
@@ -72,7 +86,11 @@ class FileFacts:
     tiff_error : str or None
         Why the file is not a complete, decodable TIFF (when images were inspected).
     ndim, dtype, shape
-        The image's :class:`~assets_pkg.core.imaging.io.ImageInfo` facts.
+        The image's :class:`~assets_pkg.core.imaging.io.ImageInfo` facts (from the header).
+    max_value : float or None
+        The largest pixel value (when the pixels were decoded).
+    stats : ImageStats or None
+        The image-quality measures of the pixels (when decoded, 2-D).
     """
 
     error: str | None = None
@@ -82,55 +100,97 @@ class FileFacts:
     ndim: int | None = None
     dtype: str | None = None
     shape: tuple[int, ...] | None = None
+    max_value: float | None = None
+    stats: ImageStats | None = None
 
 
-def _safe_name(name: str) -> bool:
-    return (
-        bool(name)
-        and name not in (".", "..")
-        and "/" not in name
-        and "\\" not in name
-        and "\x00" not in name
-        and not name.startswith(".")
-    )
+def _full_scale(bit_depth: float | None, dtype: np.dtype) -> float | None:
+    """``2**bit_depth - 1`` when ``bit_depth`` is a usable integer for ``dtype``, else None (dtype max)."""
+    if bit_depth is None or not np.issubdtype(dtype, np.integer) or math.isnan(bit_depth):
+        return None
+    if bit_depth != int(bit_depth) or not 1 <= bit_depth <= np.dtype(dtype).itemsize * 8:
+        return None
+    return float(2 ** int(bit_depth) - 1)
 
 
-def _inspect_file(plate_dir: Path, name: str | None, want_hash: bool, want_image: bool) -> FileFacts:
-    """Read one listed file once: size, SHA-256 and a full TIFF decode, as asked."""
+def _inspect_file(
+    plate_dir: Path,
+    name: str | None,
+    want_hash: bool,
+    want_image: bool,
+    bit_depth: float | None = None,
+    expect_shape: tuple[int, int] | None = None,
+    qc: PlateQCConfig | None = None,
+) -> FileFacts:
+    """Read one listed file once: size, SHA-256, header, and a decode summarised, as asked."""
     facts = FileFacts()
     if name is None:
         return facts
-    if not _safe_name(name):
+    if not plates.is_plain_name(name):
         facts.error = facts.tiff_error = f"unsafe file name {name!r}: not read (path separator, '..' or hidden)"
         return facts
     path = plate_dir / name
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        facts.error = facts.tiff_error = "file is missing"
+        with open_regular(path, follow_symlinks=False, what="file", error=PlateFormatError) as fh:
+            data = fh.read()
+    except PlateFormatError as e:
+        facts.error = facts.tiff_error = e.reason
         return facts
     except OSError as e:
-        facts.error = facts.tiff_error = f"cannot read file ({e.strerror or e})"
+        facts.error = facts.tiff_error = f"cannot read file ({e.strerror or type(e).__name__})"
         return facts
     facts.size = len(data)
     if want_hash:
         facts.sha256 = hashlib.sha256(data).hexdigest()
-    if want_image:
-        try:
-            fmt = image_format(path, data[:8])
-            if fmt != "tiff":  # refused before decoding it
-                facts.tiff_error = f"not a TIFF file ({fmt.upper()} data)"
-                return facts
-            info = inspect_image(path, data=data, verify=True)
-        except ImageFormatError as e:
-            facts.tiff_error = e.reason
+    if not want_image:
+        return facts
+    qc = PlateQCConfig() if qc is None else qc
+    limits: ImageLimits = qc.image_limits()
+    try:
+        fmt = image_format(path, data[:8])
+        if fmt != "tiff":  # refused before decoding it
+            facts.tiff_error = f"not a TIFF file ({fmt.upper()} data)"
             return facts
+        info = inspect_image(path, data=data)
         facts.shape, facts.ndim, facts.dtype = info.shape, info.ndim, info.dtype
+        if info.ndim != 2 or (expect_shape is not None and tuple(info.shape) != tuple(expect_shape)):
+            return facts  # not decoded: the geometry rules report the header's shape
+        img = read_array(path, data=data, limits=limits)
+    except ImageFormatError as e:
+        facts.tiff_error = e.reason
+        return facts
+    if img.ndim == 2 and img.size and (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+        facts.max_value = float(img.max())
+        facts.stats = image_stats(img, _full_scale(bit_depth, img.dtype), qc.debris_contrast)
     return facts
 
 
+def expected_geometry(plate: plates.Plate) -> tuple[list[float | None], list[tuple[int, int] | None]]:
+    """Per metadata row, the ``bit_depth`` and (``height``, ``width``) it declares (None where unusable)."""
+    meta = plate.metadata.reset_index(drop=True)
+
+    def values(col: str) -> list[float | None]:
+        if col not in meta.columns:
+            return [None] * len(meta)
+        out = []
+        for v in meta[col]:
+            x, ok = _parse_number(cell_text(v), integer=True)
+            out.append(x if ok and x > 0 else None)
+        return out
+
+    bits, heights, widths = values("bit_depth"), values("height"), values("width")
+    shapes = [(int(h), int(w)) if h is not None and w is not None else None for h, w in zip(heights, widths, strict=True)]
+    return bits, shapes
+
+
 def inspect_files(
-    plate_dir: Path, names: Iterable[str | None], want_hash: bool, want_image: bool
+    plate_dir: Path,
+    names: Iterable[str | None],
+    want_hash: bool,
+    want_image: bool,
+    bit_depths: Iterable[float | None] | None = None,
+    shapes: Iterable[tuple[int, int] | None] | None = None,
+    qc: PlateQCConfig | None = None,
 ) -> list[FileFacts]:
     """Read the listed files of a plate, in parallel threads, each once.
 
@@ -144,8 +204,15 @@ def inspect_files(
     want_hash : bool
         Compute each file's SHA-256.
     want_image : bool
-        Inspect each file as a TIFF and decode all its pixels
-        (:func:`~assets_pkg.core.imaging.io.inspect_image` with ``verify=True``).
+        Inspect each file as a TIFF and, when its header is within ``qc``'s limits and agrees
+        with ``shapes``, decode all its pixels and measure them
+        (:func:`~assets_pkg.core.qc.fields.image_stats`).
+    bit_depths : iterable of float or None, optional
+        Per name, the declared ``bit_depth`` (its ``2**bit_depth - 1`` is the saturation value).
+    shapes : iterable of (int, int) or None, optional
+        Per name, the declared (height, width); a file whose header says otherwise is not decoded.
+    qc : PlateQCConfig, optional
+        Image size limit and debris contrast; default :class:`PlateQCConfig()`.
 
     Returns
     -------
@@ -153,6 +220,8 @@ def inspect_files(
         One per name, in order; empty facts when neither is wanted.
     """
     names = list(names)
+    bit_depths = list(bit_depths) if bit_depths is not None else [None] * len(names)
+    shapes = list(shapes) if shapes is not None else [None] * len(names)
     if not (want_hash or want_image):
         return [FileFacts() for _ in names]
     workers = max(1, min(8, os.cpu_count() or 1, len(names)))
@@ -161,7 +230,10 @@ def inspect_files(
     tifffile_log.setLevel(logging.ERROR)  # corrupt files are reported as failures, not log noise
     try:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(lambda n: _inspect_file(plate_dir, n, want_hash, want_image), names))
+            return list(pool.map(
+                lambda args: _inspect_file(plate_dir, args[0], want_hash, want_image, args[1], args[2], qc),
+                zip(names, bit_depths, shapes, strict=True),
+            ))
     finally:
         tifffile_log.setLevel(level)
 
@@ -322,6 +394,11 @@ def rows_frame(
     two_d = [good and f.ndim == 2 for f, good in zip(facts, ok, strict=True)]
     W["_image.height"] = np.array([f.shape[0] if t else math.nan for f, t in zip(facts, two_d, strict=True)])
     W["_image.width"] = np.array([f.shape[1] if t else math.nan for f, t in zip(facts, two_d, strict=True)])
+    W["_image.max"] = np.array([math.nan if f.max_value is None else f.max_value for f in facts], dtype=float)
+    W["_image.max_fits"] = _obj(
+        (m < 2.0 ** b) if present(m, b) and b == int(b) and 1 <= b <= 64 else None
+        for m, b in zip(W["_image.max"], W["bit_depth"], strict=True)
+    )
     W["_image.dtype_ok"] = _obj(
         (dt == dtype_for_bits(b)) if dt in ("uint8", "uint16") and present(b) else None
         for dt, b in zip(W["_image.dtype"], W["bit_depth"], strict=True)

@@ -8,7 +8,7 @@ the CLI calls :func:`ingest_plate`, which chains them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlateFormatError, ValidationFailed
-from ..imaging.io import read_image
-from ..imaging.plates import PIXEL_DTYPES, Plate, read_plate
+from ..imaging.plates import Plate, read_plate
+from ..qc.config import PlateQCConfig
 from ..segmentation.nuclei import detect_nuclei, nucleus_centres
 from .config import FrameConfig, IngestParams, NucleusConfig
 from .frame_store import FrameStore
@@ -36,7 +36,12 @@ class FieldNuclei:
 
 @dataclass
 class IngestResult:
-    """What :func:`ingest_plate` did."""
+    """What :func:`ingest_plate` did.
+
+    ``excluded`` lists the fields left out for an image defect configured to ``exclude``
+    (:meth:`~assets_pkg.core.qc.report.ValidationReport.excluded_table`); ``n_fields`` counts
+    the fields ingested.
+    """
 
     plate_id: str
     n_fields: int
@@ -44,6 +49,7 @@ class IngestResult:
     n_frames: int
     seconds: float
     manifest: dict = field(default_factory=dict)
+    excluded: list[dict] = field(default_factory=list)
 
 
 def plate_pixel_size(plate: Plate) -> float:
@@ -63,7 +69,8 @@ def plate_digest(plate: Plate, from_files: bool = False) -> str:
     """SHA-256 over the plate's sorted (file name, sha256) pairs: its content version.
 
     With ``from_files`` the file checksums are computed from the bytes on disk (a missing
-    file counts as the empty string) instead of taken from metadata.csv.
+    file, a symbolic link or anything but a regular file counts as the empty string) instead of
+    taken from metadata.csv.
     """
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
@@ -74,8 +81,10 @@ def plate_digest(plate: Plate, from_files: bool = False) -> str:
     if from_files:
 
         def digest(name: str) -> str:
-            path = plate.image_path(name)
-            return sha256_file(path) if path.is_file() else ""
+            try:  # only regular files, never through a link: anything else counts as missing
+                return sha256_file(plate.image_path(name), follow_symlinks=False)
+            except PlateFormatError:
+                return ""
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             sums = list(pool.map(digest, names))
@@ -85,11 +94,14 @@ def plate_digest(plate: Plate, from_files: bool = False) -> str:
     return hashlib.sha256("\n".join(f"{a} {b}" for a, b in pairs).encode()).hexdigest()
 
 
-def _field_paths(plate: Plate) -> pd.DataFrame:
+def _field_paths(plate: Plate, exclude: frozenset[tuple[str, int]] = frozenset()) -> pd.DataFrame:
     fields = plate.fields()
     for ch in ("nucleus", "protein"):
         if ch not in fields.columns or fields[ch].isna().any():
             raise PlateFormatError(f"a field lacks its {ch} channel", path=plate.path / "metadata.csv", field="channel")
+    if exclude:
+        keep = [(str(w), int(f)) not in exclude for w, f in zip(fields["well"], fields["field_id"], strict=True)]
+        fields = fields[keep].reset_index(drop=True)
     return fields
 
 
@@ -98,6 +110,7 @@ def detect_plate_nuclei(
     params: NucleusConfig = NucleusConfig(),
     progress: Callable[[int, int], None] | None = None,
     segment_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    exclude: Iterable[tuple[str, int]] = (),
 ) -> list[FieldNuclei]:
     """Detect nuclei on every field's Hoechst channel.
 
@@ -110,14 +123,17 @@ def detect_plate_nuclei(
         ``segment_fn(image, nucleus_diameter_px) -> labels`` (for example a trained U-Net's
         :meth:`~assets_pkg.core.segmentation.training.SegmentationModel.segment`); the classical
         :func:`~assets_pkg.core.segmentation.nuclei.detect_nuclei` when None.
+    exclude : iterable of (well, field_id)
+        Fields left out (for example those with an image defect,
+        :attr:`~assets_pkg.core.qc.report.ValidationReport.excluded_fields`).
 
-    Returns one :class:`FieldNuclei` per field, in (well, field_id) order.
+    Returns one :class:`FieldNuclei` per field kept, in (well, field_id) order.
     """
     px = plate_pixel_size(plate)
-    fields = _field_paths(plate)
+    fields = _field_paths(plate, frozenset((str(w), int(f)) for w, f in exclude))
     out = []
     for i, row in enumerate(fields.itertuples(index=False)):
-        nuc = read_image(plate.image_path(row.nucleus), dtypes=PIXEL_DTYPES)
+        nuc = plate.read_field(row.nucleus)
         if segment_fn is None:
             labels = detect_nuclei(nuc, pixel_size_um=px, nucleus_diameter_um=params.nucleus_diameter_um)
         else:
@@ -157,8 +173,8 @@ def crop_plate_frames(
     chunks, rows = [], []
     for i, fn in enumerate(nuclei):
         paths = fields.loc[(fn.well, fn.field_id)]
-        nuc = read_image(plate.image_path(paths["nucleus"]), dtypes=PIXEL_DTYPES)
-        prot = read_image(plate.image_path(paths["protein"]), expect_shape=nuc.shape, dtypes=PIXEL_DTYPES)
+        nuc = plate.read_field(paths["nucleus"])
+        prot = plate.read_field(paths["protein"], expect_shape=nuc.shape)
         frames, centres = extract_frames(nuc, prot, fn.labels, downsample=factor, crop_size=params.crop_size)
         loc, grades = _localization_columns(plate, fn.well)
         info = plate.wells[fn.well]
@@ -199,13 +215,19 @@ def ingest_plate(
     provenance: dict | None = None,
     registry: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    qc: PlateQCConfig | None = None,
 ) -> IngestResult:
-    """Validate a plate folder and, when it passes, write its frames to the store.
+    """Validate a plate folder and, when it passes, write the frames of its good fields to the store.
+
+    Fields with an image defect whose action is ``exclude`` (``qc``, default every kind) are
+    left out and listed in ``IngestResult.excluded`` and in the store's provenance
+    (``excluded_fields``).
 
     Raises
     ------
     ValidationFailed
-        When any metadata suite fails; the store is not touched.  ``.report`` holds the
+        When any suite fails (a defect set to ``block`` included), or every field is
+        excluded; the store is not touched.  ``.report`` holds the
         :class:`~assets_pkg.core.qc.report.ValidationReport`.
     PlateFormatError
         When the folder is unreadable.
@@ -213,20 +235,28 @@ def ingest_plate(
     from ..qc.validate import validate_plate
 
     t0 = time.perf_counter()
-    report = validate_plate(plate_dir, registry=registry)
+    qc = PlateQCConfig() if qc is None else qc
+    report = validate_plate(plate_dir, registry=registry, qc=qc)
     if not report.success:
         raise ValidationFailed(
             f"plate failed validation, not ingested:\n{report.to_text()}", path=plate_dir, report=report
         )
-    plate = read_plate(plate_dir)
+    plate = read_plate(plate_dir, qc.metadata_limits(), qc.image_limits())
+    excluded = report.excluded_table()
+    if excluded and len(excluded) == len(plate.fields()):
+        raise ValidationFailed(
+            f"every field has an image defect, nothing to ingest:\n{report.to_text()}", path=plate_dir, report=report
+        )
     step = (lambda name: (lambda i, n: progress(name, i, n))) if progress else (lambda name: None)
-    nuclei = detect_plate_nuclei(plate, params, progress=step("nuclei"))
+    nuclei = detect_plate_nuclei(plate, params, progress=step("nuclei"), exclude=report.excluded_fields)
     frames, table = crop_plate_frames(plate, nuclei, params, progress=step("frames"))
     prov = {
         "source": str(Path(plate_dir).resolve()),
         "source_digest": plate_digest(plate),
         "ingest_params": params.model_dump(),
         "downsample": params.factor(plate_pixel_size(plate)),
+        "excluded_fields": excluded,
+        "qc": qc.model_dump(),
     }
     prov.update(provenance or {})
     manifest = store.write_plate(plate.plate_id, frames, table, prov)
@@ -237,6 +267,7 @@ def ingest_plate(
         n_frames=int(len(table)),
         seconds=time.perf_counter() - t0,
         manifest=manifest,
+        excluded=excluded,
     )
 
 

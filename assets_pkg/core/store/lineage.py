@@ -89,3 +89,18 @@ def plate_versions_of(rows: pd.DataFrame) -> dict[str, str]:
     if bad:
         raise StoreError(f"rows name several versions of a plate: {bad}", field="plate_version")
     return {p: str(v[0]) for p, v in per.items()}
+
+
+def rows_lineage(store, rows: pd.DataFrame) -> dict:
+    """What a step that reads ``rows`` (catalog or split rows) records of them.
+
+    Returns
+    -------
+    dict
+        ``plates`` (``plate_id -> plate_version`` the rows name) and ``dataset_md5``: the DVC md5
+        every one of those plate versions recorded at ingest when they agree, else None (plates
+        pinned by different pins, or ingested outside a DVC repository).
+    """
+    plates = plate_versions_of(rows)
+    md5s = {store.read_manifest(p, version=v).get("provenance", {}).get("dataset_md5") for p, v in plates.items()}
+    return {"plates": plates, "dataset_md5": md5s.pop() if len(md5s) == 1 else None}

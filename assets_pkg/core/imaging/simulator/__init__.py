@@ -18,7 +18,7 @@ only Python loops run over cells, never over pixels):
 4. **Camera**: Poisson shot noise, gain, ~100 ADU offset, Gaussian read noise, rounding and
    clipping into uint16.
 
-Optional acquisition defects (out of focus, saturation, debris) are planned from their own
+Optional acquisition defects (out of focus, saturation, debris, a blank channel) are planned from their own
 random stream and recorded.  Every random draw comes from a :class:`numpy.random.Generator`
 seeded by a :class:`numpy.random.SeedSequence` whose ``spawn_key`` names the plate, well,
 field and purpose, so a field's pixels depend only on (seed, plate, well, field) and never on

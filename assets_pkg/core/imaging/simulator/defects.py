@@ -1,8 +1,11 @@
-"""Acquisition defects: out of focus, saturated regions, debris.
+"""Acquisition defects: out of focus, saturated regions, debris, blank channels.
 
 A defect is planned (:func:`plan_defect`, parameters only, from its own random stream) and
 recorded in ``defects.csv`` by the writer; :func:`~.render.render_field` applies it: a wider PSF and
-more haze for ``out_of_focus``, an additive signal (:func:`defect_signal`) for the others.
+more haze for ``out_of_focus``, an additive signal (:func:`defect_signal`) for ``saturated`` and
+``debris``, and no stain for ``blank`` (the channel keeps background, camera noise and, for the
+protein, the cells' autofluorescence: a well whose tag is not expressed, or a missed Hoechst
+stain).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from .common import FIELD_SIZE, PIXEL_SIZE_UM, child_rng, smooth_noise, splat
 from .optics import FULL_SCALE
 
 #: Defect kinds :func:`simulate_plates` can inject.
-DEFECT_KINDS: tuple[str, ...] = ("out_of_focus", "saturated", "debris")
+DEFECT_KINDS: tuple[str, ...] = ("out_of_focus", "saturated", "debris", "blank")
 
 DEFECTS_COLUMNS = ("plate_id", "well", "field_id", "channel", "defect", "detail")
 
@@ -55,7 +58,7 @@ def plan_defect(
 
     Parameters
     ----------
-    kind : {'out_of_focus', 'saturated', 'debris'}
+    kind : {'out_of_focus', 'saturated', 'debris', 'blank'}
     seed : int or numpy.random.SeedSequence
     field_size : int
         Field side in pixels.
@@ -75,6 +78,8 @@ def plan_defect(
             f"defocus blur, Gaussian sigma {sigma:.1f} px",
         )
     ch = "protein" if rng.random() < 0.6 else "nucleus"
+    if kind == "blank":
+        return DefectPlan(kind, (ch,), (), f"blank {ch} channel: no stain, background and camera noise only")
     y, x = (float(v) for v in rng.uniform(0.15, 0.85, 2) * field_size)
     if kind == "saturated":
         r = float(rng.uniform(0.12, 0.25) * field_size)

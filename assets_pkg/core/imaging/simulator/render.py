@@ -167,6 +167,9 @@ def render_field(
         if defect.kind in ("saturated", "debris"):
             ch = defect.channels[0]
             signals[ch] = signals[ch] + defect_signal(defect, shape, pad, s)
+        elif defect.kind == "blank":  # no stain: only the protein channel's autofluorescence is left
+            ch = defect.channels[0]
+            signals[ch] = (35.0 * (g.cells > 0)).astype(np.float32) if ch == "protein" else np.zeros_like(signals[ch])
 
     if illumination is None:
         rng_i = child_rng(seed, SUB_CAMERA, 1)
