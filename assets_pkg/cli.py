@@ -169,14 +169,13 @@ def cmd_ingest(a) -> int:
     from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
     from .core.store.config import IngestParams
-    from .core.store.dvc import pinned_md5
+    from .core.store.dvc import dataset_pin, pinned_md5
     from .core.store.ingest import ingest_plate
 
     params = config_from_args(IngestParams, a)
     qc = config_from_args(PlateQCConfig, a, nucleus_diameter_um=params.nucleus_diameter_um)
     store = open_store(a.store)
     registry = load_instrument_registry(a.instruments)
-    md5s = set()
     failed = ingested = 0
     for d in a.plates:
         bars = {}
@@ -186,9 +185,8 @@ def cmd_ingest(a) -> int:
                 bars[step] = tqdm(total=n, desc=f"{d.name} {step}", unit="field", leave=False)
             bars[step].update(i - bars[step].n)
 
-        # the md5 of the pinned data that holds this plate as it is on disk (its own repository)
+        # the md5 of the pin that holds this plate as it is on disk (its own repository)
         md5, pin = pinned_md5(d)
-        md5s.add(md5)
         if md5 is None:
             print(f"{d.name}: dataset md5 not recorded: {pin}", file=sys.stderr)
         try:
@@ -210,7 +208,11 @@ def cmd_ingest(a) -> int:
                       f"{', '.join(x['files'])}: {'; '.join(x['details'])}", file=sys.stderr)
     if ingested and not a.no_catalog:
         # A conditional update, rebuilt on conflict: concurrent ingests never drop a plate.
-        md5 = md5s.pop() if len(md5s) == 1 else None
+        # The catalog records the dataset pin (data.dvc) when it holds every plate given.
+        try:
+            md5 = dataset_pin(a.plates)[0]
+        except CellscapeError:
+            md5 = None
         man = store.update_catalog({"dataset_md5": md5})
         print(f"catalog: {man['n_rows']} frames from {man['n_plates']} plates")
     return 1 if failed else 0

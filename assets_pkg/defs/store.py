@@ -20,7 +20,7 @@ from ..core.imaging.plates import read_plate
 from ..core.qc.validate import field_defects
 from ..core.segmentation.nuclei import nucleus_centres
 from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
-from ..core.store.dvc import pinned_md5, run_dvc
+from ..core.store.dvc import covers, dataset_pin, pin_plates, push_pins
 from ..core.store.ingest import (
     FieldNuclei,
     crop_plate_frames,
@@ -238,20 +238,21 @@ class DatasetVersionConfig(dg.Config):
 )
 def dataset_version(context: dg.AssetExecutionContext, config: DatasetVersionConfig, plate_frames: dict,
                     cellscape: CellscapeResource):
-    """The DVC md5 of the pinned plates (re-pinned and pushed after every ingest) and the plate versions it holds."""
+    """The DVC md5 of the dataset pin (data.dvc, indexing one .dvc per plate; re-pinned after every ingest) and the plate versions it holds."""
     if not plate_frames:
         raise dg.Failure("no plate has been ingested yet; ingest a plate first")
-    root = cellscape.root_path()
     dvc_file = cellscape.path(cellscape.dvc_file)
-    if config.pin:
-        rel = str(dvc_file.relative_to(root))
-        status = run_dvc(["status", "--json", rel], root)
-        if status.stdout.strip() not in ("", "{}"):
-            context.log.info(f"data changed since {cellscape.dvc_file}; re-pinning {dvc_file.stem}/")
-            run_dvc(["add", str(dvc_file.with_suffix("").relative_to(root))], root)
-        if config.push:
-            run_dvc(["push", rel], root)
-    md5, why = pinned_md5(cellscape.plates_path())
+    plate_dirs = [cellscape.plate_dir(pid) for pid in sorted(plate_frames)]
+    md5, why = dataset_pin(plate_dirs, dvc_file)
+    earlier = dvc_file.is_file() and covers(dvc_file, cellscape.plates_path())  # one pin of all data/
+    if config.pin and (md5 is None or earlier):
+        context.log.info(f"re-pinning: {why}")
+        res = pin_plates(plate_dirs, push=config.push, index_dvc=dvc_file)
+        if res.converted:
+            context.log.info(f"{cellscape.dvc_file} pinned the whole data folder; now one pin per plate")
+        md5, why = dataset_pin(plate_dirs, dvc_file)
+    elif config.pin and config.push:
+        push_pins(plate_dirs, dvc_file)
     if md5 is None:
         if config.pin:
             raise dg.Failure(f"the plates are not pinned: {why}")

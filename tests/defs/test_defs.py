@@ -201,7 +201,10 @@ def test_dataset_assets_pin_catalog_and_split(project, tmp_path):
         assert list(per_plate.columns) == ["plate_id", "frames", "proteins"] and len(per_plate) == 2
         summary = table_frame(res.asset_materializations_for_node("dataset_splits")[0].metadata["summary"])
         assert summary.columns[0] == "split" and set(summary["split"]) <= {"train", "valid", "test"}
-        assert md5.endswith(".dir") and md5 in (project / "data.dvc").read_text()
+        # data.dvc pinned all of data/ (the earlier layout): now one pin per plate and the index
+        assert md5 in (project / "data.dvc").read_text() and not md5.endswith(".dir")
+        assert sorted(p.name for p in (project / "data" / "plates").glob("*.dvc")) == ["plate01.dvc", "plate02.dvc"]
+        assert "plate01" in (project / "data" / "plates.yaml").read_text()
         assert any((tmp_path / "remote").rglob("*")), "dvc push put nothing in the remote"
         store = FrameStore(str(project / "artifacts" / "frames"))
         cat = store.read_catalog()
