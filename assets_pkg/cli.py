@@ -172,14 +172,13 @@ def cmd_ingest(a) -> int:
     from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
     from .core.store.config import IngestParams
-    from .core.store.dvc import pinned_md5
+    from .core.store.dvc import dataset_pin, pinned_md5
     from .core.store.ingest import ingest_plate
 
     params = config_from_args(IngestParams, a)
     qc = config_from_args(PlateQCConfig, a, nucleus_diameter_um=params.nucleus_diameter_um)
     store = open_store(a.store)
     registry = load_instrument_registry(a.instruments)
-    md5s = set()
     failed = ingested = 0
     for d in a.plates:
         bars = {}
@@ -189,9 +188,8 @@ def cmd_ingest(a) -> int:
                 bars[step] = tqdm(total=n, desc=f"{d.name} {step}", unit="field", leave=False)
             bars[step].update(i - bars[step].n)
 
-        # the md5 of the pinned data that holds this plate as it is on disk (its own repository)
+        # the md5 of the pin that holds this plate as it is on disk (its own repository)
         md5, pin = pinned_md5(d)
-        md5s.add(md5)
         if md5 is None:
             print(f"{d.name}: dataset md5 not recorded: {pin}", file=sys.stderr)
         try:
@@ -213,7 +211,11 @@ def cmd_ingest(a) -> int:
                       f"{', '.join(x['files'])}: {'; '.join(x['details'])}", file=sys.stderr)
     if ingested and not a.no_catalog:
         # A conditional update, rebuilt on conflict: concurrent ingests never drop a plate.
-        md5 = md5s.pop() if len(md5s) == 1 else None
+        # The catalog records the dataset pin (data.dvc) when it holds every plate given.
+        try:
+            md5 = dataset_pin(a.plates)[0]
+        except CellscapeError:
+            md5 = None
         man = store.update_catalog({"dataset_md5": md5})
         print(f"catalog: {man['n_rows']} frames from {man['n_plates']} plates")
     return 1 if failed else 0
@@ -281,6 +283,9 @@ def _add_train(sub):
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train)
 
 
@@ -293,7 +298,7 @@ def cmd_train(a) -> int:
     cfg = config_from_args(TrainConfig, a)
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
-    provenance = training_lineage(store, splits, version, a.out)
+    provenance = training_lineage(store, splits, version, a.out, pin=not a.no_pin)
     print(f"devices: {describe_devices()}")
     with ProgressBar("training") as bar:
         res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write, progress=bar)
@@ -404,6 +409,9 @@ def _add_train_distributed(sub):
                    help="when the store holds no splits table: exclusive unit of the split made here")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
     p.add_argument("--log-every", type=int, default=0, help="print the mean step metrics every this many steps")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train_distributed)
 
 
@@ -423,7 +431,7 @@ def cmd_train_distributed(a) -> int:
     store = open_store(a.frames)
     splits, version = store_splits(store, a.split_by, cfg.seed)
     say(f"devices: {describe_devices()}")
-    provenance = training_lineage(store, splits, version, a.out, pin=primary)
+    provenance = training_lineage(store, splits, version, a.out, pin=primary and not a.no_pin)
     if primary:
         with ProgressBar("training") as bar:
             res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write,
@@ -453,6 +461,9 @@ def _add_report(sub):
     add_config_arguments(p, AtlasConfig)
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here (as for train)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
+                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_report)
 
 
@@ -473,16 +484,18 @@ def cmd_report(a) -> int:
             raise CellscapeError(f"--compare takes NAME=DIR, got {item!r}", field="compare")
         models[name] = Path(path)
     # the frames the model's own split named, read at the versions it trained on
-    trained = read_record(a.checkpoint).get("provenance", {}).get("splits_store_version")
+    record = read_record(a.checkpoint) if (a.checkpoint / "model.json").is_file() else {}
+    trained = record.get("provenance", {}).get("splits_store_version")
     if trained:
         splits = store.read_dataset_table("splits", version=trained)
         print(f"splits: the split {a.checkpoint} was trained on (stored as {trained})")
     else:
         splits, _ = store_splits(store, a.split_by, cfg.seed)
     lineage = rows_lineage(store, splits)
-    tag = hashlib.sha256(str(a.out.resolve()).encode()).hexdigest()[:12]
-    store.pin(f"cli-report-{tag}", lineage_refs(lineage["plates"], {"splits": trained} if trained else {}),
-              note=str(a.out.resolve()))
+    if not a.no_pin:
+        tag = hashlib.sha256(str(a.out.resolve()).encode()).hexdigest()[:12]
+        store.pin(f"cli-report-{tag}", lineage_refs(lineage["plates"], {"splits": trained} if trained else {}),
+                  note=str(a.out.resolve()))
     table, paths = build_report(models, store, splits, a.out, cfg,
                                 provenance={**lineage, "splits_store_version": trained})
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))

@@ -1,4 +1,5 @@
-"""``cellscape gc`` and ``cellscape verify``: retention and integrity of a frame store.
+"""``cellscape gc``, ``cellscape verify`` and ``cellscape pin``: retention and integrity of a
+frame store, and the DVC pins of the raw plates.
 
 Kept apart from :mod:`assets_pkg.cli`, which adds these subcommands with
 :func:`add_store_commands` and opens stores with :func:`open_store`.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 _HELP = argparse.ArgumentDefaultsHelpFormatter
@@ -65,7 +67,34 @@ def cmd_verify(a) -> int:
     return 0 if report.ok else 1
 
 
+def _add_pin(sub) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser("pin", formatter_class=_HELP,
+                       help="pin plate folders with DVC, one .dvc file per plate, and re-pin the dataset index (data.dvc)")
+    p.add_argument("plates", nargs="+", type=Path, help="plate folders, in one plates folder of a DVC repository")
+    p.add_argument("--push", action="store_true", help="also dvc push them and the index to the default remote")
+    p.add_argument("--index", default=None, help="the dataset pin, relative to the repository root (default: data.dvc)")
+    p.set_defaults(func=cmd_pin)
+
+
+def cmd_pin(a) -> int:
+    from .core.store.dvc import pin_plates
+
+    res = pin_plates(a.plates, push=a.push, index_dvc=a.index)
+    if res.converted:
+        print(f"{res.dvc_files[-1].name} pinned the whole data folder: replaced by one pin per plate "
+              f"and the index {res.index.name}")
+    for plate, md5 in res.plates.items():
+        print(f"{plate}: {md5}")
+    print(f"dataset: {res.dataset_md5} ({res.dvc_files[-1].name} -> {res.index.name})"
+          + ("; pushed" if res.pushed else ""))
+    print("commit: git add " + " ".join(os.path.relpath(f) for f in res.dvc_files))
+    return 0
+
+
 def add_store_commands(sub) -> None:
-    """Add ``gc`` and ``verify`` to the ``cellscape`` subparsers."""
+    """Add ``gc``, ``verify`` and ``pin`` to the ``cellscape`` subparsers."""
     _add_gc(sub)
     _add_verify(sub)
+    _add_pin(sub)

@@ -20,7 +20,7 @@ from ..core.imaging.plates import read_plate
 from ..core.qc.validate import field_defects
 from ..core.segmentation.nuclei import nucleus_centres
 from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
-from ..core.store.dvc import pinned_md5, run_dvc
+from ..core.store.dvc import covers, dataset_pin, pin_plates, push_pins
 from ..core.store.ingest import (
     FieldNuclei,
     crop_plate_frames,
@@ -134,9 +134,9 @@ def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, c
         "excluded_count": len(excluded),
     }
     if defects:
-        md["excluded_defects"] = dg.MetadataValue.md(pd.DataFrame(
+        md["excluded_defects"] = table_metadata(pd.DataFrame(
             [{"field": f"{d.well} f{d.field_id:02d}", "file": d.file_name, "defect": d.kind, "detail": d.detail}
-             for d in defects]).to_markdown(index=False))
+             for d in defects]))
     if first is not None:
         fields = plate.fields().set_index(["well", "field_id"])
         paths = fields.loc[(first.well, first.field_id)]
@@ -222,7 +222,8 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
 
 
 class DatasetVersionConfig(dg.Config):
-    """Whether to re-pin and push the plates with DVC (needs a DVC repository at the root)."""
+    """Whether to re-pin and push the plates with DVC (needs a DVC repository at the root); with
+    pin=false the plates' md5 is recorded only when data/ already matches its pin, else as unpinned."""
 
     pin: bool = True
     push: bool = True
@@ -237,22 +238,25 @@ class DatasetVersionConfig(dg.Config):
 )
 def dataset_version(context: dg.AssetExecutionContext, config: DatasetVersionConfig, plate_frames: dict,
                     cellscape: CellscapeResource):
-    """The DVC md5 of the pinned plates (re-pinned and pushed after every ingest) and the plate versions it holds."""
+    """The DVC md5 of the dataset pin (data.dvc, indexing one .dvc per plate; re-pinned after every ingest) and the plate versions it holds."""
     if not plate_frames:
         raise dg.Failure("no plate has been ingested yet; ingest a plate first")
-    root = cellscape.root_path()
     dvc_file = cellscape.path(cellscape.dvc_file)
-    if config.pin:
-        rel = str(dvc_file.relative_to(root))
-        status = run_dvc(["status", "--json", rel], root)
-        if status.stdout.strip() not in ("", "{}"):
-            context.log.info(f"data changed since {cellscape.dvc_file}; re-pinning {dvc_file.stem}/")
-            run_dvc(["add", str(dvc_file.with_suffix("").relative_to(root))], root)
-        if config.push:
-            run_dvc(["push", rel], root)
-    md5, why = pinned_md5(cellscape.plates_path())
+    plate_dirs = [cellscape.plate_dir(pid) for pid in sorted(plate_frames)]
+    md5, why = dataset_pin(plate_dirs, dvc_file)
+    earlier = dvc_file.is_file() and covers(dvc_file, cellscape.plates_path())  # one pin of all data/
+    if config.pin and (md5 is None or earlier):
+        context.log.info(f"re-pinning: {why}")
+        res = pin_plates(plate_dirs, push=config.push, index_dvc=dvc_file)
+        if res.converted:
+            context.log.info(f"{cellscape.dvc_file} pinned the whole data folder; now one pin per plate")
+        md5, why = dataset_pin(plate_dirs, dvc_file)
+    elif config.pin and config.push:
+        push_pins(plate_dirs, dvc_file)
     if md5 is None:
-        raise dg.Failure(f"the plates are not pinned: {why}")
+        if config.pin:
+            raise dg.Failure(f"the plates are not pinned: {why}")
+        context.log.warning(f"the plates are recorded unpinned (pin=false): {why}")
     # the pin holds the files on disk now: each ingested plate must still be what was ingested
     changed = []
     for pid, h in sorted(plate_frames.items()):
@@ -270,9 +274,9 @@ def dataset_version(context: dg.AssetExecutionContext, config: DatasetVersionCon
     table = pd.DataFrame([{"plate_id": p, **v} for p, v in plates.items()])
     return dg.MaterializeResult(
         value=handle,
-        metadata={"dataset_md5": md5, "dvc_file": dg.MetadataValue.path(str(dvc_file)),
+        metadata={"dataset_md5": md5 or "unpinned", "dvc_file": dg.MetadataValue.path(str(dvc_file)),
                   "plates": table_metadata(table), "content_key": key},
-        data_version=dg.DataVersion(f"{md5}:{key[:16]}"),
+        data_version=dg.DataVersion(f"{md5 or 'unpinned'}:{key[:16]}"),
     )
 
 
@@ -304,7 +308,7 @@ def frame_catalog(context: dg.AssetExecutionContext, dataset_version: dict, cell
             "plates": int(catalog["plate_id"].nunique()),
             "proteins": len(proteins),
             "per_plate": table_metadata(per_plate, index=True),
-            "dataset_md5": md5,
+            "dataset_md5": md5 or "unpinned",
             "catalog_version": manifest["version"],
         },
         data_version=dg.DataVersion(manifest["version"]),
@@ -352,7 +356,7 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitsConfig, fram
             "proteins": int(splits["label"].nunique()),
             "store_version": manifest["version"],
             "catalog_version": frame_catalog["catalog_version"],
-            "dataset_md5": frame_catalog["dataset_md5"],
+            "dataset_md5": frame_catalog["dataset_md5"] or "unpinned",
         },
         data_version=dg.DataVersion(version),
         check_results=[

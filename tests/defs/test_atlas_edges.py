@@ -11,6 +11,7 @@ import pytest
 from spectra_factory import synthetic_embeddings
 
 from assets_pkg.core.localization import atlas
+from assets_pkg.definitions import defs
 from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from assets_pkg.defs.localization import atlas as atlas_defs
 from assets_pkg.defs.resources import CellscapeResource
@@ -42,7 +43,7 @@ def given_embeddings(tmp_path):
 def test_the_report_uses_its_parents_spectra_clusters_and_projection(given_embeddings):
     embs, handle, handles, resources = given_embeddings
     with dg.instance_for_test() as instance:
-        res = dg.materialize(ASSETS, selection=ASSETS[1:], instance=instance, resources=resources, run_config=CONFIG)
+        res = dg.materialize(list(defs.assets), selection=ASSETS[1:], instance=instance, resources=resources, run_config=CONFIG)
         assert res.success
         run8 = res.run_id[:8]
         report = json.loads((handles / "localization_report.json").read_text())
@@ -70,9 +71,9 @@ def test_the_report_uses_its_parents_spectra_clusters_and_projection(given_embed
                 np.testing.assert_array_equal(z["leaf_order"], cc.leaf_order)
 
         # spectra made again in a later run: the stored clusters no longer describe them
-        assert dg.materialize(ASSETS, selection=[atlas_defs.protein_spectra], instance=instance,
+        assert dg.materialize(list(defs.assets), selection=[atlas_defs.protein_spectra], instance=instance,
                               resources=resources).success
-        res = dg.materialize(ASSETS, selection=[atlas_defs.localization_report], instance=instance,
+        res = dg.materialize(list(defs.assets), selection=[atlas_defs.localization_report], instance=instance,
                              resources=resources, raise_on_error=False)
         assert not res.success
         assert "materialize feature_spectrum_clusters again" in str(res.failure_data_for_node("localization_report").error)

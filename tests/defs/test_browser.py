@@ -129,7 +129,11 @@ def test_the_ui_shows_figures_lists_demo_runs_and_materializes_frame_catalog(tmp
             with workspace_launcher(instance, REPO / "workspace.yaml") as launcher:
                 instance.add_dynamic_partitions("plates", ["plate01"])
                 ingest = launcher.launch("ingest_plate_job", {"ops": {}}, partition_key="plate01")
-            assert ingest.success
+                # the dataset: no DVC repository here, so dataset_version records the plates unpinned
+                dataset = launcher.launch("dataset_job", {"ops": {
+                    "dataset_version": {"config": {"pin": False, "push": False}},
+                    "dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0, "exclusive_by": "protein"}}}})
+            assert ingest.success and dataset.success
             deadline = time.time() + 120
             while not _location_loaded(port):
                 assert proc.poll() is None, log_path.read_text()[-3000:]
@@ -210,8 +214,6 @@ def test_the_ui_shows_figures_lists_demo_runs_and_materializes_frame_catalog(tmp
             before = {r.run_id for r in instance.get_runs()}
             driver.get(f"{base}/assets/frame_catalog")
             click("//button[normalize-space()='Materialize']")
-            # dataset_version (upstream) was never materialized: the UI asks to confirm
-            click("//div[contains(@class,'bp5-dialog')]//button[normalize-space()='Confirm']")
             screens.shot("frame_catalog_launched")
             deadline = time.time() + 180
             run = None

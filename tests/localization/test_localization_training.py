@@ -104,6 +104,9 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(uninterrupte
     # the command-line report on this model, compared with the uninterrupted twin
     from assets_pkg.cli import main
 
+    # the report scores the split the models trained on (stored, as the dataset_splits asset would)
+    store.write_dataset_table("splits", splits, {"split_version": "fixture",
+                                                 "config": SplitConfig(0.75, 0.25, 0.0, "field", seed=0).model_dump()})
     rc = main(["report", "--checkpoint", str(tmp_path / "b"), "--compare", f"twin={root / 'a'}",
                "--frames", str(root / "s"), "--out", str(tmp_path / "report"), "--n-clusters", "3",
                "--score-split", "valid"])  # this store has no test split

@@ -33,6 +33,7 @@ from assets_pkg.core.segmentation.training import (
     train_segmentation,
 )
 from assets_pkg.defs import imaging, qc, segmentation, store
+from assets_pkg.defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from assets_pkg.defs.metadata import table_frame
 from assets_pkg.defs.resources import CellscapeResource
 
@@ -337,7 +338,7 @@ def test_segmentation_job_materializes_and_nuclei_masks_can_use_the_unet(tmp_pat
         instance.add_dynamic_partitions("plates", ["plate01"])
         r2 = dg.materialize(
             [imaging.plate_images, qc.plate_metadata, qc.plate_metadata_suites, store.nuclei_masks],
-            partition_key="plate01", instance=instance, resources={"cellscape": res},
+            partition_key="plate01", instance=instance, resources={"cellscape": res, HANDLE_IO_MANAGER: HandleIOManager()},
             run_config={"ops": {"nuclei_masks": {"config": {"nucleus_segmenter": "unet"}}}})
         assert r2.success
         nm = r2.asset_materializations_for_node("nuclei_masks")[0].metadata

@@ -110,6 +110,8 @@ class FrameStore(VersionedStore):
         Shared TensorStore resources (caches, concurrency limits, credentials).  A
         ``memory://`` store lives as long as its context: two ``FrameStore("memory://")``
         objects are two different stores unless they share one.
+    single_writer : bool
+        See :class:`~.versioned.VersionedStore` (an ``s3`` store with emulated conditional writes).
     """
 
     def __init__(
@@ -117,9 +119,11 @@ class FrameStore(VersionedStore):
         root: str | os.PathLike | Mapping,
         layout: ChunkLayout = DEFAULT_LAYOUT,
         context: ts.Context | None = None,
+        *,
+        single_writer: bool = False,
     ):
         self.layout = layout
-        super().__init__(root, context)
+        super().__init__(root, context, single_writer=single_writer)
 
     # ------------------------------------------------------------------ plate keys
     @staticmethod

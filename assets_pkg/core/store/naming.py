@@ -57,6 +57,16 @@ def kvstore_spec(root: str | os.PathLike | Mapping) -> Any:
     return {"driver": "file", "path": str(Path(root).expanduser().resolve()) + "/"}
 
 
+def emulated_conditional_writes(spec: Any) -> bool:
+    """Whether a kvstore spec asks TensorStore to emulate conditional writes (not atomic).
+
+    True for an ``s3`` spec with ``"use_conditional_write": false``: TensorStore then checks
+    the generation with a HEAD request and writes with an unconditional PUT, so two writers
+    can both pass the check.  Every other driver (and ``s3`` by default) swaps atomically.
+    """
+    return isinstance(spec, Mapping) and spec.get("driver") == "s3" and spec.get("use_conditional_write") is False
+
+
 def prefix_range(prefix: str) -> ts.KvStore.KeyRange:
     """Key range of all keys starting with ``prefix`` (which ends with '/'; '' = all keys)."""
     if not prefix:

@@ -29,12 +29,19 @@ current one and young versions are kept).  Dataset tables rebuilt from the store
 use :meth:`VersionedStore.update_dataset_table`: on a conflict the table is rebuilt from the
 fresh store and the write retried, so N concurrent catalog updates never drop a plate.
 
-Conditional writes are compare-and-swap operations of the kvstore driver: object stores
-(``gcs``, ``s3``) use generation/ETag preconditions, ``memory`` a mutex, and ``file`` an
-exclusive OFD ``fcntl`` lock on ``<key>.__lock`` around "compare generation, write a temporary,
-rename", so on a local folder (or a network file system with working locks) the swap is safe
-across processes without a lock file of our own (``tests/store/test_store_concurrency.py``
-checks it with processes).
+Conditional writes are compare-and-swap operations of the kvstore driver: ``gcs`` uses
+generation preconditions, ``s3`` sends ``If-Match``/``If-None-Match`` with the PUT (S3
+conditional writes, which TensorStore uses by default, also on an S3-compatible ``endpoint``;
+``tests/store/test_store_s3.py`` checks the swap across processes on a moto server),
+``memory`` a mutex, and ``file`` an exclusive OFD ``fcntl`` lock on ``<key>.__lock`` around
+"compare generation, write a temporary, rename", so on a local folder (or a network file
+system with working locks) the swap is safe across processes without a lock file of our own
+(``tests/store/test_store_concurrency.py``).  An ``s3`` spec with ``"use_conditional_write":
+false`` (for servers without conditional PUT) makes TensorStore emulate the condition with a
+HEAD before an unconditional PUT: two writers both pass the HEAD and one update is lost
+(4 processes x 50 increments kept 75).  Such a store refuses pointer writes
+(:func:`~.naming.emulated_conditional_writes`) unless opened with ``single_writer=True``, the
+caller's promise that one writer at a time uses it; reads are unaffected.
 
 Arrays are opened with ``fill_missing_data_reads=False`` and written with
 ``store_data_equal_to_fill_value=True``: a missing chunk is an error, never silent zeros.  A
@@ -70,6 +77,7 @@ from .naming import (
     check_provenance,
     check_version,
     describe_object,
+    emulated_conditional_writes,
     is_safe_name,
     is_version,
     json_bytes,
@@ -96,11 +104,16 @@ class VersionedStore:
         Shared TensorStore resources (caches, concurrency limits, credentials).  A
         ``memory://`` store lives as long as its context: two stores opened on
         ``"memory://"`` are two different stores unless they share one.
+    single_writer : bool
+        Allow writes where the kvstore only emulates conditional writes (``s3`` with
+        ``"use_conditional_write": false``): the caller guarantees one writer at a time.
     """
 
-    def __init__(self, root: str | os.PathLike | Mapping, context: ts.Context | None = None):
+    def __init__(self, root: str | os.PathLike | Mapping, context: ts.Context | None = None,
+                 *, single_writer: bool = False):
         self.context = context if context is not None else ts.Context()
         self._spec = kvstore_spec(root)
+        self.single_writer = bool(single_writer)
         try:
             self._kv = ts.KvStore.open(self._spec, context=self.context).result()
         except ValueError as e:
@@ -113,11 +126,15 @@ class VersionedStore:
 
     @property
     def url(self) -> str:
-        """The root as a kvstore URL (or JSON spec text where the driver has no URL form)."""
+        """The root as a kvstore URL (or JSON spec text where the spec has no URL form).
+
+        An ``s3`` store with an explicit ``endpoint`` (an S3-compatible server) has no URL
+        form: TensorStore raises NotImplementedError for it.
+        """
         try:
             return self._kv.url
-        except (ValueError, AttributeError):
-            return json.dumps(self._kv.spec().to_json())
+        except (ValueError, AttributeError, NotImplementedError):
+            return json.dumps(self._kv.spec().to_json(), sort_keys=True)
 
     # ------------------------------------------------------------------ raw key-value I/O
     def _read_bytes(self, key: str) -> bytes | None:
@@ -142,6 +159,13 @@ class VersionedStore:
 
     def _write_if(self, key: str, data: bytes | None, generation: bytes) -> bool:
         """Write (or delete, ``data=None``) ``key`` only if its generation is still ``generation``."""
+        if not self.single_writer and emulated_conditional_writes(self._spec):
+            raise StoreError(
+                "this s3 store has use_conditional_write false: TensorStore would emulate the "
+                "conditional pointer write with HEAD then PUT, which loses concurrent updates; remove "
+                "the option (the server must support If-Match/If-None-Match on PUT) or open the store "
+                "with single_writer=True if one writer at a time is guaranteed",
+                path=self._where(key), field="use_conditional_write")
         stamp = self._kv.write(key, data, if_equal=generation).result()
         return stamp.generation != b""  # an unmet condition answers the "unknown" generation
 

@@ -79,7 +79,7 @@ def _train(context, cfg: TrainConfig, cellscape: CellscapeResource, name: str, s
         "classification_weight": cfg.classification_weight,
         "num_classes": res.model_config.num_classes,
         "num_embeddings": res.model_config.num_embeddings,
-        "dataset_md5": provenance["dataset_md5"],
+        "dataset_md5": provenance["dataset_md5"] or "unpinned",
         "split_version": str(provenance["split_version"]),
         "splits_store_version": splits_handle["splits_version"],
         "frames_per_second": float(fm.get("frames_per_second", float("nan"))),
@@ -194,7 +194,7 @@ def current_model(context: dg.AssetExecutionContext, localization_model: dict):
     return dg.Output(handle, metadata={
         "checkpoint_dir": dg.MetadataValue.path(localization_model["checkpoint"]),
         "previous": (previous or {}).get("checkpoint", "none"),
-        "dataset_md5": localization_model["dataset_md5"],
+        "dataset_md5": localization_model["dataset_md5"] or "unpinned",
         "splits_store_version": localization_model["splits_store_version"],
         "preset": str(localization_model["config"].get("preset")),
     })
