@@ -288,7 +288,12 @@ def pin_plates(plate_dirs: Iterable[str | Path], push: bool = False,
     """
     from ..imaging.plates import list_plates
 
-    dirs, plates_dir, root = _plates_folder(plate_dirs)
+    try:
+        dirs, plates_dir, root = _plates_folder(plate_dirs)
+    except CellscapeError as e:  # no DVC repository around the plates: unpinned, not an error here
+        if "no DVC repository" not in str(e):
+            raise
+        return None, str(e)
     index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
     with dvc_lock(root):  # the whole sequence: a concurrent pin would rewrite the index under us
         converted = index_dvc.is_file() and covers(index_dvc, plates_dir)
@@ -328,7 +333,12 @@ def dataset_pin(plate_dirs: Iterable[str | Path], index_dvc: str | Path | None =
     earlier layout (``data.dvc`` pins the folder holding the plates) it is :func:`pinned_md5`
     of that folder.
     """
-    dirs, plates_dir, root = _plates_folder(plate_dirs)
+    try:
+        dirs, plates_dir, root = _plates_folder(plate_dirs)
+    except CellscapeError as e:  # no DVC repository around the plates: unpinned, not an error here
+        if "no DVC repository" not in str(e):
+            raise
+        return None, str(e)
     index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
     if not index_dvc.is_file():
         return None, f"{index_dvc} is missing (run cellscape pin on the plates)"
