@@ -288,12 +288,7 @@ def pin_plates(plate_dirs: Iterable[str | Path], push: bool = False,
     """
     from ..imaging.plates import list_plates
 
-    try:
-        dirs, plates_dir, root = _plates_folder(plate_dirs)
-    except CellscapeError as e:  # no DVC repository around the plates: unpinned, not an error here
-        if "no DVC repository" not in str(e):
-            raise
-        return None, str(e)
+    dirs, plates_dir, root = _plates_folder(plate_dirs)
     index_dvc = root / INDEX_DVC if index_dvc is None else (root / index_dvc).resolve()
     with dvc_lock(root):  # the whole sequence: a concurrent pin would rewrite the index under us
         converted = index_dvc.is_file() and covers(index_dvc, plates_dir)
