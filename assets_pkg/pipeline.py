@@ -164,7 +164,11 @@ def run_main_job(root: Path, pin: bool = True, train: bool = True, segment: bool
                 res = run("ablation_job", "model", "ablation without the head",
                           {"localization_model_ablation": {"config": {"preset": "tiny"}}})
             if res.success:
-                res = run("atlas_job", "atlas", "embeddings, spectra, clusters, UMAP, report")
+                # scored on the held-out frames (valid + test): the demo's test split alone has no
+                # localization class shared by two single-localization proteins, so its clustering
+                # score and ARI would be undefined
+                res = run("atlas_job", "atlas", "embeddings, spectra, clusters, UMAP, report",
+                          {"localization_report": {"config": {"score_split": "heldout"}}})
                 if res.success:
                     md = res.asset_materializations_for_node("localization_report")[0].metadata
                     print(table_frame(md["scores"]).to_markdown(index=False), flush=True)
