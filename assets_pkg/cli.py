@@ -274,11 +274,18 @@ def cmd_import(a) -> int:
 
 
 def _add_train(sub):
-    from .core.localization.config import TrainConfig
 
     p = sub.add_parser("train", help="train the localization VQ-VAE on the frames of a store", formatter_class=_HELP)
     p.add_argument("--frames", required=True, help="frame store (path, URL or kvstore JSON)")
     p.add_argument("--out", required=True, type=Path, help="model folder: checkpoints/, metrics.json, history.csv, figures/")
+    _add_training_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+
+def _add_training_arguments(p) -> None:
+    """The flags ``train`` and ``train-distributed`` share: TrainConfig's fields, the split, resume, pins."""
+    from .core.localization.config import TrainConfig
+
     add_config_arguments(p, TrainConfig, exclude=("model",))
     p.add_argument("--split-by", choices=["field", "protein"], default="field",
                    help="when the store holds no splits table: exclusive unit of the split made here")
@@ -286,12 +293,22 @@ def _add_train(sub):
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
                         "stages rebuild their store and pass this, so a stage never writes into its input)")
-    p.set_defaults(func=cmd_train)
+
+
+def _report_training(res, store, splits, out: Path, seed: int) -> None:
+    """Save the training figures and print the validation metrics and where the model is."""
+    from .core.localization.training import save_training_figures
+
+    figs = save_training_figures(res, store, splits, out.name, seed=seed)
+    fm = res.final_metrics
+    print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
+    print(f"model: {out}  (model.json, metrics.json, history.csv, checkpoints/, figures: "
+          f"{', '.join(p.name for p in figs.values())})")
 
 
 def cmd_train(a) -> int:
     from .core.localization.config import TrainConfig
-    from .core.localization.training import fit, save_training_figures
+    from .core.localization.training import fit
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
 
@@ -302,10 +319,7 @@ def cmd_train(a) -> int:
     print(f"devices: {describe_devices()}")
     with ProgressBar("training") as bar:
         res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log=bar.write, progress=bar)
-    figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
-    fm = res.final_metrics
-    print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
-    print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
+    _report_training(res, store, splits, a.out, cfg.seed)
     return 0
 
 
@@ -390,7 +404,6 @@ def store_splits(store, split_by: str, seed: int):
 
 
 def _add_train_distributed(sub):
-    from .core.localization.config import TrainConfig
 
     p = sub.add_parser(
         "train-distributed", formatter_class=_HELP,
@@ -404,14 +417,8 @@ def _add_train_distributed(sub):
     p.add_argument("--process-id", required=True, type=int, help="this process, 0 .. num-processes - 1")
     p.add_argument("--frames", required=True, help="frame store (path, URL or kvstore JSON), readable by every process")
     p.add_argument("--out", required=True, type=Path, help="model folder, written by process 0 only")
-    add_config_arguments(p, TrainConfig, exclude=("model",))
-    p.add_argument("--split-by", choices=["field", "protein"], default="field",
-                   help="when the store holds no splits table: exclusive unit of the split made here")
-    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    _add_training_arguments(p)
     p.add_argument("--log-every", type=int, default=0, help="print the mean step metrics every this many steps")
-    p.add_argument("--no-pin", action="store_true",
-                   help="do not pin the store versions read (pins keep them through `cellscape gc`; the DVC "
-                        "stages rebuild their store and pass this, so a stage never writes into its input)")
     p.set_defaults(func=cmd_train_distributed)
 
 
@@ -421,7 +428,7 @@ def cmd_train_distributed(a) -> int:
     distributed.initialize(a.coordinator, a.num_processes, a.process_id)  # before any JAX computation
 
     from .core.localization.config import TrainConfig
-    from .core.localization.training import fit, save_training_figures
+    from .core.localization.training import fit
     from .core.ml.devices import describe_devices
     from .core.ml.loop import ProgressBar
 
@@ -440,10 +447,7 @@ def cmd_train_distributed(a) -> int:
         res = fit(store, splits, cfg, a.out, provenance=provenance, resume=not a.no_resume, log_every=a.log_every)
     if not primary:
         return 0
-    figs = save_training_figures(res, store, splits, a.out.name, seed=cfg.seed)
-    fm = res.final_metrics
-    print(" ".join(f"{k}={fm[k]:.4g}" for k in sorted(fm) if k.startswith("valid_") or k == "frames_per_second"))
-    print(f"model: {a.out}  (model.json, metrics.json, history.csv, checkpoints/, figures: {', '.join(p.name for p in figs.values())})")
+    _report_training(res, store, splits, a.out, cfg.seed)
     return 0
 
 

@@ -15,7 +15,6 @@ no daemon is needed (and none of the project's sensors run during the test).
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from processes import stop_process_group
 
 from assets_pkg.core.imaging.simulator import simulate_plates
 from assets_pkg.core.plots.figures import METADATA_MAX_WIDTH_PX
@@ -249,10 +249,5 @@ def test_the_ui_shows_figures_lists_demo_runs_and_materializes_frame_catalog(tmp
                     screens.shot("failed_here")
             finally:
                 driver.quit()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
         log.close()

@@ -254,9 +254,8 @@ def test_splits_check_fails_an_empty_split_instead_of_passing_vacuously(tmp_path
     (handles / "frame_catalog.json").write_text(json.dumps({
         "catalog_version": man["version"], "dataset_md5": None, "content_key": "k",
         "plates": {"p": store.read_manifest("p")["version"]}}))
-    res = dg.materialize(ALL, selection=[store_defs.dataset_splits],
-                         resources={"cellscape": CellscapeResource(root=str(root)),
-                                    HANDLE_IO_MANAGER: HandleIOManager(base_dir=str(handles))},
+    resources = {"cellscape": CellscapeResource(root=str(root)), HANDLE_IO_MANAGER: HandleIOManager(base_dir=str(handles))}
+    res = dg.materialize(ALL, selection=[store_defs.dataset_splits], resources=resources,
                          run_config={"ops": {"dataset_splits": {"config": {"train": 0.5, "valid": 0.5, "test": 0.0}}}},
                          raise_on_error=False)
     check = res.get_asset_check_evaluations()[0]
@@ -265,8 +264,11 @@ def test_splits_check_fails_an_empty_split_instead_of_passing_vacuously(tmp_path
     assert check.metadata["frames_per_split"].value == {"train": 8, "valid": 0, "test": 0}
     assert check.metadata["problems"].value.startswith("valid is empty although the config gives it 0.5 of the fields")
     assert check.metadata["fractions"].value == "0.5/0.5/0" and check.metadata["exclusive_by"].value == "field"
-    # the handle says so, and a model refuses it
+    # the handle says so, and a model refuses it before training
     assert json.loads((handles / "dataset_splits.json").read_text())["disjoint"] is False
+    res = dg.materialize(ALL, selection=[model.localization_model], resources=resources, raise_on_error=False)
+    assert not res.success
+    assert "failed splits_disjoint" in str(res.failure_data_for_node("localization_model").error)
 
 
 def test_new_plate_sensor_picks_complete_settled_plates_only(project):

@@ -4,7 +4,6 @@ one plate's ingest over GraphQL, wait for success, check the frames exist."""
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import stop_process_group
 
 from assets_pkg.core.imaging.simulator import simulate_plates
 from assets_pkg.core.store.frame_store import FrameStore
@@ -113,12 +113,7 @@ def test_ingest_one_plate_through_the_webserver(tmp_path):
             time.sleep(2)
         assert status == "SUCCESS", f"run {run_id} ended {status}: " + (tmp_path / "webserver.log").read_text()[-3000:]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
         log.close()
     store = FrameStore(str(root / "artifacts" / "frames"))
     assert store.plate_ids() == ["plate01"]

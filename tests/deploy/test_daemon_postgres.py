@@ -13,7 +13,6 @@ session dequeues and launches everything, evaluates the sensors (the probe's and
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from dagster._cli.workspace.cli_target import get_workspace_from_cli_opts
 from dagster._core.scheduler.instigation import ScheduleInstigatorData, TickStatus
 from dagster._grpc.client import DagsterGrpcClient
 from dagster_shared.cli import WorkspaceOpts
+from processes import stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "deploy" / "dagster-postgres.yaml"
@@ -45,16 +45,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _wait_for_code_server(port: int, proc: subprocess.Popen, log: Path) -> None:
@@ -169,8 +159,8 @@ def deployment(postgres, tmp_path_factory):
                 }
         finally:
             if daemon is not None:
-                _stop(daemon)
-            _stop(server)
+                stop_process_group(daemon)
+            stop_process_group(server)
     print(f"\n[deploy] setup {t_daemon - t0:.1f} s, daemon session {t_done - t_daemon:.1f} s")
 
 
