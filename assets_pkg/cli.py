@@ -152,7 +152,8 @@ def _add_ingest(sub):
     from .core.store.config import IngestParams
 
     p = sub.add_parser("ingest", help="validate plates and write their frames to a frame store", formatter_class=_HELP)
-    p.add_argument("plates", nargs="+", type=Path)
+    p.add_argument("plates", nargs="+", type=Path,
+                   help="plate folders, or OME-Zarr HCS plates (PLATE.ome.zarr, as export-hcs writes them)")
     p.add_argument("--store", required=True, help="store root: a path, file:// or memory:// URL, or a kvstore JSON spec")
     add_config_arguments(p, IngestParams)
     add_config_arguments(p, PlateQCConfig, exclude=("nucleus_diameter_um",),

@@ -1,18 +1,19 @@
 """The Cellscape code location: assets, checks, jobs, schedules, sensors and resources.
 
 ``defs/`` mirrors the library's rooms: imaging (raw plates), qc (GX suites), store (nuclei,
-frames, catalog, DVC pin, splits), localization (models, atlas) and segmentation.
+frames, catalog, DVC pin, splits), hcs (the plate as OME-Zarr), localization (models, atlas) and
+segmentation.
 """
 
 import dagster as dg
 
-from .defs import automation, imaging, qc, segmentation, store
+from .defs import automation, hcs, imaging, qc, segmentation, store
 from .defs.deploy import executor_from_env
 from .defs.io import HANDLE_IO_MANAGER, HandleIOManager
 from .defs.localization import atlas, model
 from .defs.resources import CellscapeResource
 
-ROOMS = [imaging, qc, store, model, atlas, segmentation]
+ROOMS = [imaging, qc, store, hcs, model, atlas, segmentation]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ROOMS),

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from .hcs import plate_hcs
 from .imaging import new_plates, plate_images, plates_partitions
 from .qc import plate_metadata
 from .resources import CellscapeResource
@@ -10,8 +11,8 @@ from .store import dataset_splits, dataset_version, frame_catalog, nuclei_masks,
 
 ingest_plate_job = dg.define_asset_job(
     "ingest_plate_job",
-    selection=dg.AssetSelection.assets(plate_images, plate_metadata, nuclei_masks, plate_frames),
-    description="Register, validate, segment and crop one plate into the frame store.",
+    selection=dg.AssetSelection.assets(plate_images, plate_metadata, nuclei_masks, plate_frames, plate_hcs),
+    description="Register, validate, segment and crop one plate into the frame store; export it as OME-Zarr HCS.",
 )
 
 dataset_job = dg.define_asset_job(

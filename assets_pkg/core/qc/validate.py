@@ -11,7 +11,7 @@ Validation only reads the folder.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +37,9 @@ def validate_plate(
     now: datetime | None = None,
     suites: Iterable[str] = SUITES,
     qc: PlateQCConfig | None = None,
+    *,
+    plate: plates.Plate | None = None,
+    file_facts: Callable[[plates.Plate, bool, bool, PlateQCConfig], list[FileFacts]] | None = None,
 ) -> ValidationReport:
     """Validate one plate folder with the metadata, provenance, file and image suites.
 
@@ -62,6 +65,14 @@ def validate_plate(
     qc : PlateQCConfig, optional
         Read limits, image-defect thresholds and what each defect does; default
         :class:`PlateQCConfig()` (every defect excludes its field).
+    plate : Plate, optional
+        The plate already read, from another source than a plate folder (an OME-Zarr plate,
+        :func:`~assets_pkg.core.store.hcs_source.read_hcs_plate`); default
+        ``read_plate(plate_dir)``.
+    file_facts : callable, optional
+        ``file_facts(plate, want_hash, want_image, qc) -> list[FileFacts]``, one per metadata
+        row, in place of reading the TIFF files of the folder
+        (:func:`~assets_pkg.core.store.hcs_source.hcs_file_facts`).
 
     Returns
     -------
@@ -87,13 +98,14 @@ def validate_plate(
         now = now.replace(tzinfo=UTC)
 
     qc = PlateQCConfig() if qc is None else qc
-    try:
-        plate = plates.read_plate(plate_dir, qc.metadata_limits(), qc.image_limits())
-    except (PlateFormatError, OSError) as e:
-        return _unreadable_report(plate_dir, e, requested)
+    if plate is None:
+        try:
+            plate = plates.read_plate(plate_dir, qc.metadata_limits(), qc.image_limits())
+        except (PlateFormatError, OSError) as e:
+            return _unreadable_report(plate_dir, e, requested)
 
     want_image = "geometry" in requested or "images" in requested
-    facts = _read_files(plate, "checksums" in requested, want_image, qc)
+    facts = (file_facts or _read_files)(plate, "checksums" in requested, want_image, qc)
     W, R = rows_frame(plate, registry, facts)
     defects: list[FieldDefect] = []
     if "images" in requested:

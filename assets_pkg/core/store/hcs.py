@@ -14,7 +14,12 @@ current nucleus masks the frame store holds for it (:meth:`.FrameStore.write_mas
 
 Column names are the well's column number without leading zero (well ``A01`` is ``A/1``);
 field ``i`` is the well's i-th field by ``field_id``, whose value stays in the image group's
-``attributes.cellscape`` with the source files and their SHA-256.
+``attributes.cellscape`` with, per channel, the source file's name, its SHA-256 as recorded
+(``sha256``) and as measured with its byte count (``source_sha256``, ``file_bytes``), and the
+exported pixels' SHA-256 (``pixel_sha256``).  The root group's ``attributes.cellscape`` holds
+plate.json (``plate``) and the metadata.csv rows (``metadata``: columns and text cells), so the
+plate's identity and provenance travel with the pixels and the export ingests like the folder
+(:mod:`.hcs_source`).
 
 Arrays are written with TensorStore's ``zarr3`` driver and the JSON metadata by this module.
 Each array is one shard (``sharding_indexed``; inner chunks of at most 256 x 256 pixels,
@@ -40,9 +45,10 @@ import tensorstore as ts
 
 from ..errors import PlateFormatError, StoreError
 from ..imaging.io import read_image
-from ..imaging.plates import CHANNELS, PIXEL_DTYPES, Plate, read_plate
+from ..imaging.plates import CHANNELS, PIXEL_DTYPES, Plate, read_plate, sha256_file
 from .frame_store import FrameStore
-from .ingest import plate_pixel_size
+from .hcs_source import CELLSCAPE_KEY, metadata_records, pixel_sha256
+from .ingest import plate_digest, plate_pixel_size
 
 __all__ = ["NGFF_VERSION", "LABEL_NAME", "CHANNEL_COLORS", "export_hcs", "well_path"]
 
@@ -63,13 +69,14 @@ def well_path(well: str) -> tuple[str, str]:
     return m.group(1), str(int(m.group(2)))
 
 
-def _group(path: Path, ome: dict | None = None, **extra) -> None:
+def _group(path: Path, ome: dict | None = None, *, compact: bool = False, **extra) -> None:
     path.mkdir(parents=True, exist_ok=True)
     attributes = dict(extra)
     if ome is not None:
         attributes["ome"] = {"version": NGFF_VERSION, **ome}
     doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-    (path / "zarr.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(doc, separators=(",", ":")) if compact else json.dumps(doc, indent=2)
+    (path / "zarr.json").write_text(text + "\n", encoding="utf-8")
 
 
 def _array_metadata(shape: Sequence[int], dtype: str, dimension_names: Sequence[str]) -> dict:
@@ -171,6 +178,7 @@ def export_hcs(
     out: str | Path,
     store: FrameStore | None = None,
     masks_version: str | None = None,
+    replace: bool = False,
 ) -> dict:
     """Write a plate folder, and its nucleus masks from the store, as one OME-Zarr HCS plate.
 
@@ -184,13 +192,19 @@ def export_hcs(
         Where the plate's nucleus masks are (:meth:`.FrameStore.read_masks`); None exports the
         images without labels.
     masks_version : str, optional
-        The masks version to export; default the current one.
+        The masks version to export; default the current one.  A field the masks leave out
+        because their provenance lists it in ``excluded_fields`` (an image defect) is exported
+        without labels.
+    replace : bool
+        Replace an existing ``out`` (a plate this function wrote): the new plate is written
+        aside and swapped in by two renames, the old one deleted afterwards.
 
     Returns
     -------
     dict
         ``path``, ``plate_id``, ``wells``, ``fields``, ``files`` (count in the export),
-        ``pixel_size_um``, ``labels`` (bool) and ``masks_version``.
+        ``pixel_size_um``, ``labels`` (bool), ``labelled_fields``, ``masks_version`` and
+        ``content_sha256`` (:func:`~.ingest.plate_digest` of the plate exported).
 
     Raises
     ------
@@ -204,7 +218,7 @@ def export_hcs(
     """
     plate = read_plate(plate_dir)
     out = Path(out)
-    if out.exists():
+    if out.exists() and not (replace and (out / "zarr.json").is_file()):
         raise PlateFormatError("output exists; refusing to overwrite", path=out)
     pixel_size = plate_pixel_size(plate)
     fields = plate.fields()
@@ -212,8 +226,13 @@ def export_hcs(
         if ch not in fields.columns or fields[ch].isna().any():
             raise PlateFormatError(f"a field lacks its {ch} channel", path=plate.path / "metadata.csv", field="channel")
     masks = _plate_masks(store, plate, masks_version) if store is not None else None
-    version = store.read_masks_manifest(plate.plate_id, masks_version)["version"] if store is not None else None
+    manifest = store.read_masks_manifest(plate.plate_id, masks_version) if store is not None else {}
+    version = manifest.get("version")
+    unmasked = {(str(x.get("well")), int(x.get("field_id", -1)))
+                for x in manifest.get("provenance", {}).get("excluded_fields", []) if isinstance(x, dict)}
     meta = plate.metadata.set_index("file_name")
+    digest = plate_digest(plate)
+    labelled = 0
 
     fields = fields.assign(_row=[well_path(w)[0] for w in fields["well"]], _col=[well_path(w)[1] for w in fields["well"]])
     rows = sorted(set(fields["_row"]))
@@ -241,16 +260,23 @@ def export_hcs(
                 pixels = np.stack(planes)
                 fdir = tmp / r / c / str(i)
                 sums = {ch: _cell(meta, files[ch], "sha256") for ch in CHANNELS}
+                sources = {ch: plate.image_path(files[ch]) for ch in CHANNELS}
                 _group(
                     fdir,
                     {"multiscales": _multiscales(pixel_size, f"{plate.plate_id} {well} f{int(rec.field_id)}"),
                      "omero": _omero(pixels)},
                     cellscape={"plate_id": plate.plate_id, "well": well, "field_id": int(rec.field_id),
-                               "files": files, "sha256": sums},
+                               "files": files, "sha256": sums,
+                               "file_bytes": {ch: sources[ch].stat().st_size for ch in CHANNELS},
+                               "source_sha256": {ch: sha256_file(sources[ch], follow_symlinks=False)
+                                                 for ch in CHANNELS},
+                               "pixel_sha256": {ch: pixel_sha256(pixels[k]) for k, ch in enumerate(CHANNELS)}},
                 )
                 _write_array(fdir / "0", pixels, ["c", "y", "x"])
                 if masks is not None:
                     lab = masks.get((well, int(rec.field_id)))
+                    if lab is None and (well, int(rec.field_id)) in unmasked:
+                        continue  # left out of the masks for an image defect: no labels
                     if lab is None:
                         raise StoreError(f"the masks hold no field ({well}, {int(rec.field_id)})", field="masks")
                     if lab.shape != pixels.shape[1:]:
@@ -267,6 +293,7 @@ def export_hcs(
                         cellscape={"masks_version": version},
                     )
                     _write_array(ldir / "0", np.ascontiguousarray(lab[None], dtype=np.int32), ["c", "y", "x"])
+                    labelled += 1
         _group(
             tmp,
             {
@@ -278,9 +305,13 @@ def export_hcs(
                     "field_count": max(len(g) for g in per_well.values()),
                 }
             },
+            compact=True,  # one metadata row per image: no indentation
+            # the plate's own records beside "ome": what ingest validates (read_hcs_plate)
+            **{CELLSCAPE_KEY: {"plate": plate.info, "metadata": metadata_records(plate.metadata),
+                               "content_sha256": digest, "masks_version": version}},
         )
         os.chmod(tmp, 0o755)
-        os.rename(tmp, out)
+        _publish(tmp, out, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -293,8 +324,29 @@ def export_hcs(
         "files": n_files,
         "pixel_size_um": pixel_size,
         "labels": masks is not None,
+        "labelled_fields": labelled,
         "masks_version": version,
+        "content_sha256": digest,
     }
+
+
+def _publish(tmp: Path, out: Path, replace: bool) -> None:
+    """Rename ``tmp`` to ``out``; with ``replace`` an existing ``out`` is renamed aside first and deleted after."""
+    try:
+        os.rename(tmp, out)
+        return
+    except OSError:
+        if not (replace and out.exists()):
+            raise
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / out.name)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old / out.name, out)  # put the previous plate back
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _cell(meta: pd.DataFrame, file_name: str, column: str) -> str | None:

@@ -449,6 +449,11 @@ def ingest_plate(
 ) -> IngestResult:
     """Validate a plate folder and, when it passes, write the frames of its good fields to the store.
 
+    ``plate_dir`` may also be an OME-Zarr HCS plate (``.ome.zarr``, as ``cellscape export-hcs``
+    writes it): its metadata and provenance come from the zarr attributes and its fields are
+    read with TensorStore, a whole field per read (:mod:`.hcs_source`); frames, table and
+    provenance (but ``source``) are those of the folder it was exported from.
+
     Fields with an image defect whose action is ``exclude`` (``qc``, default every kind) are
     left out and listed in ``IngestResult.excluded`` and in the store's provenance
     (``excluded_fields``).
@@ -466,18 +471,24 @@ def ingest_plate(
         excluded; the store is not touched.  ``.report`` holds the
         :class:`~assets_pkg.core.qc.report.ValidationReport`.
     PlateFormatError
-        When the folder is unreadable.
+        When the folder is unreadable, or a required field of an OME-Zarr plate's metadata is
+        missing (naming the ``zarr.json`` and the field).
     """
     from ..qc.validate import validate_plate
+    from .hcs_source import hcs_file_facts, is_hcs_plate, read_hcs_plate
 
     t0 = time.perf_counter()
     qc = PlateQCConfig() if qc is None else qc
-    report = validate_plate(plate_dir, registry=registry, qc=qc)
+    hcs = read_hcs_plate(plate_dir, qc.metadata_limits(), qc.image_limits()) if is_hcs_plate(plate_dir) else None
+    if hcs is None:
+        report = validate_plate(plate_dir, registry=registry, qc=qc)
+    else:
+        report = validate_plate(plate_dir, registry=registry, qc=qc, plate=hcs, file_facts=hcs_file_facts)
     if not report.success:
         raise ValidationFailed(
             f"plate failed validation, not ingested:\n{report.to_text()}", path=plate_dir, report=report
         )
-    plate = read_plate(plate_dir, qc.metadata_limits(), qc.image_limits())
+    plate = hcs if hcs is not None else read_plate(plate_dir, qc.metadata_limits(), qc.image_limits())
     excluded = report.excluded_table()
     if excluded and len(excluded) == len(plate.fields()):
         raise ValidationFailed(

@@ -32,8 +32,8 @@ MASKS_PREFIX = "masks/"
 PINS_PREFIX = "pins/"
 #: Kinds of versioned objects and the prefix their parents live under (``tables``: top level).
 KINDS = {"plates": PLATES_PREFIX, "masks": MASKS_PREFIX, "tables": ""}
-#: Top-level folders that are not dataset tables.
-RESERVED_NAMES = frozenset({"plates", "masks", "pins"})
+#: Top-level folders that are not dataset tables (``hcs``: the plates' OME-Zarr exports).
+RESERVED_NAMES = frozenset({"plates", "masks", "pins", "hcs"})
 #: Attempts of a conditional pointer update before giving up (each failure means another
 #: writer succeeded, so this bounds only pathological contention).
 MAX_ATTEMPTS = 1000
