@@ -120,7 +120,7 @@ def _add_validate(sub):
 
     p = sub.add_parser("validate", help="run the metadata, provenance, file and image suites on plate folders "
                                         "(read-only)", formatter_class=_HELP)
-    p.add_argument("plates", nargs="+", type=Path)
+    p.add_argument("plates", nargs="+", type=Path, help="plate folders, or OME-Zarr HCS plates (PLATE.ome.zarr)")
     p.add_argument("--instruments", type=Path, default=None, help="instrument registry YAML")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     add_config_arguments(p, PlateQCConfig)
@@ -130,14 +130,14 @@ def _add_validate(sub):
 def cmd_validate(a) -> int:
     from .core.qc.config import PlateQCConfig
     from .core.qc.instruments import load_instrument_registry
-    from .core.qc.validate import validate_plate
+    from .core.store.hcs_source import validate_plate_source
 
     registry = load_instrument_registry(a.instruments)
     qc = config_from_args(PlateQCConfig, a)
     ok = True
     reports = []
     for d in a.plates:
-        r = validate_plate(d, registry=registry, qc=qc)
+        r = validate_plate_source(d, registry=registry, qc=qc)[0]
         ok &= r.success
         reports.append(r)
         if not a.json:

@@ -48,6 +48,8 @@ def test_cli_ingest_of_the_export_equals_ingest_of_the_folder(exported, monkeypa
     assert main(["ingest", str(plate_dir), "--store", str(root / "from_dir"), *PARAM_FLAGS]) == 0
     assert main(["ingest", str(zarr_dir), "--store", str(root / "from_zarr"), *PARAM_FLAGS]) == 0
     assert "plate01: 4 fields" in capsys.readouterr().out
+    assert main(["validate", str(zarr_dir)]) == 0  # the suites on the export, as on the folder
+    assert "plate01" in capsys.readouterr().out
     f_dir, t_dir, p_dir = _stored(FrameStore(root / "from_dir"), "plate01")
     f_zarr, t_zarr, p_zarr = _stored(FrameStore(root / "from_zarr"), "plate01")
     assert len(t_dir) > 0
@@ -56,8 +58,9 @@ def test_cli_ingest_of_the_export_equals_ingest_of_the_folder(exported, monkeypa
     assert p_zarr.pop("source") == str(zarr_dir.resolve()) and p_dir.pop("source") == str(plate_dir.resolve())
     p_zarr.pop("pin"), p_dir.pop("pin")  # "<path> is not pinned by any .dvc file"
     assert p_zarr == p_dir and p_zarr["source_digest"]
-    # whole fields per read: each field array opened twice (validation, then ingest), never per channel
-    assert len(reads) == 2 * 4 and len(set(reads)) == 4
+    # whole fields per read: each field array opened three times (validate; ingest's validation, then
+    # its frames), never once per channel
+    assert len(reads) == 3 * 4 and len(set(reads)) == 4
     assert {p.name: p.read_bytes() for p in plate_dir.iterdir()} == before  # raw files untouched
 
 
@@ -139,3 +142,18 @@ def test_export_replace_swaps_the_plate_in(exported, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["p.ome.zarr"]  # no temporary left
     with pytest.raises(PlateFormatError, match="refusing to overwrite"):
         export_hcs(plate_dir, out)
+
+
+def test_fields_the_masks_excluded_for_a_defect_are_exported_without_labels(exported, tmp_path):
+    _, plate_dir, _ = exported
+    store = FrameStore(tmp_path / "store")
+    fields = read_hcs_plate(exported[2]).fields()
+    kept = fields.iloc[:3]
+    masks = np.ones((3, 64, 64), np.int32)
+    table = pd.DataFrame({"well": kept["well"].astype(str), "field_id": kept["field_id"].astype(int)})
+    left_out = {"well": str(fields["well"].iloc[3]), "field_id": int(fields["field_id"].iloc[3])}
+    store.write_masks("plate01", masks, table, {"excluded_fields": [left_out]})
+    info = export_hcs(plate_dir, tmp_path / "p.ome.zarr", store)
+    assert info["labels"] and (info["fields"], info["labelled_fields"]) == (4, 3)
+    assert (tmp_path / "p.ome.zarr" / "A" / "2" / "0" / "labels").is_dir()
+    assert not (tmp_path / "p.ome.zarr" / "A" / "2" / "1" / "labels").exists()

@@ -54,10 +54,11 @@ from ..imaging.plates import (
 )
 from ..qc.config import PlateQCConfig
 from ..qc.fields import image_stats
+from ..qc.report import ValidationReport
 from ..qc.tables import FileFacts, cell_text, expected_geometry
 
 __all__ = ["HCS_SUFFIX", "CELLSCAPE_KEY", "HcsPlate", "is_hcs_plate", "read_hcs_plate", "hcs_file_facts",
-           "pixel_sha256", "metadata_records"]
+           "validate_plate_source", "pixel_sha256", "metadata_records"]
 
 #: How an OME-Zarr plate folder's name ends.
 HCS_SUFFIX = ".ome.zarr"
@@ -432,3 +433,21 @@ def hcs_file_facts(plate: HcsPlate, want_hash: bool, want_image: bool, qc: Plate
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1, len(groups)))) as pool:
         list(pool.map(one_field, groups))
     return facts
+
+
+def validate_plate_source(
+    path: str | Path, registry: dict | None = None, qc: PlateQCConfig | None = None
+) -> tuple[ValidationReport, HcsPlate | None]:
+    """:func:`~assets_pkg.core.qc.validate.validate_plate` of a plate folder or an OME-Zarr plate.
+
+    Returns the report and, for an OME-Zarr plate, the :class:`HcsPlate` it read (None for a
+    folder).  An OME-Zarr plate whose metadata lacks a required field raises
+    :class:`~assets_pkg.core.errors.PlateFormatError` (see :func:`read_hcs_plate`).
+    """
+    from ..qc.validate import validate_plate
+
+    qc = PlateQCConfig() if qc is None else qc
+    if not is_hcs_plate(path):
+        return validate_plate(path, registry=registry, qc=qc), None
+    plate = read_hcs_plate(path, qc.metadata_limits(), qc.image_limits())
+    return validate_plate(path, registry=registry, qc=qc, plate=plate, file_facts=hcs_file_facts), plate

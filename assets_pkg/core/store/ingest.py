@@ -474,16 +474,11 @@ def ingest_plate(
         When the folder is unreadable, or a required field of an OME-Zarr plate's metadata is
         missing (naming the ``zarr.json`` and the field).
     """
-    from ..qc.validate import validate_plate
-    from .hcs_source import hcs_file_facts, is_hcs_plate, read_hcs_plate
+    from .hcs_source import validate_plate_source
 
     t0 = time.perf_counter()
     qc = PlateQCConfig() if qc is None else qc
-    hcs = read_hcs_plate(plate_dir, qc.metadata_limits(), qc.image_limits()) if is_hcs_plate(plate_dir) else None
-    if hcs is None:
-        report = validate_plate(plate_dir, registry=registry, qc=qc)
-    else:
-        report = validate_plate(plate_dir, registry=registry, qc=qc, plate=hcs, file_facts=hcs_file_facts)
+    report, hcs = validate_plate_source(plate_dir, registry=registry, qc=qc)
     if not report.success:
         raise ValidationFailed(
             f"plate failed validation, not ingested:\n{report.to_text()}", path=plate_dir, report=report
