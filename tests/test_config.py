@@ -116,7 +116,7 @@ def test_unknown_field_and_unknown_preset_are_errors_naming_the_field():
 
 
 def test_presets_fill_what_is_not_given_and_explicit_fields_win():
-    assert SegTrainConfig().steps == 1500 and SegTrainConfig().crop == 256
+    assert SegTrainConfig().steps == 1200 and SegTrainConfig().crop == 256
     assert (SegTrainConfig(preset="tiny").steps, SegTrainConfig(preset="tiny").crop) == (300, 128)
     assert SegTrainConfig(preset="tiny", steps=7).steps == 7
     assert CountTrainConfig().steps == 1500 and CountTrainConfig(preset="tiny").steps == 600
