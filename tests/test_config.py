@@ -262,7 +262,8 @@ def test_train_segmentation_help_states_the_cpu_time_of_the_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train-segmentation", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "1500 steps of 256² crops take about 58 min" in out and "(default: 1500" in out
+    assert "1200 steps of 256² crops, with the evaluations on held-out images, take about 23 min" in out
+    assert "(default: 1200" in out and "the defaults run about 23 min on 2 CPU cores" in out
 
 
 # ----------------------------------------------------------------------------- params.yaml
