@@ -22,9 +22,10 @@ from .core.errors import CellscapeError
 # ----------------------------------------------------------------------------- flags from the config models
 _HELP = argparse.ArgumentDefaultsHelpFormatter
 
-#: CPU time per training step on 2 cores, measured (README): 1300 U-Net steps of 4 random 256² crops
-#: took 50 min, 4000 counting steps 8 min.  Shown in the help of --steps / --minutes.
-UNET_CPU_MINUTES_PER_STEP = 50 / 1300
+#: CPU time per training step on 2 cores, measured on the idle box: a U-Net step of 4 random 256² crops
+#: 0.97 s plus 0.02 s of augmentation, and the evaluations on held-out images and the threshold
+#: tuning add about 15 %; 4000 counting steps took 8 min.  Shown in the help of --steps / --minutes.
+UNET_CPU_MINUTES_PER_STEP = 1.15 / 60
 COUNT_CPU_MINUTES_PER_STEP = 8 / 4000
 
 
@@ -564,8 +565,9 @@ def _add_train_segmentation(sub):
     cpu = SegTrainConfig().steps * UNET_CPU_MINUTES_PER_STEP
     add_config_arguments(
         p, SegTrainConfig, aliases={"base_width": ("--width",), "learning_rate": ("--lr",), "max_minutes": ("--minutes",)},
-        notes={"steps": f"On 2 CPU cores the default {SegTrainConfig().steps} steps of 256² crops take about "
-                        f"{cpu:.0f} min (README: 1300 steps took 50 min); a GPU takes minutes.",
+        notes={"steps": f"On 2 CPU cores the default {SegTrainConfig().steps} steps of 256² crops, with the "
+                        f"evaluations on held-out images, take about {cpu:.0f} min (early stopping may end "
+                        f"sooner); a GPU takes minutes.",
                "max_minutes": f"Caps the training time: the defaults run about {cpu:.0f} min on 2 CPU cores."})
     p.set_defaults(func=cmd_train_segmentation)
 

@@ -25,7 +25,10 @@ ClassicalPreset = Literal["bbbc039", "bbbc005_w1", "bbbc005_w2"]
 
 
 class SegTrainConfig(StepTrainConfig):
-    """Training of the segmentation U-Net (random square crops, AdamW with warm-up and cosine decay).
+    """Training of the segmentation U-Net (random square crops with flips, scale, intensity, blur
+    and noise augmentation; AdamW with warm-up and cosine decay), model selection and early
+    stopping on validation images held out of the training images, post-processing tuned on
+    them, flip-averaged inference.
 
     ``preset`` ``default`` is these defaults; ``tiny`` is what the demo trains on a CPU in
     minutes (300 steps of 128² crops).  Explicit fields override the preset.
@@ -35,6 +38,24 @@ class SegTrainConfig(StepTrainConfig):
 
     preset: Literal["default", "tiny"] = Field(
         "default", description="default: the fields' defaults; tiny: 300 steps of 128 px crops (the demo).")
+    steps: int = Field(1200, ge=1, description="Optimisation steps (the cosine schedule spans them).")
+    valid_fraction: float = Field(
+        0.15, ge=0, lt=1, description="Share of the training images held out (seeded draw, at least 2 images) for "
+                                      "model selection, early stopping and the post-processing thresholds when no "
+                                      "validation images are given (0: tune on training images, keep the last step).")
+    eval_every: int = Field(100, ge=1, description="Steps between evaluations on the validation images.")
+    early_stopping_patience: int = Field(
+        4, ge=0, description="Stop after this many evaluations without a better validation F1 (0: never).")
+    scale_jitter: float = Field(
+        0.25, ge=0, lt=1, description="Crops are zoomed by a log-uniform factor in [1/(1+j), 1+j] (object size "
+                                      "augmentation).")
+    intensity_jitter: float = Field(
+        0.3, ge=0, lt=1, description="Per crop: gain 1 + U(-j, j), offset U(-j/3, j/3) and gamma exp(U(-j, j)) on "
+                                     "the normalised image.")
+    blur_sigma: float = Field(
+        1.0, ge=0, description="Half the crops get a Gaussian blur of sigma U(0, this), pixels (focus augmentation).")
+    noise: float = Field(0.03, ge=0, description="Gaussian noise of sd U(0, this) on the normalised image.")
+    tta: bool = Field(True, description="Average the maps over the four flips at inference (4 forward passes).")
     depth: int = Field(3, ge=1, description="U-Net levels (UNetConfig.depth).")
     base_width: int = Field(16, ge=1, description="Channels of the first level (UNetConfig.base_width).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype (UNetConfig.dtype).")
@@ -43,8 +64,8 @@ class SegTrainConfig(StepTrainConfig):
                                 "reflect-padded).")
     batch_size: int = Field(4, ge=1, description="Crops per step.")
     tune_images: int = Field(
-        8, ge=1, description="Images the post-processing thresholds are picked on (validation images when "
-                             "given, else spread over the training images).")
+        8, ge=1, description="Training images the post-processing thresholds are picked on when there are no "
+                             "validation images (valid_fraction 0).")
     seed: int = Field(0, description="Seeds the initialisation, the crops and the augmentation.")
     log_every: int = Field(25, ge=1, description="Steps between history rows and log lines.")
 

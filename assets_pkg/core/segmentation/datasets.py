@@ -333,6 +333,45 @@ def bbbc039_split(names: Sequence[str], n_train: int = 100) -> tuple[list[str], 
     return names[:n_train], names[n_train:]
 
 
+def group_folds(groups: Sequence[str], k: int = 5, seed: int = 0) -> np.ndarray:
+    """Assign items to ``k`` cross-validation folds keeping each group (e.g. a well) in one fold.
+
+    Groups are shuffled with ``seed``, then placed largest first into the fold with the fewest
+    items so far, so fold sizes differ by at most the largest group's size.
+
+    Parameters
+    ----------
+    groups : sequence of str
+        Group of each item (items of one group are never split across folds).
+    k : int
+        Number of folds, 2 <= k <= number of groups.
+    seed : int
+
+    Returns
+    -------
+    ndarray of int, shape (n_items,)
+        The fold (0..k-1) of each item.
+    """
+    groups = np.asarray(list(groups), dtype=object)
+    names, inverse, sizes = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
+    if not 2 <= k <= len(names):
+        raise ValueError(f"k must be in 2..{len(names)} (the number of groups), got {k}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    fold_of_group, load = np.zeros(len(names), int), np.zeros(k, int)
+    for g in order:
+        f = int(np.argmin(load))
+        fold_of_group[g] = f
+        load[f] += sizes[g]
+    return fold_of_group[inverse]
+
+
+def bbbc039_well(name: str) -> str:
+    """The well of a BBBC039 field name (``IXMtest_A02_s1_w1...`` -> ``"A02"``)."""
+    parts = str(name).split("_")
+    return parts[1] if len(parts) > 2 else str(name)
+
+
 def bbbc005_split(table: pd.DataFrame, test_every: int = 3) -> pd.Series:
     """Deterministic train/test split of a BBBC005 table, stratified by blur and stain.
 

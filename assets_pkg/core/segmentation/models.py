@@ -64,6 +64,9 @@ class SegmentationModel:
     object_diameter_px : float, optional
         Median equivalent diameter of the training objects, pixels; lets :meth:`segment`
         rescale images whose objects are of another size.
+    tta : bool
+        Average the network's maps over the four flips at inference (test-time augmentation;
+        four forward passes).  Models saved before this field read as False.
     info : dict
         Training config, data, history, timings (saved in ``model.json``).
     """
@@ -74,13 +77,15 @@ class SegmentationModel:
     marker_threshold: float = 0.5
     min_area: int = 0
     object_diameter_px: float | None = None
+    tta: bool = False
     info: dict = field(default_factory=dict)
 
     kind = "segmentation"
 
     def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Foreground probability and normalised distance, both (H, W) float32."""
-        return predict_maps(self.params, self.config, image)
+        """Foreground probability and normalised distance, both (H, W) float32 (flip-averaged
+        when ``tta``)."""
+        return predict_maps(self.params, self.config, image, tta=self.tta)
 
     def segment(self, image: np.ndarray, object_diameter_px: float | None = None) -> np.ndarray:
         """Instance labels (H, W) int32 of one 2-D image (0 = background).
@@ -111,7 +116,7 @@ class SegmentationModel:
 
     def _segment(self, image: np.ndarray) -> np.ndarray:
         return predict_instances(self.params, self.config, image, self.threshold, self.marker_threshold,
-                                 self.min_area)
+                                 self.min_area, tta=self.tta)
 
     def count(self, image: np.ndarray) -> int:
         """Number of predicted instances in one image."""
@@ -126,6 +131,7 @@ class SegmentationModel:
                 "marker_threshold": self.marker_threshold,
                 "min_area": self.min_area,
                 "object_diameter_px": self.object_diameter_px,
+                "tta": self.tta,
             },
         }
 
@@ -267,6 +273,7 @@ def load_model(path: str | Path, kind: str | None = None) -> SegmentationModel |
         pp = record["postprocessing"]
         return SegmentationModel(config=cfg, params=params, threshold=float(pp["threshold"]),
                                  marker_threshold=float(pp["marker_threshold"]), min_area=int(pp["min_area"]),
-                                 object_diameter_px=pp.get("object_diameter_px"), info=info)
+                                 object_diameter_px=pp.get("object_diameter_px"), tta=bool(pp.get("tta", False)),
+                                 info=info)
     return CountingModel(net=net, params=params, input_shape=tuple(arch["input_shape"]),
                          count_scale=float(arch["count_scale"]), info=info)

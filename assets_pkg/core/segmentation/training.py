@@ -20,12 +20,14 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
-from ..ml.loop import HostRngBatches, LoopResult, TrainRun, train_loop
+from ..ml.loop import HostRngBatches, LoopResult, PlateauRule, TrainRun, train_loop
 from ..ml.optim import warmup_cosine_adamw
 from ..ml.provenance import data_hash
 from . import classical
@@ -44,6 +46,9 @@ from .unet import (
 
 __all__ = [
     "train_segmentation",
+    "split_validation",
+    "augmented_crop",
+    "validation_f1",
     "train_counting",
     "tune_postprocessing",
     "median_diameter",
@@ -149,6 +154,126 @@ def tune_postprocessing(
     return best
 
 
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold ``fraction`` of ``n`` images out of training, drawn with ``seed``.
+
+    Returns
+    -------
+    (train, valid) : ndarray of int
+        Sorted indices; ``valid`` holds ``round(fraction * n)`` images, at least 2 and leaving at
+        least 2 to train on, and is empty when ``fraction`` is 0 or ``n < 4``.
+    """
+    if fraction <= 0 or n < 4:
+        return np.arange(n), np.zeros(0, int)
+    k = min(max(2, round(fraction * n)), n - 2)
+    perm = np.random.default_rng([seed, 0x5E6]).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, dist: np.ndarray,
+                   config: SegTrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One random training crop of side ``config.crop`` with scale, blur, intensity and noise
+    augmentation (the flips and rotations are applied on the device, :func:`seg_train_step`).
+
+    Parameters
+    ----------
+    rng : numpy Generator
+        The only source of randomness (the loop saves its state with each checkpoint).
+    image, fg, dist : ndarray of float32, shape (H, W)
+        The normalised image and its :func:`seg_targets`, at least ``config.crop`` on each side.
+    config : SegTrainConfig
+        ``crop``, ``scale_jitter``, ``blur_sigma``, ``intensity_jitter`` and ``noise``.
+
+    Returns
+    -------
+    (image, fg, dist) : ndarray of float32, shape (crop, crop)
+        The foreground stays binary (nearest neighbour); the per-object normalised distance is
+        scale-free, so it is resampled like the image.
+    """
+    from scipy import ndimage as ndi
+    from skimage.transform import resize
+
+    c, (h, w) = config.crop, image.shape
+    j = config.scale_jitter
+    zoom = float(np.exp(rng.uniform(-np.log1p(j), np.log1p(j)))) if j > 0 else 1.0
+    side = int(np.clip(round(c / zoom), 8, min(h, w)))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    win = np.s_[y : y + side, x : x + side]
+    im, f, d = image[win], fg[win], dist[win]
+    if side != c:
+        im = resize(im, (c, c), order=1, anti_aliasing=False, preserve_range=True)
+        d = resize(d, (c, c), order=1, anti_aliasing=False, preserve_range=True)
+        f = resize(f, (c, c), order=0, anti_aliasing=False, preserve_range=True)
+    if config.blur_sigma > 0 and rng.random() < 0.5:
+        im = ndi.gaussian_filter(im, rng.uniform(0, config.blur_sigma))
+    k = config.intensity_jitter
+    if k > 0:
+        gain, offset, gamma = 1 + rng.uniform(-k, k), rng.uniform(-k / 3, k / 3), float(np.exp(rng.uniform(-k, k)))
+        im = np.maximum(im * gain + offset, 0.0) ** gamma
+    if config.noise > 0:
+        im = im + rng.normal(0.0, rng.uniform(0, config.noise), im.shape)
+    return im.astype(np.float32), f.astype(np.float32), d.astype(np.float32)
+
+
+#: Fixed post-processing of the model-selection F1 (the grid of :func:`tune_postprocessing` runs once, after).
+SELECTION_POSTPROCESSING = {"threshold": 0.5, "marker_threshold": 0.5, "min_area": 15}
+
+
+def validation_f1(model: SegmentationModel, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                  threshold: float = 0.5, marker_threshold: float = 0.5, min_area: int = 15) -> float:
+    """Pooled F1 at IoU 0.5 of ``model``'s maps with fixed post-processing on labelled images."""
+    rows = []
+    for im, truth in zip(images, labels, strict=True):
+        fg, dist = model.maps(im)
+        pred = classical.instances_from_maps(fg, dist, threshold, kind="distance", marker_threshold=marker_threshold,
+                                             min_area=min_area)
+        m = match_instances(pred, truth, 0.5)
+        rows.append((m["tp"], m["fp"], m["fn"]))
+    return _f1(rows)
+
+
+class _BestParams:
+    """The parameters of the best validation F1 so far, mirrored to ``work_dir`` (msgpack, never
+    pickle) so that a resumed run selects among every evaluation, not only its own."""
+
+    FILE, META = ".best_params.msgpack", ".best_params.json"
+
+    def __init__(self, work_dir, identity: dict, template, resume: bool):
+        import json
+
+        self.f1, self.step, self.params = -1.0, None, None
+        self.dir = None if work_dir is None else Path(work_dir)
+        self.key = data_hash([np.frombuffer(json.dumps(identity, sort_keys=True, default=str).encode(), np.uint8)])
+        if self.dir is None:
+            return
+        meta, blob = self.dir / self.META, self.dir / self.FILE
+        if not resume:
+            for f in (meta, blob):
+                f.unlink(missing_ok=True)
+            return
+        if meta.is_file() and blob.is_file():
+            saved = json.loads(meta.read_text())
+            if saved.get("identity") == self.key:
+                self.f1, self.step = float(saved["f1"]), int(saved["step"])
+                self.params = serialization.from_bytes(template, blob.read_bytes())
+
+    def offer(self, f1: float, step: int, params) -> bool:
+        """Keep ``params`` when ``f1`` is at least the best so far (ties go to the later step)."""
+        import json
+
+        if f1 < self.f1:
+            return False
+        self.f1, self.step, self.params = float(f1), int(step), params
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for name, data in ((self.FILE, serialization.to_bytes(jax.device_get(params))),
+                               (self.META, json.dumps({"identity": self.key, "f1": self.f1, "step": self.step}).encode())):
+                tmp = self.dir / f"{name}.tmp"
+                tmp.write_bytes(data)
+                tmp.replace(self.dir / name)
+        return True
+
+
 def train_segmentation(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -159,7 +284,16 @@ def train_segmentation(
     names: Sequence[str] | None = None,
     run: TrainRun | None = None,
 ) -> SegmentationModel:
-    """Train the U-Net on instance-labelled images and tune its post-processing.
+    """Train the U-Net on instance-labelled images, select it and tune its post-processing on
+    validation images.
+
+    Validation images are ``valid_images`` when given, else ``config.valid_fraction`` of the
+    training images held out (:func:`split_validation`; they are not trained on).  Every
+    ``config.eval_every`` steps the model is scored on them (F1 at IoU 0.5 with
+    :data:`SELECTION_POSTPROCESSING`); the best evaluation's parameters are kept and training
+    stops after ``config.early_stopping_patience`` evaluations without improvement.  The
+    post-processing thresholds are then tuned on the same images (:func:`tune_postprocessing`,
+    flip-averaged maps when ``config.tta``).
 
     Parameters
     ----------
@@ -169,68 +303,95 @@ def train_segmentation(
         Instance labels, 0 = background.
     config : SegTrainConfig
     valid_images, valid_labels : optional
-        Held-out images to tune the thresholds on (default: ``config.tune_images`` training
-        images spread over the set).
+        Held-out images to select the model and tune the thresholds on.
     names : sequence of str, optional
         Image names, recorded in ``info["data"]``.
     run : TrainRun, optional
         The work folder (usually the model folder: checkpoints go to its ``checkpoints/`` and a
         run of the same config and data resumes from them), checkpoint policy, progress
-        callback and log (a line every ``config.log_every`` steps and at the end).
+        callback and log (a line every ``config.log_every`` steps, per evaluation and at the end).
 
     Returns
     -------
     SegmentationModel
-        ``info`` holds the config, data (names, hash), per-interval ``history`` (step, loss,
-        bce, distance_mse, seconds) and the tuning result.
+        ``info`` holds the config, data (names, hash, validation names), per-interval
+        ``history`` (step, loss, bce, distance_mse, seconds), the evaluations, the selected step
+        and the tuning result.
     """
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many label images as images (> 0), got {len(images)} and {len(labels)}")
     run = run or TrainRun()
     t_start = time.perf_counter()
     c = config.crop
-    imgs, fgs, dists = [], [], []
     for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
         if np.shape(im) != np.shape(lab) or np.ndim(im) != 2:
             name = names[i] if names is not None else f"image {i}"
             raise ValueError(f"{name}: image {np.shape(im)} and labels {np.shape(lab)} must be equal 2-D shapes")
-        fg, dist = seg_targets(lab)
-        imgs.append(_pad_min(normalize_image(im), c))
+    all_names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    if valid_images is not None:
+        train_idx, held = np.arange(len(images)), np.zeros(0, int)
+        v_imgs, v_labs, v_on = list(valid_images), list(valid_labels), "validation"
+    else:
+        train_idx, held = split_validation(len(images), config.valid_fraction, config.seed)
+        v_imgs, v_labs = [images[i] for i in held], [labels[i] for i in held]
+        v_on = "held-out training"
+    imgs, fgs, dists = [], [], []
+    for i in train_idx:
+        fg, dist = seg_targets(labels[i])
+        imgs.append(_pad_min(normalize_image(images[i]), c))
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
     data = {"n_images": len(images), "names": list(names) if names is not None else None,
-            "hash": data_hash([*images, *labels], names)}
+            "hash": data_hash([*images, *labels], names), "n_train": len(train_idx),
+            "held_out": [all_names[i] for i in held]}
     ucfg = config.unet
+    epochs = max(1, round(config.steps / config.eval_every)) if v_imgs else 1
+    per_epoch = -(-config.steps // epochs)
     key = jax.random.PRNGKey(config.seed)
     key, init_key = jax.random.split(key)
     state = create_seg_state(ucfg, init_key, (c, c),
-                             tx=warmup_cosine_adamw(config.learning_rate, config.steps, config.warmup_steps,
+                             tx=warmup_cosine_adamw(config.learning_rate, per_epoch * epochs, config.warmup_steps,
                                                     config.weight_decay))
 
     def batch(rng):
         idx = rng.integers(0, len(imgs), config.batch_size)
-        out = ([], [], [])
-        for i in idx:
-            h, w = imgs[i].shape
-            y, x = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
-            for arr, src in zip(out, (imgs, fgs, dists), strict=True):
-                arr.append(src[i][y : y + c, x : x + c])
-        return jnp.asarray(np.stack(out[0])[..., None]), jnp.asarray(np.stack(out[1])), jnp.asarray(np.stack(out[2]))
+        x, fg, dist = (np.stack(a) for a in zip(*(augmented_crop(rng, imgs[i], fgs[i], dists[i], config)
+                                                   for i in idx), strict=True))
+        return jnp.asarray(x[..., None]), jnp.asarray(fg), jnp.asarray(dist)
 
-    res = _fit(config, state, jax.jit(seg_train_step, static_argnames="do_augment"), batch, key, "train U-Net",
-               data["hash"], run)
+    if run.max_minutes is None and config.max_minutes is not None:
+        run = dataclasses.replace(run, max_minutes=config.max_minutes)
+    identity = {**{k: v for k, v in config.model_dump().items() if k != "max_minutes"}, "data_hash": data["hash"]}
+    best = _BestParams(run.work_dir, identity, state.params, run.resume)
+    probe = SegmentationModel(config=ucfg, params=state.params)
+
+    def evaluate(st, epoch, step):
+        probe.params = st.params
+        f1 = validation_f1(probe, v_imgs, v_labs, **SELECTION_POSTPROCESSING)
+        kept = best.offer(f1, step, st.params)
+        return {"valid_f1": f1, "valid_error": 1.0 - f1, "selected": bool(kept)}
+
+    rules = [PlateauRule("valid_error", config.learning_rate, stop_patience=config.early_stopping_patience)] \
+        if v_imgs and config.early_stopping_patience else []
+    res = train_loop(state, jax.jit(seg_train_step, static_argnames="do_augment"), HostRngBatches(batch, config.seed), steps_per_epoch=per_epoch, epochs=epochs,
+                     key=key, key_mode="split", run=run, identity=identity, log_every=config.log_every,
+                     evaluate=evaluate if v_imgs else None, rules=rules, desc="train U-Net")
     jax.block_until_ready(res.state.params)
-    seg = SegmentationModel(config=ucfg, params=res.state.params, object_diameter_px=median_diameter(labels))
-    if valid_images is not None:
-        tune_imgs, tune_labs, tuned_on = list(valid_images), list(valid_labels), "validation"
+    params = best.params if best.params is not None else res.state.params
+    seg = SegmentationModel(config=ucfg, params=params, object_diameter_px=median_diameter(labels), tta=config.tta)
+    if v_imgs:
+        tune_imgs, tune_labs, tuned_on = v_imgs, v_labs, v_on
+        _log(run.log, f"selected step {best.step} (validation F1@0.5 {best.f1:.4f} with fixed post-processing)")
     else:
         idx = np.unique(np.linspace(0, len(images) - 1, min(config.tune_images, len(images))).round().astype(int))
         tune_imgs, tune_labs, tuned_on = [images[i] for i in idx], [labels[i] for i in idx], "train"
     t_tune = time.perf_counter()
-    best = tune_postprocessing(seg, tune_imgs, tune_labs)
-    _log(run.log, f"post-processing tuned on {len(tune_imgs)} {tuned_on} images: {best}")
+    tuned = tune_postprocessing(seg, tune_imgs, tune_labs)
+    _log(run.log, f"post-processing tuned on {len(tune_imgs)} {tuned_on} images: {tuned}")
     seg.info = {**_run_info(config, res, data, t_start), "tune_seconds": time.perf_counter() - t_tune,
-                "tuning": {**best, "images": len(tune_imgs), "on": tuned_on}}
+                "evaluations": res.history,
+                "selection": {"step": best.step, "valid_f1": best.f1 if best.step is not None else None},
+                "tuning": {**tuned, "images": len(tune_imgs), "on": tuned_on}}
     return seg
 
 

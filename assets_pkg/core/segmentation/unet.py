@@ -359,15 +359,32 @@ def forward_maps(params, config: UNetConfig, x):
     return jax.nn.sigmoid(out[..., 0]), jax.nn.sigmoid(out[..., 1])
 
 
-def predict_maps(params, config: UNetConfig, image) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability and normalised distance maps (H, W) of one image.
+@functools.partial(jax.jit, static_argnums=1)
+def forward_maps_flipped(params, config: UNetConfig, x):
+    """:func:`forward_maps` averaged over the four flips of ``x`` (N, H, W, 1) that keep its shape
+    (identity, vertical, horizontal, both), each map flipped back before the mean: test-time
+    augmentation with the symmetries the network was trained with, in one batched pass."""
+    views = jnp.concatenate([x, x[:, ::-1], x[:, :, ::-1], x[:, ::-1, ::-1]])
+    fg, dist = forward_maps(params, config, views)
+    n = x.shape[0]
 
-    ``image`` is (H, W) or (H, W, C), raw intensities; it is percentile-normalised here.
+    def unflip(m):
+        return (m[:n] + m[n : 2 * n, ::-1] + m[2 * n : 3 * n, :, ::-1] + m[3 * n :, ::-1, ::-1]) / 4.0
+
+    return unflip(fg), unflip(dist)
+
+
+def predict_maps(params, config: UNetConfig, image, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground probability and normalised distance maps (H, W) float32 of one image.
+
+    ``image`` is (H, W) or (H, W, C), raw intensities; it is percentile-normalised here.  With
+    ``tta`` the maps are the mean over the four flips (:func:`forward_maps_flipped`), which
+    costs four forward passes and makes them equivariant to those flips.
     """
     img = normalize_image(image)
     if img.ndim == 2:
         img = img[..., None]
-    fg, dist = forward_maps(params, config, jnp.asarray(img[None]))
+    fg, dist = (forward_maps_flipped if tta else forward_maps)(params, config, jnp.asarray(img[None]))
     return np.asarray(fg[0]), np.asarray(dist[0])
 
 
@@ -378,12 +395,14 @@ def predict_instances(
     threshold: float = 0.5,
     marker_threshold: float = 0.5,
     min_area: int = 0,
+    tta: bool = False,
 ) -> np.ndarray:
-    """Instance labels (H, W) int32 of one image: U-Net maps, then a distance watershed.
+    """Instance labels (H, W) int32 of one image: U-Net maps (flip-averaged with ``tta``), then a
+    distance watershed.
 
     See :func:`assets_pkg.core.segmentation.classical.instances_from_maps` for the thresholds.
     """
-    fg, dist = predict_maps(params, config, image)
+    fg, dist = predict_maps(params, config, image, tta=tta)
     return classical.instances_from_maps(
         fg, dist, threshold, kind="distance", marker_threshold=marker_threshold, min_area=min_area
     )
