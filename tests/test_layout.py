@@ -204,3 +204,20 @@ def test_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     r = subprocess.run([ruff, "check", "."], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_no_merge_conflict_markers_in_tracked_text_files():
+    """A merge left ``<<<<<<<``/``>>>>>>>`` lines in the README once; none may reach main again."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.yaml", "*.yml", "*.toml", "*.txt", "*.cfg"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    bad = []
+    for name in files:
+        path = REPO / name
+        if not path.is_file():
+            continue
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "<<<<<<<" or line == ">>>>>>>":
+                bad.append(f"{name}:{i}")
+    assert not bad, f"merge conflict markers at {bad[:10]}"

@@ -13,7 +13,11 @@ from assets_pkg.core.ml.loop import CheckpointPolicy, TrainRun
 from assets_pkg.core.segmentation.config import SegTrainConfig
 from assets_pkg.core.segmentation.datasets import bbbc039_well, group_folds
 from assets_pkg.core.segmentation.models import SegmentationModel
-from assets_pkg.core.segmentation.training import augmented_crop, split_validation, train_segmentation
+from assets_pkg.core.segmentation.training import (
+    augmented_crop,
+    split_validation,
+    train_segmentation,
+)
 from assets_pkg.core.segmentation.unet import UNetConfig, create_seg_state, seg_targets
 
 
