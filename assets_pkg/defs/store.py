@@ -7,6 +7,7 @@ nuclei_masks wrote, dataset_version the plate versions it pinned, frame_catalog 
 versions, dataset_splits that catalog version -- never "the current one".
 """
 
+import itertools
 import time
 from typing import Literal
 
@@ -23,8 +24,8 @@ from ..core.store.config import FrameConfig, NucleusConfig, SplitConfig
 from ..core.store.dvc import covers, dataset_pin, pin_plates, push_pins
 from ..core.store.ingest import (
     FieldNuclei,
-    crop_plate_frames,
-    detect_plate_nuclei,
+    iter_plate_frames,
+    iter_plate_nuclei,
     plate_digest,
     plate_pixel_size,
 )
@@ -107,22 +108,34 @@ def nuclei_masks(context: dg.AssetExecutionContext, config: NucleiMasksConfig, c
             raise dg.Failure("nucleus_segmenter='unet' needs segmentation_model materialized or a model folder")
         segment_fn, detector = load_model(ckpt, kind="segmentation").segment, f"unet:{ckpt}"
         context.log.info(f"{pk}: nuclei by the U-Net in {ckpt}")
-    nuclei = detect_plate_nuclei(plate, params, progress=_progress(context, "nuclei"), segment_fn=segment_fn,
-                                 exclude=excluded)
-    seconds = time.perf_counter() - t0
     store = cellscape.store()
     digest = plate_digest(plate)
-    manifest = store.write_masks(
+    nuclei = iter_plate_nuclei(plate, params, progress=_progress(context, "nuclei"), segment_fn=segment_fn,
+                               exclude=excluded)
+    head = next(nuclei, None)
+    if head is None:
+        raise dg.Failure(f"plate {pk}: no field to segment")
+    counts: list[int] = []
+    first = head  # the field with the most nuclei (the first such), for the figure
+
+    def labelled():  # one field's labels in memory at a time, written as they come
+        nonlocal first
+        for n in itertools.chain([head], nuclei):
+            counts.append(len(n.centres))
+            if len(n.centres) > len(first.centres):
+                first = n
+            yield n.labels, {"well": n.well, "field_id": n.field_id}
+
+    manifest = store.write_masks_stream(
         pk,
-        np.stack([n.labels for n in nuclei]).astype(np.int32),
-        pd.DataFrame({"well": [n.well for n in nuclei], "field_id": [n.field_id for n in nuclei]}),
+        labelled(),
+        head.labels.shape,
         {"detector": detector, "params": params.model_dump(), "content_sha256": digest,
          "excluded_fields": [{"well": w, "field_id": f} for w, f in excluded], "qc": qc.model_dump()},
     )
-    counts = [len(n.centres) for n in nuclei]
-    first = nuclei[int(np.argmax(counts))] if nuclei else None
+    seconds = time.perf_counter() - t0
     md = {
-        "fields": len(nuclei),
+        "fields": len(counts),
         "nuclei": int(sum(counts)),
         "nuclei_per_field_mean": float(np.mean(counts)) if counts else 0.0,
         "nuclei_per_field_min": int(min(counts, default=0)),
@@ -172,18 +185,23 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
         raise dg.Failure(f"plate {pk} changed on disk since nuclei_masks ran (content {digest[:12]} vs "
                          f"{nuclei_masks['content_sha256'][:12]}); materialize nuclei_masks again")
     store = cellscape.store()
-    masks, mask_table = store.read_masks(pk, version=nuclei_masks["masks_version"])
-    nuclei = [
-        FieldNuclei(str(r.well), int(r.field_id), masks[i], nucleus_centres(masks[i]))
-        for i, r in enumerate(mask_table.itertuples(index=False))
-    ]
+    mask_table, masks = store.iter_masks(pk, version=nuclei_masks["masks_version"])
+    nuclei = (FieldNuclei(str(r.well), int(r.field_id), m, nucleus_centres(m))
+              for r, m in zip(mask_table.itertuples(index=False), masks, strict=True))
     t0 = time.perf_counter()
     params = config.to_library()
-    frames, table = crop_plate_frames(plate, nuclei, params, progress=_progress(context, "frames"))
-    manifest = store.write_plate(
+    progress = _progress(context, "frames")
+
+    def batches():  # one field's masks and frames in memory at a time
+        for i, batch in enumerate(iter_plate_frames(plate, nuclei, params)):
+            yield batch
+            progress(i + 1, len(mask_table))
+
+    crop = params.crop_size
+    manifest = store.write_plate_stream(
         pk,
-        frames,
-        table,
+        batches(),
+        (crop, crop, 3),
         {
             "content_sha256": digest,
             "masks_version": nuclei_masks["masks_version"],
@@ -192,6 +210,7 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
         },
     )
     seconds = time.perf_counter() - t0
+    table = store.read_table(pk, version=manifest["version"])
     if len(table) == 0:
         context.log.warning(
             f"{pk}: no frame fits inside the fields (nuclei too close to the border for "
@@ -200,7 +219,9 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(table), size=min(24, len(table)), replace=False)) if len(table) else []
     captions = [f"{table.gene.iloc[i]}\n{table.localization.iloc[i].replace(';', ', ')}" for i in pick]
-    fig = plots.plot_frame_grid(frames[pick] if len(pick) else frames[:0], captions, title=f"{pk}: random frames")
+    frames = (store.read_frames(pk, pick, version=manifest["version"]) if len(pick)
+              else np.zeros((0, crop, crop, 3), np.float32))
+    fig = plots.plot_frame_grid(frames, captions, title=f"{pk}: random frames")
     png = plots.save_png(fig, cellscape.figures_dir(pk) / "frames_grid.png")
     handle = {"plate_id": pk, "plate_version": manifest["version"], "masks_version": nuclei_masks["masks_version"],
               "content_sha256": digest, "n_frames": int(len(table)), "run_id": context.run.run_id}
@@ -209,8 +230,8 @@ def plate_frames(context: dg.AssetExecutionContext, config: PlateFramesConfig, n
         metadata={
             "frames": len(table),
             "proteins": int(table["ensg_id"].nunique()) if len(table) else 0,
-            "frames_per_field": float(len(table) / max(1, len(nuclei))),
-            "shape": str(tuple(frames.shape)),
+            "frames_per_field": float(len(table) / max(1, len(mask_table))),
+            "shape": str(tuple(int(n) for n in manifest["shape"])),
             "seconds": round(seconds, 2),
             "store_version": manifest["version"],
             "masks_version": nuclei_masks["masks_version"],

@@ -18,7 +18,9 @@ from ui_checks import assert_ui_metadata
 
 from assets_pkg.core.imaging.plates import METADATA_CSV, read_plate
 from assets_pkg.core.imaging.simulator import simulate_plates
+from assets_pkg.core.store.config import FrameConfig, NucleusConfig
 from assets_pkg.core.store.frame_store import FrameStore
+from assets_pkg.core.store.ingest import crop_plate_frames, detect_plate_nuclei
 from assets_pkg.definitions import defs
 from assets_pkg.defs import imaging, qc
 from assets_pkg.defs import store as store_defs
@@ -136,6 +138,37 @@ def test_plate_assets_materialize_and_a_failing_check_blocks_frames(project):
         pd.testing.assert_frame_equal(store.read_table("plate01"), before)
         np.testing.assert_array_equal(store.read_frames("plate01", np.arange(len(before))), frames_before)
         assert {p.name: p.read_bytes() for p in plate02.iterdir()} == raw_before
+
+
+def test_plate_assets_stream_fields_into_the_store_and_store_what_the_whole_plate_steps_give(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    (plate_dir,) = simulate_plates(root / "data" / "plates", n_plates=1, seed=5, wells=2, fields_per_well=2,
+                                   field_size=320)
+
+    def whole_plate(*args, **kwargs):
+        raise AssertionError("a whole plate's masks or frames in memory")
+
+    for name in ("write_plate", "write_masks", "read_masks"):
+        monkeypatch.setattr(FrameStore, name, whole_plate)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("plates", ["plate01"])
+        res = _materialize_plate(root, "plate01", instance)
+        assert res.success
+        masks_md = res.asset_materializations_for_node("nuclei_masks")[0].metadata
+        frames_md = res.asset_materializations_for_node("plate_frames")[0].metadata
+    monkeypatch.undo()
+    plate = read_plate(plate_dir)
+    nuclei = detect_plate_nuclei(plate, NucleusConfig())
+    frames, table = crop_plate_frames(plate, nuclei, FrameConfig())
+    store = FrameStore(str(root / "artifacts" / "frames"))
+    masks, mask_table = store.read_masks("plate01")
+    np.testing.assert_array_equal(masks, np.stack([n.labels for n in nuclei]))
+    assert list(zip(mask_table["well"], mask_table["field_id"], strict=True)) == [(n.well, n.field_id) for n in nuclei]
+    assert masks_md["fields"].value == len(nuclei) and masks_md["nuclei"].value == sum(len(n.centres) for n in nuclei)
+    pd.testing.assert_frame_equal(store.read_table("plate01"), table)
+    np.testing.assert_array_equal(store.read_frames("plate01", np.arange(len(table))), frames)
+    assert frames_md["frames"].value == len(table) and frames_md["shape"].value == str(frames.shape)
+    assert frames_md["store_version"].value == store.read_manifest("plate01")["version"]
 
 
 def test_image_defects_are_a_blocking_check_and_excluded_fields_are_left_out(tmp_path):

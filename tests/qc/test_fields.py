@@ -18,7 +18,7 @@ from assets_pkg.core.imaging.io import read_image
 from assets_pkg.core.imaging.simulator import simulate_plates
 from assets_pkg.core.imaging.simulator.optics import camera_image
 from assets_pkg.core.qc.config import PlateQCConfig
-from assets_pkg.core.qc.fields import assess_fields, image_stats, noise_sigma
+from assets_pkg.core.qc.fields import assess_fields, block_factor, image_stats, noise_sigma
 from assets_pkg.core.qc.validate import field_defects, validate_plate
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -77,6 +77,35 @@ def test_bright_extent_finds_a_long_bright_fibre() -> None:
     img[100:103, 20:180] += 20000  # a 160 px fibre
     fibre = image_stats(img.astype(np.uint16))
     assert fibre.bright_extent_px == pytest.approx(160, abs=6) and clean.bright_extent_px < 30
+
+
+def test_a_large_image_is_measured_on_block_means_with_the_same_meaning(monkeypatch) -> None:
+    """Above QC_GRID px the band-passes run on 2 x 2 block means (a quarter of the pixels, so cheap):
+    noise still the full-resolution camera noise, blank still about 1, lengths in full-res px."""
+    rng = np.random.default_rng(11)
+    shape = (1024, 1024)
+    assert block_factor(shape) == 2 and block_factor((512, 512)) == 1 and block_factor((1024, 4096)) == 4
+    filtered: list[tuple[int, ...]] = []
+    gaussian = ndi.gaussian_filter
+    monkeypatch.setattr(ndi, "gaussian_filter", lambda a, *k, **kw: filtered.append(a.shape) or gaussian(a, *k, **kw))
+    blank = _noise(shape, rng=rng)
+    stats = image_stats(blank)
+    assert filtered and max(filtered) <= (512, 512)  # no band-pass at full resolution
+    monkeypatch.undo()
+    assert stats.noise == pytest.approx(noise_sigma(blank), rel=0.03)
+    assert 0.6 < stats.signal_snr < 1.6
+    hot = blank.copy()
+    hot[100, 101] = 65535
+    assert image_stats(hot).signal_snr < 2
+    blobs = _blobs(shape, n=60, radius=4.0, rng=rng)
+    assert image_stats(blobs).signal_snr > 20
+    fibre = blobs.astype(np.float32)
+    fibre[500:503, 100:420] += 20000  # a 320 px fibre
+    long = image_stats(np.clip(fibre, 0, 65535).astype(np.uint16))
+    assert long.bright_extent_px == pytest.approx(320, abs=8) and image_stats(blobs).bright_extent_px < 60
+    sharp = _blobs(shape, n=120, radius=2.0, rng=rng)
+    blurred = camera_image(rng, ndi.gaussian_filter(sharp.astype(np.float32), 5.0))
+    assert image_stats(blurred).focus < 0.1 * image_stats(sharp).focus
 
 
 def test_assess_fields_decides_per_kind_and_needs_enough_fields_for_focus() -> None:

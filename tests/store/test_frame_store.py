@@ -318,6 +318,38 @@ def test_masks_round_trip_and_versions(store):
         store.read_masks("P2")
 
 
+def test_masks_stream_stores_what_write_masks_stores_one_field_at_a_time(store):
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 9, (3, 16, 12)).astype(np.int64)
+    fields = pd.DataFrame({"well": ["A01", "A01", "B02"], "field_id": [1, 2, 1]})
+    whole = store.write_masks("P1", masks, fields, {"detector": "classical"})
+    rows = fields.to_dict("records")
+    man = store.write_masks_stream("P2", ((m, r) for m, r in zip(masks, rows, strict=True)), (16, 12),
+                                   {"detector": "classical"})
+    drop = ("plate_id", "version", "created", "array_path", "table_path")
+    assert {k: v for k, v in man.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
+    got, table = store.read_masks("P2")
+    assert got.dtype == np.int32 and got.shape == (3, 16, 12)
+    np.testing.assert_array_equal(got, masks)
+    pd.testing.assert_frame_equal(table, fields)
+    # one field at a time back, in table order, of any version
+    table, it = store.iter_masks("P2", version=man["version"])
+    pd.testing.assert_frame_equal(table, fields)
+    np.testing.assert_array_equal(np.stack(list(it)), masks)
+    # a bad field, or a failing source, leaves no new version behind
+    with pytest.raises(StoreError, match="stream of"):
+        store.write_masks_stream("P2", iter([(masks[0][:8], rows[0])]), (16, 12))
+
+    def failing():
+        yield masks[0], rows[0]
+        raise RuntimeError("detector crashed")
+
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        store.write_masks_stream("P2", failing(), (16, 12))
+    assert [v["version"] for v in store.versions("P2", kind="masks")] == [man["version"]]
+    assert store.read_masks_manifest("P2") == man
+
+
 def test_delete_plate(store):
     store.write_plate("P1", frames_for(3), table_for("P1", 3))
     store.write_masks("P1", np.zeros((1, 4, 4), np.int32), pd.DataFrame({"well": ["A01"]}))

@@ -80,6 +80,10 @@ def test_damage_in_an_unsharded_layout_and_in_masks(tmp_path):
     flip(tmp_path / f"masks/P1/{mv}/labels/c/1/0/0", 3)
     with pytest.raises(StoreError, match=f"masks of plate 'P1' version {mv}.*fields 1..1"):
         st.read_masks("P1")
+    _, fields = st.iter_masks("P1")
+    assert next(fields).shape == (8, 8)  # the undamaged field reads
+    with pytest.raises(StoreError, match=f"masks of plate 'P1' version {mv}.*fields 1..1"):
+        next(fields)
 
 
 def test_arrays_written_without_checksums_stay_readable(tmp_path):

@@ -2,7 +2,11 @@
 
 Every image file of a plate is summarised once, from its decoded pixels, by :func:`image_stats`
 (vectorised NumPy/SciPy: four Gaussian filters, a few percentiles and one labelling, no loop over
-pixels).  :func:`assess_fields` then decides which defects each image has, with thresholds in
+pixels).  It is cheap at any size: an image larger than :data:`QC_GRID` (512) px is measured on
+its 2 x 2 (or up to 4 x 4) block means, with every band and length kept in full-resolution
+pixels and the noise estimated at full resolution (a quarter of the pixels and narrower
+filters: about 0.03 CPU s for a 1024 x 1024 image, 5-6x less than at full resolution).
+:func:`assess_fields` then decides which defects each image has, with thresholds in
 units that carry from one microscope to another (multiples of the image's own noise, fractions
 of its pixels, ratios to the plate's other fields, nucleus diameters), never in ADU:
 
@@ -34,6 +38,7 @@ field with the defect is excluded from ingest, blocks the plate, or is only repo
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -69,13 +74,72 @@ MEASURES: dict[str, str] = {
 
 _Z999 = 3.2905  # two-sided 99.9 % quantile of the standard normal
 
+#: Largest side (px) of the grid the band-passes, percentiles and labelling run on: a larger image
+#: is block-averaged by an integer factor first (at most :data:`MAX_BLOCK`).
+QC_GRID = 512
 
-def _dog_gain(s1: float, s2: float) -> float:
-    """Standard deviation of a difference of Gaussians (sigmas ``s1``, ``s2`` px) of unit white noise."""
-    return math.sqrt(1 / (4 * math.pi * s1**2) + 1 / (4 * math.pi * s2**2) - 1 / (math.pi * (s1**2 + s2**2)))
+#: Largest block factor: beyond it the 1 px band of the focus measure has no room on the grid.
+MAX_BLOCK = 4
 
 
-_G1_GAIN = 1 / (2 * math.sqrt(math.pi))  # standard deviation of a sigma-1 Gaussian of unit white noise
+def block_factor(shape: tuple[int, ...]) -> int:
+    """The block-averaging factor :func:`image_stats` uses for an image of ``shape`` (height, width):
+    the smallest that brings the larger side to :data:`QC_GRID` px or less, at most :data:`MAX_BLOCK`
+    (1 when the smaller side would keep fewer than 8 blocks)."""
+    f = int(min(MAX_BLOCK, max(1, -(-max(shape) // QC_GRID))))
+    return f if min(shape) >= 8 * f else 1
+
+
+def _grid_sigma(sigma: float, f: int) -> float:
+    """The Gaussian sigma (grid px) that, after an ``f`` x ``f`` block mean, gives the variance of a
+    ``sigma`` px Gaussian at full resolution (0: the block mean alone is already that wide)."""
+    return math.sqrt(max(sigma**2 - (f**2 - 1) / 12.0, 0.0)) / f
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian of ``sigma`` grid px (none when 0); wide ones on a block-averaged grid (:func:`_gaussian_wide`)."""
+    if sigma <= 0:
+        return x
+    if sigma >= 8:
+        return _gaussian_wide(x, sigma, 4)
+    if sigma >= 4:
+        return _gaussian_wide(x, sigma, 2)
+    return ndi.gaussian_filter(x, sigma)
+
+
+@functools.lru_cache(maxsize=16)
+def _gains(f: int) -> dict[str, float]:
+    """Standard deviations, per unit of grid white noise, of the band-passes :func:`image_stats`
+    takes on an ``f``-times block-averaged grid (from the discrete kernels' impulse responses)."""
+    s = {k: _grid_sigma(k, f) for k in (1, 2, 4, 16)}
+    n = 2 * int(4 * s[16] + 0.5) + 1
+    delta = np.zeros((n, n), np.float64)
+    delta[n // 2, n // 2] = 1.0
+    g = {k: ndi.gaussian_filter(delta, v) if v > 0 else delta for k, v in s.items()}
+
+    def norm(a: np.ndarray) -> float:
+        return float(np.sqrt(np.sum(a**2)))
+
+    return {"g1": norm(g[1]), "fine": norm(g[1] - g[2]), "snr": norm(g[2] - g[16]), "coarse": norm(g[4] - g[16])}
+
+
+def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """``f`` x ``f`` block means of a float32 image (edge rows and columns that do not fill a block dropped)."""
+    if f == 1:
+        return x
+    h, w = (x.shape[0] // f) * f, (x.shape[1] // f) * f
+    out = np.zeros((h // f, w // f), np.float32)
+    for dy in range(f):  # f*f strided adds: no copy of the full image
+        for dx in range(f):
+            out += x[dy:h:f, dx:w:f]
+    return out * np.float32(1.0 / f**2)
+
+
+def _ring_max(x: np.ndarray) -> np.ndarray:
+    """Largest of each pixel's eight neighbours (edges mirrored, as ``ndi.maximum_filter``'s "reflect")."""
+    p = np.pad(x, 1, mode="symmetric")
+    rows = np.maximum(np.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    return np.maximum(np.maximum(rows[:-2], rows[2:]), np.maximum(p[1:-1, :-2], p[1:-1, 2:]))
 
 
 @dataclass(frozen=True)
@@ -146,13 +210,15 @@ def _tiled_p99(x: np.ndarray, n: int = 4) -> float:
     return float(np.median(np.percentile(tiles, 99, axis=1)))
 
 
-def noise_sigma(image: np.ndarray) -> float:
+def noise_sigma(image: np.ndarray, row_step: int = 1) -> float:
     """Camera noise of an image: the robust spread of horizontal neighbour differences.
 
     Parameters
     ----------
     image : numpy.ndarray, shape (height, width)
         Any real dtype.
+    row_step : int
+        Use every ``row_step``-th row only (a cheaper estimate of the same quantity).
 
     Returns
     -------
@@ -161,7 +227,7 @@ def noise_sigma(image: np.ndarray) -> float:
         standard deviation of white noise, insensitive to edges and smooth gradients (they
         touch few differences).
     """
-    x = np.asarray(image, dtype=np.float32)
+    x = np.asarray(image)[:: max(1, int(row_step))].astype(np.float32, copy=False)
     d = (x[:, 1:] - x[:, :-1]).ravel() / np.float32(math.sqrt(2))
     if d.size == 0:
         return 0.0
@@ -170,6 +236,13 @@ def noise_sigma(image: np.ndarray) -> float:
 
 def image_stats(image: np.ndarray, full_scale: float | None = None, debris_contrast: float = 3.0) -> ImageStats:
     """Measure what the defect rules of :func:`assess_fields` need, on one 2-D image.
+
+    The maximum, the saturated fraction and the noise come from the full-resolution pixels
+    (the noise from every ``f**2``-th row, see :func:`noise_sigma`); the rest runs on the
+    ``f`` x ``f`` block means (``f`` = :func:`block_factor`: 1 up to :data:`QC_GRID` px, 2 up
+    to twice that ...), each Gaussian narrowed so that block mean and Gaussian together have
+    the full-resolution band's width, the grid's noise taken as ``noise / f`` (block means of
+    white noise), and lengths and areas given back in full-resolution pixels.
 
     Parameters
     ----------
@@ -193,23 +266,25 @@ def image_stats(image: np.ndarray, full_scale: float | None = None, debris_contr
     x = img.astype(np.float32)
     top = float(x.max())
     sat = float(np.count_nonzero(x >= full_scale)) / x.size if full_scale is not None else 0.0
-    noise = max(noise_sigma(x), NOISE_FLOOR)
+    f = block_factor(x.shape)
+    noise = max(noise_sigma(x, f * f), NOISE_FLOOR)
+    x = _block_mean(x, f)
+    sigma = noise / f  # block means of white noise
+    gain = _gains(f)
     # isolated hot pixels (brighter than all 8 neighbours by > 5 noise) are capped: optics blur every
     # real structure over several pixels, so only camera defects and cosmic rays are touched
-    ring = np.ones((3, 3), bool)
-    ring[1, 1] = False
-    x = np.minimum(x, ndi.maximum_filter(x, footprint=ring, mode="reflect") + np.float32(5 * noise))
-    g1 = ndi.gaussian_filter(x, 1.0)
-    g2 = ndi.gaussian_filter(x, 2.0)
-    g4 = ndi.gaussian_filter(x, 4.0)
-    g16 = _gaussian_wide(x, 16.0)
-    snr = float(np.percentile(np.abs(g2 - g16), 99.9)) / (noise * _dog_gain(2, 16) * _Z999)
-    fine = float(np.var(g1 - g2)) - (noise * _dog_gain(1, 2)) ** 2
-    coarse = float(np.var(g4 - g16)) - (noise * _dog_gain(4, 16)) ** 2
+    x = np.minimum(x, _ring_max(x) + np.float32(5 * sigma))
+    g1 = _blur(x, _grid_sigma(1, f))
+    g2 = _blur(x, _grid_sigma(2, f))
+    g4 = _blur(x, _grid_sigma(4, f))
+    g16 = _blur(x, _grid_sigma(16, f))
+    snr = float(np.percentile(np.abs(g2 - g16), 99.9)) / (sigma * gain["snr"] * _Z999)
+    fine = float(np.var(g1 - g2)) - (sigma * gain["fine"]) ** 2
+    coarse = float(np.var(g4 - g16)) - (sigma * gain["coarse"]) ** 2
     focus = max(fine, 0.0) / coarse if coarse > 0 else math.nan
     del g2, g4, g16
     med = float(np.median(g1))
-    fg = g1 > med + 5 * noise * _G1_GAIN
+    fg = g1 > med + 5 * sigma * gain["g1"]
     level = float(np.percentile(g1[fg], 90)) - med if fg.any() else 0.0
     ref = max(_tiled_p99(g1) - med, level)
     extent, area = 0.0, 0
@@ -219,7 +294,7 @@ def image_stats(image: np.ndarray, full_scale: float | None = None, debris_contr
             boxes = ndi.find_objects(labels)
             diag = np.array([math.hypot(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes])
             k = int(np.argmax(diag))
-            extent, area = float(diag[k]), int(np.count_nonzero(labels == k + 1))
+            extent, area = f * float(diag[k]), f * f * int(np.count_nonzero(labels == k + 1))
     return ImageStats(top, full_scale, sat, noise, snr, focus, extent, area)
 
 

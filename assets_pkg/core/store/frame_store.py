@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -93,6 +93,24 @@ ARRAY_NAME = "frames"
 TABLE_NAME = "frames.parquet"
 MASKS_ARRAY_NAME = "labels"
 MASKS_TABLE_NAME = "fields.parquet"
+
+
+def _masks_metadata(shape: Sequence[int]) -> dict:
+    """Zarr v3 metadata of a masks array (F, H, W) int32: one zstd, crc32c-checked chunk per field."""
+    shape = [int(x) for x in shape]
+    return {
+        "shape": shape,
+        "data_type": "int32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *shape[1:]]}},
+        "chunk_key_encoding": {"name": "default"},
+        "fill_value": 0,
+        "codecs": [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "zstd", "configuration": {"level": 3}},
+            {"name": "crc32c"},
+        ],
+        "dimension_names": ["field", "y", "x"],
+    }
 
 
 class FrameStore(VersionedStore):
@@ -608,43 +626,82 @@ class FrameStore(VersionedStore):
         table = table.reset_index(drop=True)
         prov = check_provenance(provenance)
         shape = [int(x) for x in masks.shape]
-        metadata = {
-            "shape": shape,
-            "data_type": "int32",
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *shape[1:]]}},
-            "chunk_key_encoding": {"name": "default"},
-            "fill_value": 0,
-            "codecs": [
-                {"name": "bytes", "configuration": {"endian": "little"}},
-                {"name": "zstd", "configuration": {"level": 3}},
-                {"name": "crc32c"},
-            ],
-            "dimension_names": ["field", "y", "x"],
-        }
 
         def build(prefix: str, version: str) -> dict:
             array_path = prefix + MASKS_ARRAY_NAME + "/"
-            self._write_array(array_path, masks, metadata)
-            table_path = prefix + MASKS_TABLE_NAME
-            raw = table_to_parquet(table)
-            self._write_bytes(table_path, raw)
-            return {
-                "schema_version": MANIFEST_SCHEMA_VERSION,
-                "kind": "nucleus_masks",
-                "plate_id": plate_id,
-                "version": version,
-                "n_fields": shape[0],
-                "shape": shape,
-                "dtype": "int32",
-                "axes": ["field", "y", "x"],
-                "created": now_iso(),
-                "array_path": array_path,
-                "table_path": table_path,
-                "table_sha256": hashlib.sha256(raw).hexdigest(),
-                "provenance": prov,
-            }
+            self._write_array(array_path, masks, _masks_metadata(shape))
+            return self._finish_masks_version(prefix, version, plate_id, shape, table, prov)
 
         return self._versioned_write(self._masks_prefix(plate_id), build)
+
+    def write_masks_stream(
+        self,
+        plate_id: str,
+        fields: Iterable[tuple[np.ndarray, Mapping]],
+        field_shape: Sequence[int],
+        provenance: Mapping | None = None,
+    ) -> dict:
+        """:meth:`write_masks` for label images that arrive one field at a time, never all in memory.
+
+        ``fields`` yields ``(labels, row)`` pairs: one label image of shape ``field_shape``
+        (H, W) and its table row (a mapping, e.g. ``{"well": ..., "field_id": ...}``).  Each
+        field is written as its own chunk when it arrives (the array is created with an
+        open-ended first axis, then cut to the number of fields); the version becomes visible
+        only once complete, and an exception from ``fields`` leaves no version behind.  The
+        stored array, table and manifest are those :meth:`write_masks` writes for the stacked
+        labels.  Returns the version's manifest.
+        """
+        check_plate_id(plate_id)
+        field_shape = [int(s) for s in field_shape]
+        if len(field_shape) != 2 or min(field_shape) < 1:
+            raise StoreError(f"field_shape must be (height, width), got {field_shape}", field="field_shape")
+        prov = check_provenance(provenance)
+
+        def build(prefix: str, version: str) -> dict:
+            array_path = prefix + MASKS_ARRAY_NAME + "/"
+            arr = self._open_array_at(array_path, metadata=_masks_metadata([2**40, *field_shape]))
+            rows: list[Mapping] = []
+            pending = None
+            for labels, row in fields:
+                labels = np.asarray(labels)
+                if tuple(labels.shape) != tuple(field_shape) or not np.issubdtype(labels.dtype, np.integer):
+                    raise StoreError(f"labels of {labels.dtype} {labels.shape} in a stream of {tuple(field_shape)} "
+                                     "integer label images", field="masks")
+                if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+                    raise StoreError("mask labels must fit in 0..2**31-1", field="masks")
+                if pending is not None:
+                    pending.result()
+                pending = arr[len(rows)].write(np.ascontiguousarray(labels, dtype=np.int32))
+                rows.append(dict(row))
+            if pending is not None:
+                pending.result()
+            shape = [len(rows), *field_shape]
+            arr.resize(exclusive_max=shape, resize_metadata_only=True).result()
+            return self._finish_masks_version(prefix, version, plate_id, shape, pd.DataFrame(rows), prov)
+
+        return self._versioned_write(self._masks_prefix(plate_id), build)
+
+    def _finish_masks_version(self, prefix: str, version: str, plate_id: str, shape: list[int],
+                              table: pd.DataFrame, prov: dict) -> dict:
+        """Write a masks version's table; return its manifest (the array is already written)."""
+        table_path = prefix + MASKS_TABLE_NAME
+        raw = table_to_parquet(table)
+        self._write_bytes(table_path, raw)
+        return {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "kind": "nucleus_masks",
+            "plate_id": plate_id,
+            "version": version,
+            "n_fields": shape[0],
+            "shape": shape,
+            "dtype": "int32",
+            "axes": ["field", "y", "x"],
+            "created": now_iso(),
+            "array_path": prefix + MASKS_ARRAY_NAME + "/",
+            "table_path": table_path,
+            "table_sha256": hashlib.sha256(raw).hexdigest(),
+            "provenance": prov,
+        }
 
     def read_masks_manifest(self, plate_id: str, version: str | None = None) -> dict:
         """The masks manifest of a plate (see :meth:`write_masks`): current, or ``version``."""
@@ -660,6 +717,26 @@ class FrameStore(VersionedStore):
         except ValueError as e:
             raise self._damage_error("masks", plate_id, man, arr, None, e, axis="fields") from e
         return labels, self._table_from_manifest(man)
+
+    def iter_masks(self, plate_id: str, version: str | None = None) -> tuple[pd.DataFrame, Iterator[np.ndarray]]:
+        """:meth:`read_masks` one field at a time: the field table, and an iterator over the label
+        images (H, W) int32 in table order (the next field is read while the caller works on one)."""
+        check_plate_id(plate_id)
+        man, arr = self.version_array("masks", plate_id, version)
+        table = self._table_from_manifest(man)
+
+        def fields() -> Iterator[np.ndarray]:
+            n = int(arr.shape[0])
+            fut = arr[0].read() if n else None
+            for i in range(n):
+                try:
+                    labels = fut.result()
+                except ValueError as e:
+                    raise self._damage_error("masks", plate_id, man, arr, np.array([i]), e, axis="fields") from e
+                fut = arr[i + 1].read() if i + 1 < n else None
+                yield labels
+
+        return table, fields()
 
     # ------------------------------------------------------------------ retention and integrity
     def collect_garbage(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> dict:

@@ -1,7 +1,8 @@
 """Plate ingest: validate, find nuclei, crop frames, write them to the frame store.
 
 One implementation behind both ``cellscape ingest`` and the Dagster assets: the assets call
-the step functions (:func:`detect_plate_nuclei`, :func:`crop_plate_frames`) one per asset,
+the step functions one per asset (:func:`iter_plate_nuclei`, :func:`iter_plate_frames`: one
+field at a time, streamed into the store like the CLI's frames),
 the CLI calls :func:`ingest_plate`, which does both per field (:func:`field_frames`) and
 gives the same frames and table.
 
@@ -17,6 +18,10 @@ Throughput (a 96-well x 18-field plate of 1024 px fields on 2 cores, ``benchmark
   depend on the worker count;
 - frames stream into the store (:meth:`~.frame_store.FrameStore.write_plate_stream`) a shard
   at a time: a full plate's frames (~150k, ~18 GB of float32) are never all in memory.
+
+Why one module: the per-asset steps and :func:`ingest_plate` must cut the same frames from the
+same fields, so they share the private field listing, frame-table and worker helpers; split,
+each half would import the other's private names.
 """
 
 from __future__ import annotations
@@ -276,27 +281,38 @@ def detect_plate_nuclei(
 
     Returns one :class:`FieldNuclei` per field kept, in (well, field_id) order, labels at full
     resolution (nearest-neighbour from the detection scale, :func:`~.frames.upsample_labels`)
-    and centres in full-resolution pixels.
+    and centres in full-resolution pixels.  :func:`iter_plate_nuclei` gives them one at a time.
     """
+    return list(iter_plate_nuclei(plate, params, progress, segment_fn, workers, exclude))
+
+
+def iter_plate_nuclei(
+    plate: Plate,
+    params: NucleusConfig = NucleusConfig(),
+    progress: Callable[[int, int], None] | None = None,
+    segment_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    workers: int | None = 1,
+    exclude: Iterable[tuple[str, int]] = (),
+) -> Iterator[FieldNuclei]:
+    """:func:`detect_plate_nuclei` one field at a time (same arguments, same fields in the same
+    order), so that a plate's label images need never be in memory together."""
     px = plate_pixel_size(plate)
     fields = _field_paths(plate, frozenset((str(w), int(f)) for w, f in exclude))
-    out = []
     if segment_fn is not None:
         for i, row in enumerate(fields.itertuples(index=False)):
             nuc = plate.read_field(row.nucleus)
             labels, centres, _ = detect_field_nuclei(nuc, px, params, segment_fn=segment_fn)
-            out.append(FieldNuclei(row.well, int(row.field_id), labels, centres))
+            yield FieldNuclei(row.well, int(row.field_id), labels, centres)
             if progress:
                 progress(i + 1, len(fields))
-        return out
+        return
     reader = _reader(plate)
     jobs = [(reader, row.well, int(row.field_id), row.nucleus, px, params) for row in fields.itertuples(index=False)]
     n_workers = default_workers(len(jobs)) if workers is None else int(workers)
     for i, fn in enumerate(_ordered_map(_detect_job, jobs, n_workers)):
-        out.append(fn)
+        yield fn
         if progress:
             progress(i + 1, len(jobs))
-    return out
 
 
 def _localization_columns(plate: Plate, well: str) -> tuple[str, str]:
@@ -407,17 +423,10 @@ def crop_plate_frames(
     table : pandas.DataFrame
         One row per frame, columns :data:`FRAME_TABLE_COLUMNS`.
     """
-    factor = params.factor(plate_pixel_size(plate))
-    fields = _field_paths(plate).set_index(["well", "field_id"])
     chunks, tables = [], []
-    for i, fn in enumerate(nuclei):
-        paths = fields.loc[(fn.well, fn.field_id)]
-        nuc = plate.read_field(paths["nucleus"])
-        prot = plate.read_field(paths["protein"], expect_shape=nuc.shape)
-        frames, kept = extract_frames(nuc, prot, fn.labels, downsample=factor, crop_size=params.crop_size,
-                                      centres=fn.centres)
-        tables.append(_frame_table(plate.plate_id, fn.well, fn.field_id, _well_info(plate, fn.well), kept))
+    for i, (frames, table) in enumerate(iter_plate_frames(plate, nuclei, params)):
         chunks.append(frames)
+        tables.append(table)
         if progress:
             progress(i + 1, len(nuclei))
     crop = params.crop_size
@@ -426,6 +435,30 @@ def crop_plate_frames(
                                                                               "centre_x": [], "area_px": []}))
     table = _finish_table(pd.concat(tables, ignore_index=True) if tables else empty)
     return frames.astype(np.float32, copy=False), table
+
+
+def iter_plate_frames(
+    plate: Plate,
+    nuclei: Iterable[FieldNuclei],
+    params: FrameConfig = FrameConfig(),
+) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+    """:func:`crop_plate_frames` one field at a time, as the batches
+    :meth:`~.frame_store.FrameStore.write_plate_stream` takes.
+
+    Yields, per :class:`FieldNuclei` of ``nuclei`` (consumed lazily, so they may be read one
+    at a time too), its frames (n, crop_size, crop_size, 3) float32 and their frame-table rows
+    (all columns of :data:`FRAME_TABLE_COLUMNS` but ``frame_index``, which the store numbers).
+    """
+    factor = params.factor(plate_pixel_size(plate))
+    fields = _field_paths(plate).set_index(["well", "field_id"])
+    for fn in nuclei:
+        paths = fields.loc[(fn.well, fn.field_id)]
+        nuc = plate.read_field(paths["nucleus"])
+        prot = plate.read_field(paths["protein"], expect_shape=nuc.shape)
+        frames, kept = extract_frames(nuc, prot, fn.labels, downsample=factor, crop_size=params.crop_size,
+                                      centres=fn.centres)
+        yield (frames.astype(np.float32, copy=False),
+               _frame_table(plate.plate_id, fn.well, fn.field_id, _well_info(plate, fn.well), kept))
 
 
 def _ingest_job(job: tuple) -> tuple[int, np.ndarray, pd.DataFrame]:
