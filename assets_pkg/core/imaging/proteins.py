@@ -13,15 +13,18 @@ column             meaning
 
 The package ships a default panel (``core/data/default_panel.csv``) of 85 well-known human
 proteins covering every localization class; the annotations of those in OpenCell are
-OpenCell's own, copied verbatim.
+OpenCell's own, copied verbatim.  :func:`balanced_panel` draws a larger panel from a whole
+annotation table (e.g. OpenCell's 1,310 proteins), spread evenly over the localization classes.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import CellscapeError
@@ -144,3 +147,65 @@ def panel_to_frame(panel: list[WellInfo]) -> pd.DataFrame:
     """The inverse of :func:`load_panel`: one row per (protein, localization)."""
     rows = [(w.ensg_id, w.gene, loc.name, loc.grade) for w in panel for loc in w.localizations]
     return pd.DataFrame(rows, columns=list(PANEL_COLUMNS))
+
+
+def balanced_panel(annotations: str | Path | pd.DataFrame, n: int, seed: int,
+                   prefer_single: bool = True) -> pd.DataFrame:
+    """Choose ``n`` proteins of an annotation table, spread evenly over their main localization.
+
+    Each protein's main class is its first localization as :func:`load_panel` orders them
+    (highest grade, ties in :data:`~assets_pkg.core.imaging.plates.LOCALIZATIONS` order).  The
+    classes take turns, in ``LOCALIZATIONS`` order, each giving its next protein until ``n`` are
+    chosen; a class with no protein left is skipped.  Within a class the proteins are shuffled
+    with ``seed`` and, with ``prefer_single``, those with exactly one localization come first
+    (the atlas scores its clustering score and ARI on single-localization proteins).
+
+    Parameters
+    ----------
+    annotations : path-like or pandas.DataFrame
+        An OpenCell-format annotation table (:data:`PANEL_COLUMNS`), validated by :func:`load_panel`.
+    n : int
+        Proteins to choose, at least 1.
+    seed : int
+        Seeds the order within each class.
+    prefer_single : bool
+        Single-localization proteins of a class before its multi-localization ones.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The chosen proteins' rows (:func:`panel_to_frame`: columns :data:`PANEL_COLUMNS`, at most
+        :data:`MAX_LOCALIZATIONS` per protein), proteins in the order they were chosen; a valid
+        ``proteins`` argument of the simulator and of :func:`load_panel`.
+
+    Raises
+    ------
+    PanelError
+        When the table is invalid (see :func:`load_panel`) or holds fewer than ``n`` proteins
+        (field ``ensg_id``).
+    """
+    if n < 1:
+        raise PanelError(f"n must be at least 1, got {n}", field="n")
+    panel = load_panel(annotations)
+    where = "<DataFrame>" if isinstance(annotations, pd.DataFrame) else str(annotations)
+    if len(panel) < n:
+        raise PanelError(f"the table lists {len(panel)} proteins, fewer than the {n} asked for",
+                         path=where, field="ensg_id")
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[WellInfo]] = defaultdict(list)
+    for info in panel:
+        by_class[info.localizations[0].name].append(info)
+    queues = {}
+    for name in LOCALIZATIONS:
+        members = by_class.get(name, [])
+        order = rng.permutation(len(members))
+        shuffled = [members[i] for i in order]
+        if prefer_single:
+            shuffled.sort(key=lambda w: len(w.localizations) != 1)  # stable: keeps the shuffle within each group
+        queues[name] = shuffled
+    chosen: list[WellInfo] = []
+    while len(chosen) < n:
+        for name in LOCALIZATIONS:
+            if queues[name] and len(chosen) < n:
+                chosen.append(queues[name].pop(0))
+    return panel_to_frame(chosen)
