@@ -151,3 +151,16 @@ def test_cli_export_hcs(tmp_path, capsys):
     assert (out / "A" / "1" / "1" / "labels" / "nuclei" / "zarr.json").is_file()
     assert main(argv) == 2  # never overwritten
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_fields_that_are_not_a_multiple_of_the_inner_chunk_export_and_read_back(tmp_path):
+    """A 320 px field (the browser test's plate) once failed: the shard was not a whole number of
+    256 px inner chunks."""
+    plate_dir = make_plate(tmp_path / "plates", wells=1, fields=1, size=320)
+    plate = read_plate(plate_dir)
+    info = export_hcs(plate_dir, tmp_path / "p.ome.zarr")
+    assert info["fields"] == 1
+    field = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "p.ome.zarr/A/1/0/0")}}).result()
+    rec = plate.fields().iloc[0]
+    assert field.shape[1:] == (320, 320)
+    np.testing.assert_array_equal(field[0].read().result(), read_image(plate.image_path(rec.nucleus)))

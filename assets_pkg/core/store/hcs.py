@@ -80,13 +80,18 @@ def _group(path: Path, ome: dict | None = None, *, compact: bool = False, **extr
 
 
 def _array_metadata(shape: Sequence[int], dtype: str, dimension_names: Sequence[str]) -> dict:
-    """Zarr v3 metadata of one array stored as a single shard of (1, <=256, <=256) inner chunks."""
+    """Zarr v3 metadata of one array stored as a single shard of (1, <=256, <=256) inner chunks.
+
+    A shard must hold whole inner chunks, so its shape is the array's rounded up to a multiple
+    of them (a 320 px field is one 512 x 512 shard of four chunks; the part outside the array
+    is never written)."""
     shape = [int(s) for s in shape]
     inner = [1, *(min(_INNER, s) for s in shape[1:])]
+    shard = [shape[0], *(-(-s // i) * i for s, i in zip(shape[1:], inner[1:], strict=True))]
     return {
         "shape": shape,
         "data_type": dtype,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": shape}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": shard}},
         "chunk_key_encoding": {"name": "default"},
         "fill_value": 0,
         "codecs": [
