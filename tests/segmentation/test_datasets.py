@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 from skimage import io
@@ -168,3 +169,61 @@ def test_real_bbbc005_names_match_the_plate_layout():
     assert img.dtype == np.uint8 and img.shape == (520, 696)
     split = cs.bbbc005_split(t)
     assert split.value_counts().to_dict() == {"train": 120, "test": 60}
+
+
+def _strata_table(n_per=10, strata=((1, 1), (1, 2), (48, 1))):
+    """n_per rows per (blur, stain), counts 1..n_per in name order; each row its own field."""
+    rows = [{"name": bbbc.bbbc005_name(c, b, s, w), "count": c, "blur": b, "site": s, "stain": w}
+            for (b, w) in strata for s, c in enumerate(range(1, n_per + 1), start=1)]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=3)  # row order and index must not matter
+
+
+def test_stratified_folds_cover_balance_and_spread():
+    t = _strata_table()
+    fold = cs.stratified_folds(t, 5, seed=0)
+    assert fold.name == "fold" and fold.index.equals(t.index) and set(fold) == set(range(5))
+    per = t.assign(fold=fold).groupby(["blur", "stain", "fold"]).size()
+    assert (per == 2).all() and len(per) == 15  # every stratum: 2 rows in each of the 5 folds
+    # dealt in count order: each fold gets one of the 5 lowest and one of the 5 highest counts
+    low = t.assign(fold=fold)[t["count"] <= 5].groupby(["blur", "stain"]).fold.nunique()
+    assert (low == 5).all()
+    assert fold.equals(cs.stratified_folds(t, 5, seed=0))
+    assert len({tuple(cs.stratified_folds(t, 5, seed=s).sort_index()) for s in range(4)}) > 1
+    uneven = cs.stratified_folds(_strata_table(n_per=7), 3, seed=1)
+    sizes = _strata_table(n_per=7).assign(fold=uneven).groupby(["blur", "stain", "fold"]).size()
+    assert set(sizes) == {2, 3} and len(sizes) == 9
+
+
+def test_stratified_folds_keep_a_field_in_one_fold():
+    t = _strata_table(n_per=10, strata=((1, 1), (1, 2), (48, 1), (48, 2)))
+    # the same field (count, site) imaged in several strata: must not straddle folds
+    t.loc[(t["count"] == 3), "site"] = 1
+    t.loc[(t["count"] == 7) & (t.blur == 48), "site"] = 2
+    t.loc[(t["count"] == 7) & (t.blur == 1), "site"] = 2
+    for seed in range(5):
+        fold = cs.stratified_folds(t, 5, seed=seed)
+        assert t.assign(fold=fold).groupby(["count", "site"]).fold.nunique().max() == 1
+        assert (t.assign(fold=fold).groupby(["blur", "stain", "fold"]).size() == 2).all()
+    free = cs.stratified_folds(t, 5, groups=None, seed=0)
+    assert free.index.equals(t.index)
+
+
+def test_stratified_folds_errors():
+    t = _strata_table(n_per=4)
+    with pytest.raises(ValueError, match="n_folds"):
+        cs.stratified_folds(t, 1)
+    with pytest.raises(ValueError, match="fewer than 5 folds"):
+        cs.stratified_folds(t, 5)
+    with pytest.raises(ValueError, match="lacks"):
+        cs.stratified_folds(t.drop(columns="site"), 2)
+
+
+@needs_005
+def test_real_bbbc005_five_folds():
+    t = cs.bbbc005_table(BBBC005)
+    t["fold"] = cs.stratified_folds(t, 5, seed=0)
+    assert (t.groupby(["blur", "stain", "fold"]).size() == 6).all()
+    # 15 fields appear in more than one (blur, stain) group in this copy; each stays in one fold
+    shared = t.groupby(["count", "site"]).filter(lambda g: len(g) > 1)
+    assert shared.groupby(["count", "site"]).ngroups == 15
+    assert shared.groupby(["count", "site"]).fold.nunique().max() == 1

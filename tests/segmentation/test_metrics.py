@@ -193,3 +193,56 @@ def test_summarise_scores_pools_objects_not_images():
     assert out.loc["b", "f1_iou50"] == 1.0
     whole = sm.summarise_scores(rows, by=None)
     assert whole.loc[0, "images"] == 3 and whole.loc[0, "f1_iou50"] == pytest.approx(28 / 32)
+
+
+def _cv_frame():
+    # fold 0: errors (blur 1, w1) +2, (blur 1, w2) -1, (blur 48, w1) +3; fold 1: (48, w2) -4, (1, w1) 0
+    return pd.DataFrame({
+        "fold": [0, 0, 0, 1, 1],
+        "blur": [1, 1, 48, 48, 1],
+        "stain": [1, 2, 1, 2, 1],
+        "count": [10, 20, 30, 40, 50],
+        "cnn": [12, 19, 33, 36, 50],
+        "base": [10, 20, 30, 40, 40],
+    })
+
+
+def test_fold_count_errors_per_fold_and_level():
+    err = sm.fold_count_errors(_cv_frame(), {"CNN": "cnn", "baseline": "base"}, by=("blur", "stain", ("blur", "stain")))
+    assert list(err.columns) == ["method", "fold", "grouping", "level", "n", "mae", "rmse", "r2", "bias"]
+    cnn0 = err[(err.method == "CNN") & (err.fold == 0)].set_index(["grouping", "level"])
+    assert cnn0.loc[("all", "all"), "n"] == 3 and cnn0.loc[("all", "all"), "mae"] == pytest.approx(2.0)
+    assert cnn0.loc[("blur", "1"), "mae"] == pytest.approx(1.5) and cnn0.loc[("blur", "1"), "bias"] == 0.5
+    assert cnn0.loc[("blur", "48"), "mae"] == pytest.approx(3.0)
+    assert cnn0.loc[("stain", "1"), "mae"] == pytest.approx(2.5) and cnn0.loc[("stain", "2"), "mae"] == 1.0
+    assert cnn0.loc[("blur/stain", "48/1"), "n"] == 1 and cnn0.loc[("blur/stain", "1/2"), "bias"] == -1.0
+    # each fold is scored on its own rows only: fold 1's (48, w2) error does not reach fold 0's w2
+    cnn1 = err[(err.method == "CNN") & (err.fold == 1)].set_index(["grouping", "level"])
+    assert cnn1.loc[("all", "all"), "mae"] == pytest.approx(2.0) and cnn1.loc[("stain", "2"), "mae"] == 4.0
+    assert cnn1.loc[("blur", "1"), "mae"] == 0.0 and ("blur", "1") in cnn1.index
+    base1 = err[(err.method == "baseline") & (err.fold == 1)].set_index(["grouping", "level"])
+    assert base1.loc[("blur", "1"), "mae"] == 10.0 and base1.loc[("blur", "48"), "mae"] == 0.0
+    # levels sort by value, not as text: 1 before 48 and 9 before 10
+    assert list(cnn0.index[:3]) == [("all", "all"), ("blur", "1"), ("blur", "48")]
+    nine = _cv_frame().assign(blur=[9, 9, 10, 10, 9])
+    e9 = sm.fold_count_errors(nine, {"CNN": "cnn"}, by=("blur",))
+    assert list(e9[e9.fold == 0].level) == ["all", "9", "10"]
+    with pytest.raises(ValueError, match="lacks"):
+        sm.fold_count_errors(_cv_frame(), {"CNN": "pred"})
+
+
+def test_summarise_folds_mean_sd_and_pooled():
+    err = sm.fold_count_errors(_cv_frame(), {"CNN": "cnn"}, by=("stain",))
+    s = sm.summarise_folds(err).set_index(["grouping", "level"])
+    row = s.loc[("all", "all")]
+    # fold MAEs 2.0 (3 images) and 2.0 (2 images)
+    assert row["folds"] == 2 and row["n"] == 5 and row["mean"] == 2.0 and row["sd"] == 0.0
+    w2 = s.loc[("stain", "2")]  # fold MAEs 1 and 4, one image each
+    assert w2["mean"] == 2.5 and w2["sd"] == pytest.approx(np.std([1, 4], ddof=1))
+    w1 = s.loc[("stain", "1")]  # fold 0: |+2|, |+3| -> 2.5 (2 images); fold 1: 0 (1 image)
+    assert w1["mean"] == pytest.approx(1.25) and w1["pooled"] == pytest.approx(5 / 3)
+    assert (w1["min"], w1["max"]) == (0.0, 2.5)
+    rm = sm.summarise_folds(err, "rmse").set_index(["grouping", "level"]).loc[("all", "all")]
+    assert rm["pooled"] == pytest.approx(np.sqrt((4 + 1 + 9 + 16 + 0) / 5))
+    with pytest.raises(ValueError, match="metric"):
+        sm.summarise_folds(err, "f1")

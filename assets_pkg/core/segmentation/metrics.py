@@ -20,7 +20,9 @@ Conventions of the field (Caicedo et al. 2019, DSB2018, StarDist, Cellpose), as 
   two or more true objects; a true object is split when at least ``min_overlap`` of the area of
   each of two or more predicted objects lies inside it.
 - **Counts**: MAE, RMSE, R² (coefficient of determination of the predictions, not the squared
-  correlation) and bias (mean of predicted minus true).
+  correlation) and bias (mean of predicted minus true); under cross-validation, per fold and
+  per level of each grouping column (:func:`fold_count_errors`), then mean and sample standard
+  deviation over the folds (:func:`summarise_folds`).
 
 Label images are 2-D (or n-D) integer arrays of equal shape, 0 = background, any positive
 integers for objects (they need not be consecutive).  Inputs are never modified.
@@ -31,7 +33,7 @@ are 0.0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -454,6 +456,90 @@ def count_metrics_by(
     if overall:
         rows.append({**dict.fromkeys(by, "all"), **count_metrics(df[pred_col], df[true_col])})
     return pd.DataFrame(rows, columns=[*by, "n", "mae", "rmse", "r2", "bias"])
+
+
+def fold_count_errors(
+    df: pd.DataFrame,
+    methods: Mapping[str, str],
+    by: Sequence[str | Sequence[str]] = ("blur", "stain"),
+    fold_col: str = "fold",
+    true_col: str = "count",
+) -> pd.DataFrame:
+    """:func:`count_metrics` of each method per fold: over the fold, and per level of each grouping.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per held-out image with its fold, true count, one predicted count column per
+        method and the grouping columns.
+    methods : mapping of str to str
+        Method name -> its predicted count column.
+    by : sequence of str or of sequences of str
+        Groupings, each scored on its own: ``"blur"`` gives one row per blur level; a sequence
+        such as ``("blur", "stain")`` one row per combination (level written ``"1/2"``).
+    fold_col, true_col : str
+        Fold and true count columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``method, fold, grouping, level, n, mae, rmse, r2, bias``: per method and fold
+        first the row over the whole fold (grouping and level ``"all"``), then one row per
+        level of each grouping (level as str, sorted by value).
+    """
+    groupings = [[g] if isinstance(g, str) else list(g) for g in by]
+    needed = [fold_col, true_col, *methods.values(), *(c for g in groupings for c in g)]
+    missing = [c for c in dict.fromkeys(needed) if c not in df.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}")
+    rows = []
+    for method, col in methods.items():
+        for fold, fd in df.groupby(fold_col, sort=True):
+            base = {"method": method, "fold": fold}
+            rows.append({**base, "grouping": "all", "level": "all", **count_metrics(fd[col], fd[true_col])})
+            for g in groupings:
+                for key, gd in fd.groupby(g, sort=True):
+                    key = key if isinstance(key, tuple) else (key,)
+                    rows.append({**base, "grouping": "/".join(g), "level": "/".join(map(str, key)),
+                                 **count_metrics(gd[col], gd[true_col])})
+    return pd.DataFrame(rows, columns=["method", "fold", "grouping", "level", "n", "mae", "rmse", "r2", "bias"])
+
+
+def summarise_folds(errors: pd.DataFrame, metric: str = "mae") -> pd.DataFrame:
+    """Mean and spread over folds of one metric of :func:`fold_count_errors`.
+
+    Parameters
+    ----------
+    errors : pandas.DataFrame
+        Output of :func:`fold_count_errors`.
+    metric : str
+        ``"mae"``, ``"rmse"`` or ``"bias"`` (pooled exactly, see below), or ``"r2"`` (not pooled).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per (method, grouping, level), in the input's order: ``folds``, ``n`` (images over all
+        folds), ``mean`` and ``sd`` (sample standard deviation, ddof 1) of the per-fold values,
+        ``min``, ``max``, and ``pooled``: the metric over all held-out images at once (the
+        n-weighted mean for MAE and bias, the root of the n-weighted mean square for RMSE;
+        nan for R²).
+    """
+    if metric not in ("mae", "rmse", "r2", "bias"):
+        raise ValueError(f"metric must be mae, rmse, r2 or bias, got {metric!r}")
+    rows = []
+    for key, g in errors.groupby(["method", "grouping", "level"], sort=False):
+        v, n = g[metric].to_numpy(np.float64), g["n"].to_numpy(np.float64)
+        if metric == "rmse":
+            pooled = float(np.sqrt(np.sum(n * v**2) / n.sum()))
+        elif metric == "r2":
+            pooled = float("nan")
+        else:
+            pooled = float(np.sum(n * v) / n.sum())
+        rows.append({**dict(zip(("method", "grouping", "level"), key, strict=True)), "folds": len(g),
+                     "n": int(n.sum()), "mean": float(v.mean()),
+                     "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+                     "min": float(v.min()), "max": float(v.max()), "pooled": pooled})
+    return pd.DataFrame(rows)
 
 
 def summarise_scores(scores: pd.DataFrame, by: str | None = "method") -> pd.DataFrame:
