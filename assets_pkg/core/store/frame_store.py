@@ -113,6 +113,16 @@ def _masks_metadata(shape: Sequence[int]) -> dict:
     }
 
 
+
+def _settle(future) -> None:
+    """Wait for a TensorStore write future, if any, ignoring its outcome (cleanup after an error)."""
+    if future is None:
+        return
+    try:
+        future.result()
+    except Exception:  # noqa: BLE001 - the error being raised already says what failed
+        pass
+
 class FrameStore(VersionedStore):
     """Frames of many plates, one versioned zarr3 array per plate (see module notes).
 
@@ -265,21 +275,25 @@ class FrameStore(VersionedStore):
                 rest = block[upto:]
                 buf, n_buf, n = ([rest] if len(rest) else []), len(rest), n + upto
 
-            for frames, table in batches:
-                frames = np.asarray(frames, dtype=np.float32)
-                if frames.ndim != 4 or tuple(frames.shape[1:]) != frame_shape:
-                    raise StoreError(f"frames of shape {frames.shape} in a stream of {frame_shape} frames",
-                                     field="frames")
-                if len(table) != len(frames):
-                    raise StoreError(f"table has {len(table)} rows for {len(frames)} frames", field="table")
-                tables.append(table)
-                if len(frames):
-                    buf.append(frames)
-                    n_buf += len(frames)
-                if n_buf >= outer:  # whole shards only: no shard is written twice
-                    flush(n_buf // outer * outer)
-            if n_buf:
-                flush(n_buf)
+            try:
+                for frames, table in batches:
+                    frames = np.asarray(frames, dtype=np.float32)
+                    if frames.ndim != 4 or tuple(frames.shape[1:]) != frame_shape:
+                        raise StoreError(f"frames of shape {frames.shape} in a stream of {frame_shape} frames",
+                                         field="frames")
+                    if len(table) != len(frames):
+                        raise StoreError(f"table has {len(table)} rows for {len(frames)} frames", field="table")
+                    tables.append(table)
+                    if len(frames):
+                        buf.append(frames)
+                        n_buf += len(frames)
+                    if n_buf >= outer:  # whole shards only: no shard is written twice
+                        flush(n_buf // outer * outer)
+                if n_buf:
+                    flush(n_buf)
+            except BaseException:
+                _settle(pending)  # a write still in flight would land after the partial version is removed
+                raise
             if pending is not None:
                 pending.result()
             arr.resize(exclusive_max=[n, *frame_shape], resize_metadata_only=True).result()
@@ -662,17 +676,21 @@ class FrameStore(VersionedStore):
             arr = self._open_array_at(array_path, metadata=_masks_metadata([2**40, *field_shape]))
             rows: list[Mapping] = []
             pending = None
-            for labels, row in fields:
-                labels = np.asarray(labels)
-                if tuple(labels.shape) != tuple(field_shape) or not np.issubdtype(labels.dtype, np.integer):
-                    raise StoreError(f"labels of {labels.dtype} {labels.shape} in a stream of {tuple(field_shape)} "
-                                     "integer label images", field="masks")
-                if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
-                    raise StoreError("mask labels must fit in 0..2**31-1", field="masks")
-                if pending is not None:
-                    pending.result()
-                pending = arr[len(rows)].write(np.ascontiguousarray(labels, dtype=np.int32))
-                rows.append(dict(row))
+            try:
+                for labels, row in fields:
+                    labels = np.asarray(labels)
+                    if tuple(labels.shape) != tuple(field_shape) or not np.issubdtype(labels.dtype, np.integer):
+                        raise StoreError(f"labels of {labels.dtype} {labels.shape} in a stream of "
+                                         f"{tuple(field_shape)} integer label images", field="masks")
+                    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+                        raise StoreError("mask labels must fit in 0..2**31-1", field="masks")
+                    if pending is not None:
+                        pending.result()
+                    pending = arr[len(rows)].write(np.ascontiguousarray(labels, dtype=np.int32))
+                    rows.append(dict(row))
+            except BaseException:
+                _settle(pending)  # a write still in flight would land after the partial version is removed
+                raise
             if pending is not None:
                 pending.result()
             shape = [len(rows), *field_shape]
