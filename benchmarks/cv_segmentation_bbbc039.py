@@ -62,10 +62,9 @@ def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path) -> pd.DataFra
     cmd = [sys.executable, "-m", "assets_pkg.cli", "train-segmentation", "--images", str(fold_dir / "train/images"),
            "--masks", str(fold_dir / "train/masks"), "--out", str(model_dir)]
     print(f"fold {k}: {len(train_names)} train / {len(test_names)} held-out fields; {' '.join(cmd[2:])}", flush=True)
-    t0, c0 = time.perf_counter(), time.process_time()
-    proc = subprocess.run(cmd, check=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
     train_wall = time.perf_counter() - t0
-    del proc
     model = load_model(model_dir, kind="segmentation")
     test = ds.subset(test_names)
     train_labels = [lab for _, _, lab in ds.subset(train_names)]
@@ -89,7 +88,6 @@ def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path) -> pd.DataFra
     print(summary[["images", "f1_iou50", "mean_ap_50_95", "count_mae", "images_per_s"]].round(4).to_string(), flush=True)
     print(f"fold {k}: training {train_wall / 60:.1f} min wall, {model.info.get('steps_done')} steps "
           f"({model.info.get('stopped_by')}), selected step {summary['selected_step'].iloc[0]}", flush=True)
-    del c0
     return summary.reset_index()
 
 

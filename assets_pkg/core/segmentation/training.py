@@ -68,17 +68,24 @@ def _log(log: Callable[[str], None] | None, msg: str) -> None:
 
 
 def _fit(config, state, step_fn, make_batch, key, desc: str, data_hash: str, run: TrainRun,
-         scale_log=lambda row: row) -> LoopResult:
-    """Run the shared loop the way both trainers do: ``config.steps`` steps in one epoch, batches
-    from ``make_batch(rng)`` with ``rng = default_rng(config.seed)``, split-chain step keys,
-    a train-log row every ``config.log_every`` steps, ``config.max_minutes`` of wall time (unless
-    ``run`` sets its own); a checkpoint of another config or data is not resumed."""
+         scale_log=lambda row: row, *, steps_per_epoch: int | None = None, epochs: int = 1,
+         evaluate=None, rules=()) -> LoopResult:
+    """Run the shared loop the way both trainers do: ``config.steps`` steps (or ``epochs`` x
+    ``steps_per_epoch``, an evaluation after each epoch), batches from ``make_batch(rng)`` with
+    ``rng = default_rng(config.seed)``, split-chain step keys, a train-log row every
+    ``config.log_every`` steps, ``config.max_minutes`` of wall time (unless ``run`` sets its own);
+    a checkpoint of another config or data is not resumed."""
     if run.max_minutes is None and config.max_minutes is not None:
         run = dataclasses.replace(run, max_minutes=config.max_minutes)
-    identity = {**{k: v for k, v in config.model_dump().items() if k != "max_minutes"}, "data_hash": data_hash}
-    return train_loop(state, step_fn, HostRngBatches(make_batch, config.seed), steps_per_epoch=config.steps, epochs=1,
-                      key=key, key_mode="split", run=run, identity=identity, log_every=config.log_every,
-                      scale_log=scale_log, desc=desc)
+    return train_loop(state, step_fn, HostRngBatches(make_batch, config.seed),
+                      steps_per_epoch=steps_per_epoch or config.steps, epochs=epochs, key=key, key_mode="split",
+                      run=run, identity=run_identity(config, data_hash), log_every=config.log_every,
+                      evaluate=evaluate, rules=rules, scale_log=scale_log, desc=desc)
+
+
+def run_identity(config, data_hash: str) -> dict:
+    """What a checkpoint must match to be resumed: the config but its time budget, and the data."""
+    return {**{k: v for k, v in config.model_dump().items() if k != "max_minutes"}, "data_hash": data_hash}
 
 
 def _run_info(config, res: LoopResult, data: dict, t_start: float) -> dict:
@@ -116,8 +123,14 @@ def _pad_min(a: np.ndarray, size: int) -> np.ndarray:
     return a
 
 
-def _f1(rows) -> float:
-    tp, fp, fn = (sum(r[i] for r in rows) for i in range(3))
+def _pooled_f1(maps, labels, threshold: float, marker_threshold: float, min_area: int) -> float:
+    """F1 at IoU 0.5 pooled over images, from their (foreground, distance) maps and a post-processing."""
+    tp = fp = fn = 0
+    for (fg, dist), truth in zip(maps, labels, strict=True):
+        pred = classical.instances_from_maps(fg, dist, threshold, kind="distance",
+                                             marker_threshold=marker_threshold, min_area=min_area)
+        m = match_instances(pred, truth, 0.5)
+        tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
     return 2 * tp / max(2 * tp + fp + fn, 1)
 
 
@@ -142,12 +155,7 @@ def tune_postprocessing(
     maps = [model.maps(im) for im in images]
     best = None
     for th, mth, ma in itertools.product(thresholds, marker_thresholds, min_areas):
-        rows = []
-        for (fg, dist), truth in zip(maps, labels, strict=True):
-            pred = classical.instances_from_maps(fg, dist, th, kind="distance", marker_threshold=mth, min_area=ma)
-            m = match_instances(pred, truth, 0.5)
-            rows.append((m["tp"], m["fp"], m["fn"]))
-        f1 = _f1(rows)
+        f1 = _pooled_f1(maps, labels, th, mth, ma)
         if best is None or f1 > best["f1"] + 1e-12:
             best = {"threshold": float(th), "marker_threshold": float(mth), "min_area": int(ma), "f1": float(f1)}
     model.threshold, model.marker_threshold, model.min_area = best["threshold"], best["marker_threshold"], best["min_area"]
@@ -222,14 +230,7 @@ SELECTION_POSTPROCESSING = {"threshold": 0.5, "marker_threshold": 0.5, "min_area
 def validation_f1(model: SegmentationModel, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   threshold: float = 0.5, marker_threshold: float = 0.5, min_area: int = 15) -> float:
     """Pooled F1 at IoU 0.5 of ``model``'s maps with fixed post-processing on labelled images."""
-    rows = []
-    for im, truth in zip(images, labels, strict=True):
-        fg, dist = model.maps(im)
-        pred = classical.instances_from_maps(fg, dist, threshold, kind="distance", marker_threshold=marker_threshold,
-                                             min_area=min_area)
-        m = match_instances(pred, truth, 0.5)
-        rows.append((m["tp"], m["fp"], m["fn"]))
-    return _f1(rows)
+    return _pooled_f1([model.maps(im) for im in images], labels, threshold, marker_threshold, min_area)
 
 
 class _BestParams:
@@ -359,10 +360,7 @@ def train_segmentation(
                                                    for i in idx), strict=True))
         return jnp.asarray(x[..., None]), jnp.asarray(fg), jnp.asarray(dist)
 
-    if run.max_minutes is None and config.max_minutes is not None:
-        run = dataclasses.replace(run, max_minutes=config.max_minutes)
-    identity = {**{k: v for k, v in config.model_dump().items() if k != "max_minutes"}, "data_hash": data["hash"]}
-    best = _BestParams(run.work_dir, identity, state.params, run.resume)
+    best = _BestParams(run.work_dir, run_identity(config, data["hash"]), state.params, run.resume)
     probe = SegmentationModel(config=ucfg, params=state.params)
 
     def evaluate(st, epoch, step):
@@ -373,9 +371,9 @@ def train_segmentation(
 
     rules = [PlateauRule("valid_error", config.learning_rate, stop_patience=config.early_stopping_patience)] \
         if v_imgs and config.early_stopping_patience else []
-    res = train_loop(state, jax.jit(seg_train_step, static_argnames="do_augment"), HostRngBatches(batch, config.seed), steps_per_epoch=per_epoch, epochs=epochs,
-                     key=key, key_mode="split", run=run, identity=identity, log_every=config.log_every,
-                     evaluate=evaluate if v_imgs else None, rules=rules, desc="train U-Net")
+    res = _fit(config, state, jax.jit(seg_train_step, static_argnames="do_augment"), batch, key, "train U-Net",
+               data["hash"], run, steps_per_epoch=per_epoch, epochs=epochs,
+               evaluate=evaluate if v_imgs else None, rules=rules)
     jax.block_until_ready(res.state.params)
     params = best.params if best.params is not None else res.state.params
     seg = SegmentationModel(config=ucfg, params=params, object_diameter_px=median_diameter(labels), tta=config.tta)
