@@ -5,6 +5,7 @@ Run from the repository root::
 
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_seg            # all 5 folds
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_seg --folds 0 2  # some of them
+    python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_w --train-args "--contact-weight 0"  # a variant
 
 Folds: :func:`~assets_pkg.core.segmentation.datasets.group_folds` over the 150 fields of
 ``../shared/data/bbbc039`` with the well as the group (the two fields of a well are never on both
@@ -25,6 +26,7 @@ interrupted run continues) and summarised (mean, sd, min over folds) at the end.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import subprocess
 import sys
@@ -53,14 +55,14 @@ def copy_fields(src: Path, names: list[str], dest: Path) -> None:
             shutil.copyfile(src / sub / f"{n}{suffix}", dest / sub / f"{n}{suffix}")
 
 
-def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path) -> pd.DataFrame:
+def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path, train_args: list[str]) -> pd.DataFrame:
     names = np.asarray(ds.names)
     train_names, test_names = list(names[folds != k]), list(names[folds == k])
     fold_dir = out / f"fold_{k}"
     copy_fields(data, train_names, fold_dir / "train")
     model_dir = fold_dir / "model"
     cmd = [sys.executable, "-m", "assets_pkg.cli", "train-segmentation", "--images", str(fold_dir / "train/images"),
-           "--masks", str(fold_dir / "train/masks"), "--out", str(model_dir)]
+           "--masks", str(fold_dir / "train/masks"), "--out", str(model_dir), *train_args]
     print(f"fold {k}: {len(train_names)} train / {len(test_names)} held-out fields; {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -70,7 +72,8 @@ def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path) -> pd.DataFra
     train_labels = [lab for _, _, lab in ds.subset(train_names)]
     diameter = median_diameter(train_labels)
     rows = []
-    for method, fn in ((METHODS[0], model.segment),
+    unet = METHODS[0] if not train_args else f"U-Net ({' '.join(train_args)})"
+    for method, fn in ((unet, model.segment),
                        (METHODS[1], lambda im: classical_segment(im, nucleus_diameter_px=diameter))):
         rows.append(score_folder(test, None, fn, extra={"method": method}))
     scores = pd.concat(rows, ignore_index=True)
@@ -98,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, nargs="*", default=None, help="folds to run (default: all)")
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-args", default="",
+                    help="options added to every train-segmentation command, e.g. '--steps 800' (default: none)")
     args = ap.parse_args(argv)
     ds = read_bbbc039(args.data)
     folds = group_folds([bbbc039_well(n) for n in ds.names], args.k, args.seed)
@@ -109,7 +114,7 @@ def main(argv=None) -> int:
         if len(done) and k in set(done["fold"]):
             print(f"fold {k}: already in {table}")
             continue
-        done = pd.concat([done, run_fold(k, ds, folds, args.data, args.out)], ignore_index=True)
+        done = pd.concat([done, run_fold(k, ds, folds, args.data, args.out, shlex.split(args.train_args))], ignore_index=True)
         done.to_csv(table, index=False)
     cols = ["f1_iou50", "mean_ap_50_95", "count_mae"]
     print(f"\n{args.k}-fold CV on {len(ds.names)} BBBC039 fields (folds by well, seed {args.seed}); folds done: "

@@ -18,7 +18,12 @@ from assets_pkg.core.segmentation.training import (
     split_validation,
     train_segmentation,
 )
-from assets_pkg.core.segmentation.unet import UNetConfig, create_seg_state, seg_targets
+from assets_pkg.core.segmentation.unet import (
+    UNetConfig,
+    contact_weights,
+    create_seg_state,
+    seg_targets,
+)
 
 
 def test_split_validation_holds_out_a_seeded_disjoint_share():
@@ -72,6 +77,13 @@ def test_augmented_crop_is_seeded_sized_and_keeps_the_foreground_binary():
     jittered = SegTrainConfig(crop=48, scale_jitter=0, blur_sigma=0, noise=0)
     im_j, f_j, _ = augmented_crop(np.random.default_rng(5), image, fg, dist, jittered)
     assert not np.allclose(im_j, im) and np.array_equal(f_j, f)
+    # pixel weights are cut from the same window, and stay piecewise constant when zoomed
+    weight = contact_weights(labels, 5.0)
+    *same, w = augmented_crop(np.random.default_rng(5), image, fg, dist, plain, weight)
+    np.testing.assert_array_equal(same[0], im)
+    np.testing.assert_array_equal(w, weight[y:y + 48, x:x + 48])
+    *_, wz = augmented_crop(np.random.default_rng(3), image, fg, dist, cfg, weight)
+    assert wz.shape == (48, 48) and set(np.unique(wz)) <= {1.0, 6.0}
 
 
 def test_flip_averaged_maps_are_flip_equivariant():

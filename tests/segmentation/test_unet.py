@@ -12,6 +12,7 @@ from assets_pkg.core.segmentation.unet import (
     CountingCNN,
     UNet,
     UNetConfig,
+    contact_weights,
     create_count_state,
     create_seg_state,
     crop_to,
@@ -103,6 +104,42 @@ def test_seg_targets_touching_instances():
     assert dist[labels == 3].max() == 1.0 and dist[labels == 8].max() == 1.0
 
 
+def test_contact_weights_mark_where_nuclei_meet():
+    labels = np.zeros((20, 24), np.int32)
+    labels[2:8, 2:8] = 1
+    labels[2:8, 8:14] = 2  # touches 1 along column 7/8
+    labels[2:8, 16:20] = 5  # a 2-pixel background gap from 2
+    labels[13:18, 2:7] = 4  # alone
+    w = contact_weights(labels, 4.0, radius=2)
+    assert w.dtype == np.float32 and set(np.unique(w)) == {1.0, 5.0}
+    # Both sides of the touching line and the narrow gap are contact pixels ...
+    assert (w[2:8, 6:10] == 5).all() and (w[4, 14:16] == 5).all()
+    # ... the far side of a nucleus, an isolated nucleus and open background are not.
+    assert w[4, 2] == 1 and (w[13:18, 2:7] == 1).all() and w[11, 22] == 1
+    assert (contact_weights(labels, 0.0) == 1).all()
+
+
+def test_weighted_seg_loss_counts_contact_pixels_more(disc_batch):
+    _, _, fg, dist = disc_batch
+    out = np.zeros((1, *fg.shape, 2), np.float32)
+    ones = np.ones_like(fg)[None]
+    plain, _ = seg_loss(jnp.asarray(out), fg[None], dist[None])
+    weighted_ones, _ = seg_loss(jnp.asarray(out), fg[None], dist[None], ones)
+    np.testing.assert_allclose(float(plain), float(weighted_ones), rtol=1e-6)
+    # An error only on the heavily weighted pixels costs more with the weights than without.
+    good = np.stack([np.where(fg > 0, 9.0, -9.0), np.zeros_like(fg)], -1)[None].astype(np.float32)
+    bad = good.copy()
+    region = np.zeros_like(fg, bool)
+    region[10:14, 10:18] = True
+    bad[0, region, 0] *= -1
+    heavy = np.where(region, 10.0, 1.0).astype(np.float32)[None]
+    d_plain = float(seg_loss(jnp.asarray(bad), fg[None], dist[None])[0]) - float(
+        seg_loss(jnp.asarray(good), fg[None], dist[None])[0])
+    d_heavy = float(seg_loss(jnp.asarray(bad), fg[None], dist[None], heavy)[0]) - float(
+        seg_loss(jnp.asarray(good), fg[None], dist[None], heavy)[0])
+    assert d_heavy > 3 * d_plain > 0
+
+
 def test_seg_loss_perfect_vs_wrong(disc_batch):
     _, _, fg, dist = disc_batch
     logit = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))  # noqa: E731
@@ -132,6 +169,10 @@ def test_train_steps_lower_loss_and_predict(disc_batch):
         assert np.isfinite(float(metrics["loss"]))
     after = eval_loss(state.params)
     assert after < 0.8 * before
+    # A batch with pixel weights (contact_weights) trains through the same step.
+    weighted = (*batch, jnp.asarray(contact_weights(labels, 5.0))[None])
+    state, metrics = step(state, weighted, rng)
+    assert np.isfinite(float(metrics["loss"]))
 
     pred = predict_instances(state.params, TINY, image * 1000)
     assert pred.shape == (H, W) and pred.dtype == np.int32

@@ -55,6 +55,10 @@ class SegTrainConfig(StepTrainConfig):
     blur_sigma: float = Field(
         1.0, ge=0, description="Half the crops get a Gaussian blur of sigma U(0, this), pixels (focus augmentation).")
     noise: float = Field(0.03, ge=0, description="Gaussian noise of sd U(0, this) on the normalised image.")
+    contact_weight: float = Field(
+        0.0, ge=0, description="Extra loss weight of pixels where two nuclei meet or nearly meet (within "
+                               "contact_radius), so touching nuclei are split (0: every pixel weighs 1).")
+    contact_radius: int = Field(3, ge=1, description="Half-side of the contact neighbourhood, pixels.")
     tta: bool = Field(True, description="Average the maps over the four flips at inference (4 forward passes).")
     depth: int = Field(3, ge=1, description="U-Net levels (UNetConfig.depth).")
     base_width: int = Field(16, ge=1, description="Channels of the first level (UNetConfig.base_width).")

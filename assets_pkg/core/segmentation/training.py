@@ -36,6 +36,7 @@ from .metrics import match_instances
 from .models import CountingModel, SegmentationModel, load_model, prepare_count_input, save_model
 from .unet import (
     CountingCNN,
+    contact_weights,
     count_train_step,
     create_count_state,
     create_seg_state,
@@ -179,7 +180,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, dist: np.ndarray,
-                   config: SegTrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   config: SegTrainConfig, weight: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """One random training crop of side ``config.crop`` with scale, blur, intensity and noise
     augmentation (the flips and rotations are applied on the device, :func:`seg_train_step`).
 
@@ -191,12 +192,15 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
         The normalised image and its :func:`seg_targets`, at least ``config.crop`` on each side.
     config : SegTrainConfig
         ``crop``, ``scale_jitter``, ``blur_sigma``, ``intensity_jitter`` and ``noise``.
+    weight : ndarray of float32, shape (H, W), optional
+        Pixel loss weights (:func:`~assets_pkg.core.segmentation.unet.contact_weights`), cropped
+        with the rest.
 
     Returns
     -------
-    (image, fg, dist) : ndarray of float32, shape (crop, crop)
-        The foreground stays binary (nearest neighbour); the per-object normalised distance is
-        scale-free, so it is resampled like the image.
+    (image, fg, dist) or (image, fg, dist, weight) : ndarray of float32, shape (crop, crop)
+        The foreground and the weights stay piecewise constant (nearest neighbour); the
+        per-object normalised distance is scale-free, so it is resampled like the image.
     """
     from scipy import ndimage as ndi
     from skimage.transform import resize
@@ -208,10 +212,13 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
     y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     win = np.s_[y : y + side, x : x + side]
     im, f, d = image[win], fg[win], dist[win]
+    wt = None if weight is None else weight[win]
     if side != c:
         im = resize(im, (c, c), order=1, anti_aliasing=False, preserve_range=True)
         d = resize(d, (c, c), order=1, anti_aliasing=False, preserve_range=True)
         f = resize(f, (c, c), order=0, anti_aliasing=False, preserve_range=True)
+        if wt is not None:
+            wt = resize(wt, (c, c), order=0, anti_aliasing=False, preserve_range=True)
     if config.blur_sigma > 0 and rng.random() < 0.5:
         im = ndi.gaussian_filter(im, rng.uniform(0, config.blur_sigma))
     k = config.intensity_jitter
@@ -220,7 +227,8 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
         im = np.maximum(im * gain + offset, 0.0) ** gamma
     if config.noise > 0:
         im = im + rng.normal(0.0, rng.uniform(0, config.noise), im.shape)
-    return im.astype(np.float32), f.astype(np.float32), d.astype(np.float32)
+    out = (im.astype(np.float32), f.astype(np.float32), d.astype(np.float32))
+    return out if wt is None else (*out, wt.astype(np.float32))
 
 
 #: Fixed post-processing of the model-selection F1 (the grid of :func:`tune_postprocessing` runs once, after).
@@ -336,12 +344,14 @@ def train_segmentation(
         train_idx, held = split_validation(len(images), config.valid_fraction, config.seed)
         v_imgs, v_labs = [images[i] for i in held], [labels[i] for i in held]
         v_on = "held-out training"
-    imgs, fgs, dists = [], [], []
+    imgs, fgs, dists, wts = [], [], [], []
     for i in train_idx:
         fg, dist = seg_targets(labels[i])
         imgs.append(_pad_min(normalize_image(images[i]), c))
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
+        if config.contact_weight > 0:
+            wts.append(_pad_min(contact_weights(labels[i], config.contact_weight, config.contact_radius), c))
     data = {"n_images": len(images), "names": list(names) if names is not None else None,
             "hash": data_hash([*images, *labels], names), "n_train": len(train_idx),
             "held_out": [all_names[i] for i in held]}
@@ -356,9 +366,9 @@ def train_segmentation(
 
     def batch(rng):
         idx = rng.integers(0, len(imgs), config.batch_size)
-        x, fg, dist = (np.stack(a) for a in zip(*(augmented_crop(rng, imgs[i], fgs[i], dists[i], config)
-                                                   for i in idx), strict=True))
-        return jnp.asarray(x[..., None]), jnp.asarray(fg), jnp.asarray(dist)
+        crops = [augmented_crop(rng, imgs[i], fgs[i], dists[i], config, wts[i] if wts else None) for i in idx]
+        x, *targets = (np.stack(a) for a in zip(*crops, strict=True))
+        return (jnp.asarray(x[..., None]), *(jnp.asarray(t) for t in targets))
 
     best = _BestParams(run.work_dir, run_identity(config, data["hash"]), state.params, run.resume)
     probe = SegmentationModel(config=ucfg, params=state.params)
