@@ -19,6 +19,7 @@ from assets_pkg.core.localization.layers import (
     GlobalEncoder,
 )
 from assets_pkg.core.localization.models import (
+    DISTANCE_SCALE_PX,
     VQVAE,
     ModelConfig,
     ModelOutput,
@@ -26,6 +27,7 @@ from assets_pkg.core.localization.models import (
     init_model,
     model_presets,
     parameter_count,
+    select_input_channels,
 )
 from assets_pkg.core.localization.quantizer import VectorQuantizer, VQOutput, codebook_histogram
 
@@ -235,7 +237,8 @@ def test_two_level_split_model_shapes():
     assert variables["params"]["vq_global"]["codebook"].shape == (32, 8)
     out = jax.jit(VQVAE(cfg).apply, static_argnames="train")(variables, frames, train=False)
     assert out.reconstruction.shape == (2, 100, 100, 2)
-    np.testing.assert_array_equal(np.asarray(out.target), np.asarray(frames[..., [0, 2]]))
+    expected = np.stack([frames[..., 0], np.tanh(frames[..., 2] / DISTANCE_SCALE_PX)], axis=-1)
+    np.testing.assert_allclose(np.asarray(out.target), expected, rtol=1e-6, atol=1e-7)
     assert out.vq["local"].encoding_indices.shape == (2, 25, 25, 2)
     assert out.vq["global"].quantized.shape == (2, 4, 4, 8)
     assert out.vq["global"].encoding_indices.shape == (2, 4, 4)
@@ -243,6 +246,26 @@ def test_two_level_split_model_shapes():
     _, metrics = compute_losses(out, jnp.array([0, 1]), 1.0)
     assert 1.0 <= float(metrics["perplexity_global"]) <= 32
     assert 1.0 <= float(metrics["perplexity"]) <= 64
+
+
+def test_distance_channel_is_squashed_to_the_intensity_range():
+    # the stored channel 2 is a signed distance in pixels (about -60..+25 in a frame): fed raw it
+    # dominated the losses and a world-scale model's head stayed at chance; the model sees tanh(d/10)
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(0, 1, size=(2, 8, 8, 3)).astype(np.float32)
+    frames[..., 2] = rng.uniform(-60, 25, size=(2, 8, 8))
+    for channels in ((0, 1, 2), (2, 0), (0, 2)):
+        picked = np.asarray(select_input_channels(jnp.asarray(frames), channels))
+        for i, c in enumerate(channels):
+            want = np.tanh(frames[..., 2] / DISTANCE_SCALE_PX) if c == 2 else frames[..., c]
+            np.testing.assert_allclose(picked[..., i], want, rtol=1e-6, atol=1e-7)
+        assert np.abs(picked).max() <= 1.0 + 1e-6
+    # order and sign survive: inside (positive) stays above outside (negative), monotone in d
+    d = jnp.asarray(np.linspace(-60, 25, 50, dtype=np.float32)).reshape(1, 5, 10, 1)
+    squashed = np.asarray(select_input_channels(jnp.concatenate([d, d, d], axis=-1), (2,))).ravel()
+    assert np.all(np.diff(squashed) > 0) and squashed[0] < 0 < squashed[-1]
+    # without the distance channel nothing changes
+    np.testing.assert_array_equal(np.asarray(select_input_channels(jnp.asarray(frames), (0, 1))), frames[..., :2])
 
 
 def test_model_rejects_missing_channel():

@@ -56,6 +56,8 @@ __all__ = [
     "model_presets",
     "parameter_count",
     "select_input_channels",
+    "DISTANCE_CHANNEL",
+    "DISTANCE_SCALE_PX",
 ]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -243,8 +245,17 @@ class ModelOutput:
 # Inputs
 
 
+#: Frame channel holding the signed distance to the nucleus boundary, in pixels (tens of pixels
+#: across a 100x100 frame; see :func:`assets_pkg.core.store.frames.signed_distance`).
+DISTANCE_CHANNEL = 2
+#: The model sees that channel as ``tanh(distance / DISTANCE_SCALE_PX)``: in (-1, 1) like the
+#: normalised intensities, steep across the boundary, flat far from it.  Fed raw, its range of
+#: about -60..+25 dominates the reconstruction and codebook losses and the head learns nothing.
+DISTANCE_SCALE_PX = 10.0
+
+
 def select_input_channels(frames: jax.Array, input_channels: tuple[int, ...]) -> jax.Array:
-    """The model's input channels of a batch of frames, as float32.
+    """The model's input channels of a batch of frames, as float32 (the distance channel squashed).
 
     Parameters
     ----------
@@ -256,6 +267,8 @@ def select_input_channels(frames: jax.Array, input_channels: tuple[int, ...]) ->
     Returns
     -------
     float32 array, shape (N, H, W, len(input_channels))
+        The channels in the order asked; channel :data:`DISTANCE_CHANNEL` (signed distance,
+        pixels) becomes ``tanh(d / DISTANCE_SCALE_PX)``, the others are unchanged.
 
     Raises
     ------
@@ -271,8 +284,13 @@ def select_input_channels(frames: jax.Array, input_channels: tuple[int, ...]) ->
         )
     frames = jnp.asarray(frames)
     if tuple(input_channels) == tuple(range(frames.shape[-1])):
-        return frames.astype(jnp.float32)
-    return jnp.take(frames, jnp.asarray(input_channels), axis=-1).astype(jnp.float32)
+        picked = frames.astype(jnp.float32)
+    else:
+        picked = jnp.take(frames, jnp.asarray(input_channels), axis=-1).astype(jnp.float32)
+    if DISTANCE_CHANNEL not in input_channels:
+        return picked
+    is_distance = jnp.asarray([c == DISTANCE_CHANNEL for c in input_channels])
+    return jnp.where(is_distance, jnp.tanh(picked / DISTANCE_SCALE_PX), picked)
 
 
 class VQVAE(nn.Module):
