@@ -5,7 +5,7 @@ Run from the repository root::
 
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_seg            # all 5 folds
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_seg --folds 0 2  # some of them
-    python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_w --train-args "--contact-weight 0"  # a variant
+    python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_cw --train-args "--contact-weight 10"  # a variant
 
 Folds: :func:`~assets_pkg.core.segmentation.datasets.group_folds` over the 150 fields of
 ``../shared/data/bbbc039`` with the well as the group (the two fields of a well are never on both

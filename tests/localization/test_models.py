@@ -19,6 +19,7 @@ from assets_pkg.core.localization.layers import (
     GlobalEncoder,
 )
 from assets_pkg.core.localization.models import (
+    DISTANCE_CHANNEL,
     DISTANCE_SCALE_PX,
     VQVAE,
     ModelConfig,
@@ -30,6 +31,7 @@ from assets_pkg.core.localization.models import (
     select_input_channels,
 )
 from assets_pkg.core.localization.quantizer import VectorQuantizer, VQOutput, codebook_histogram
+from assets_pkg.core.store.frames import FRAME_CHANNELS
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -251,6 +253,7 @@ def test_two_level_split_model_shapes():
 def test_distance_channel_is_squashed_to_the_intensity_range():
     # the stored channel 2 is a signed distance in pixels (about -60..+25 in a frame): fed raw it
     # dominated the losses and a world-scale model's head stayed at chance; the model sees tanh(d/10)
+    assert FRAME_CHANNELS[DISTANCE_CHANNEL] == "distance"  # the store's channel order
     rng = np.random.default_rng(0)
     frames = rng.uniform(0, 1, size=(2, 8, 8, 3)).astype(np.float32)
     frames[..., 2] = rng.uniform(-60, 25, size=(2, 8, 8))

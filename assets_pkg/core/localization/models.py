@@ -246,7 +246,8 @@ class ModelOutput:
 
 
 #: Frame channel holding the signed distance to the nucleus boundary, in pixels (tens of pixels
-#: across a 100x100 frame; see :func:`assets_pkg.core.store.frames.signed_distance`).
+#: across a 100x100 frame; ``FRAME_CHANNELS[2]`` of :mod:`assets_pkg.core.store.frames`, not imported
+#: here to keep scikit-image out of the model's import; a test ties the two).
 DISTANCE_CHANNEL = 2
 #: The model sees that channel as ``tanh(distance / DISTANCE_SCALE_PX)``: in (-1, 1) like the
 #: normalised intensities, steep across the boundary, flat far from it.  Fed raw, its range of
