@@ -25,7 +25,9 @@ Stages, each skipped when a re-run with the same ``--out`` finds it finished:
 6. ``report/``: :func:`build_report` of both models and the classical baseline, the same
    evaluation code for all three on the ``--score-split`` frames (default ``test``): frame kNN
    accuracy, protein kNN accuracy with its bootstrap CI, clustering score and ARI as mean ± sd
-   over 3 seeds; figures under ``report/figures``.  Always recomputed (minutes).
+   over 3 seeds; figures under ``report/figures``.  Then each model's pooled encoder output
+   (its spatially averaged continuous embedding, before quantization) is scored by the same
+   code: rows ``with_head_pooled`` and ``without_head_pooled``.  Always recomputed (minutes).
 
 ``--out`` receives ``world.json`` (scores, split summary, stage times, settings), ``world.csv``
 (one row per model or baseline) and ``stages.json`` (wall and CPU seconds per stage, CPU
@@ -217,9 +219,10 @@ def world_splits(args, store):
 def train_config(args, weight: float):
     from assets_pkg.core.localization.config import train_config_from_preset
 
-    return train_config_from_preset(args.preset, epochs=args.epochs, batch_size=args.batch_size,
-                                    learning_rate=args.learning_rate, classification_weight=weight, seed=args.seed,
-                                    model=json.loads(args.model_json))
+    flags = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                 model=json.loads(args.model_json))
+    # --train-json wins over the flags above; the head's weight is what tells the two models apart.
+    return train_config_from_preset(args.preset, **(flags | json.loads(args.train_json)), classification_weight=weight)
 
 
 def train_models(args, out: Path, store, splits, stages: Stages) -> dict:
@@ -248,6 +251,27 @@ def train_models(args, out: Path, store, splits, stages: Stages) -> dict:
                                              preset=cfg.preset)
         done[name] = res.final_metrics
     return done
+
+
+def pooled_scores(report: Path, config) -> dict:
+    """Each model's scores on its pooled encoder output (the report scores codebook histograms).
+
+    Reads the embeddings the report exported (``<model>_frames.parquet`` and the ``pooled``
+    array of ``<model>_matrices.npz``, no pickle) and scores them with the same code, split and
+    seeds as the report; keyed ``<model>_pooled``.
+    """
+    import numpy as np
+
+    from assets_pkg.core.localization.evaluation import score_embedding
+
+    cfg = config.model_copy(update={"embedding": "pooled"})
+    out = {}
+    for m in MODELS:
+        rows = pd.read_parquet(report / f"{m}_frames.parquet")
+        with np.load(report / f"{m}_matrices.npz", allow_pickle=False) as z:
+            pooled = z["pooled"]
+        out[f"{m}_pooled"] = score_embedding(f"{m}_pooled", rows, pooled, cfg).scores
+    return out
 
 
 def summary_table(scores: dict) -> pd.DataFrame:
@@ -279,6 +303,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--learning-rate", type=float, default=None)
     ap.add_argument("--model-json", default="{}", help="ModelConfig overrides as JSON")
+    ap.add_argument("--train-json", default="{}",
+                    help='TrainConfig overrides as JSON (both models), e.g. \'{"schedule": "cosine", "warmup_steps": 200}\'')
     ap.add_argument("--score-split", default="test", choices=["test", "heldout", "valid", "all"])
     ap.add_argument("--until", default="score", choices=["simulate", "ingest", "train", "score"],
                     help="stop after this stage (e.g. prepare the world on a CPU box, train elsewhere)")
@@ -349,13 +375,14 @@ def main() -> None:
         table, paths = build_report({m: out / "models" / m for m in MODELS}, store, splits, out / "report", config,
                                     provenance={"splits_store_version": split_store_version, "benchmark": "atlas_world"},
                                     log=log)
-    scores = json.loads((out / "report" / "scores.json").read_text())["scores"]
+        scores = json.loads((out / "report" / "scores.json").read_text())["scores"]
+        scores |= pooled_scores(out / "report", config)
     summary_df = summary_table(scores)
     print("\n" + table.to_string())
     print("\n" + summary_df.to_string(float_format=lambda v: f"{v:.3f}"))
-    base = [b for b in scores if b not in MODELS]
-    for b in base:
-        for m in MODELS:
+    models = [m for m in scores if m.removesuffix("_pooled") in MODELS]
+    for b in [b for b in scores if b not in models]:
+        for m in models:
             d = scores[m]["frame_knn_accuracy"] - scores[b]["frame_knn_accuracy"]
             print(f"frame kNN: {m} - {b} = {d:+.3f} ({'beats' if d > 0 else 'does not beat'} the baseline)")
     summary_df.to_csv(out / "world.csv")

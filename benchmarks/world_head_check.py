@@ -11,6 +11,7 @@ repository root::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -31,14 +32,17 @@ def main(argv=None) -> int:
     ap.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: the preset's)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-json", default="{}",
+                    help='TrainConfig overrides as JSON, e.g. \'{"warmup_steps": 200, "schedule": "cosine"}\'')
     ap.add_argument("--scratch", type=Path, default=None, help="model folder for the run (default: <world>/head_check)")
     args = ap.parse_args(argv)
     store = FrameStore(str(args.world / "store"))
     splits, _ = store.read_dataset("splits")
-    cfg = train_config_from_preset("tiny", epochs=1, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                   seed=args.seed, model={"input_channels": list(args.channels)})
+    flags = dict(epochs=1, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                 model={"input_channels": list(args.channels)})
+    cfg = train_config_from_preset("tiny", **(flags | json.loads(args.train_json)))
     chance = math.log(int(splits["label"].max()) + 1)
-    print(f"channels {args.channels}, peak LR {cfg.learning_rate}, {args.steps} steps; chance: classification {chance:.3f}")
+    print(f"channels {args.channels}, peak LR {cfg.learning_rate} ({cfg.schedule}, warm-up {cfg.warmup_steps}), {args.steps} steps; chance: classification {chance:.3f}")
     t0 = time.perf_counter()
     res = fit(store, splits, cfg, args.scratch or args.world / "head_check", resume=False,
               stop_after_steps=args.steps, log_every=50)
