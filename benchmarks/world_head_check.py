@@ -2,10 +2,13 @@
 
 Trains the ``tiny`` VQ-VAE for ``--steps`` steps on the train split of a world built by
 ``benchmarks/atlas_world.py`` (reusing its store and stored split) and prints the mean step
-metrics every 50 steps beside chance (ln of the protein count). Nothing is saved. Run from the
-repository root::
+metrics every 50 steps beside chance (ln of the protein count). The run's checkpoints go to
+``--scratch`` (replaced by the next check; a run stopped by ``--steps`` leaves no ``model.json``).
+Run from the repository root::
 
-    python benchmarks/world_head_check.py --world artifacts/world --channels 0 1 2 --learning-rate 5e-4
+    python benchmarks/world_head_check.py --world artifacts/world --channels 0 1 2 \
+        --train-json '{"warmup_steps": 200, "schedule": "cosine", "epochs": 5}'   # learns
+    python benchmarks/world_head_check.py --world artifacts/world --channels 0 1 2   # stuck at chance
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def test_distance_channel_is_squashed_to_the_intensity_range():
     for channels in ((0, 1, 2), (2, 0), (0, 2)):
         picked = np.asarray(select_input_channels(jnp.asarray(frames), channels))
         for i, c in enumerate(channels):
-            want = np.tanh(frames[..., 2] / DISTANCE_SCALE_PX) if c == 2 else frames[..., c]
+            want = np.tanh(frames[..., c] / DISTANCE_SCALE_PX) if c == DISTANCE_CHANNEL else frames[..., c]
             np.testing.assert_allclose(picked[..., i], want, rtol=1e-6, atol=1e-7)
         assert np.abs(picked).max() <= 1.0 + 1e-6
     # order and sign survive: inside (positive) stays above outside (negative), monotone in d
