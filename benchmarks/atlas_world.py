@@ -26,8 +26,10 @@ Stages, each skipped when a re-run with the same ``--out`` finds it finished:
    evaluation code for all three on the ``--score-split`` frames (default ``test``): frame kNN
    accuracy, protein kNN accuracy with its bootstrap CI, clustering score and ARI as mean ± sd
    over 3 seeds; figures under ``report/figures``.  Then each model's pooled encoder output
-   (its spatially averaged continuous embedding, before quantization) is scored by the same
-   code: rows ``with_head_pooled`` and ``without_head_pooled``.  Always recomputed (minutes).
+   (its spatially averaged continuous embedding, before quantization) and its latent moments
+   (mean, standard deviation and second moments of that map over the 8 rotations and flips,
+   standardised on the train frames: :mod:`assets_pkg.core.localization.moments`) are scored
+   by the same code: rows ``<model>_pooled`` and ``<model>_moments``.  Always recomputed (minutes).
 
 ``--out`` receives ``world.json`` (scores, split summary, stage times, settings), ``world.csv``
 (one row per model or baseline) and ``stages.json`` (wall and CPU seconds per stage, CPU
@@ -234,6 +236,8 @@ def train_models(args, out: Path, store, splits, stages: Stages) -> dict:
     prov = {**rows_lineage(store, splits), "splits_store_version": splits.attrs.get("store_version")}
     done = {}
     for name, weight in zip(MODELS, (1.0, 0.0), strict=True):
+        if name not in args.models:
+            continue
         folder = out / "models" / name
         cfg = train_config(args, weight)
         if (folder / "model.json").is_file():
@@ -253,24 +257,30 @@ def train_models(args, out: Path, store, splits, stages: Stages) -> dict:
     return done
 
 
-def pooled_scores(report: Path, config) -> dict:
-    """Each model's scores on its pooled encoder output (the report scores codebook histograms).
+def readout_scores(report: Path, config, models=MODELS) -> dict:
+    """Each model's scores on its pooled encoder output and its latent moments (the report scores
+    codebook histograms).
 
-    Reads the embeddings the report exported (``<model>_frames.parquet`` and the ``pooled``
-    array of ``<model>_matrices.npz``, no pickle) and scores them with the same code, split and
-    seeds as the report; keyed ``<model>_pooled``.
+    Reads the embeddings the report exported (``<model>_frames.parquet`` and the ``pooled`` and
+    ``moments`` arrays of ``<model>_matrices.npz``, no pickle) and scores them with the same code,
+    split and seeds as the report, the moments standardised on the train frames
+    (:func:`~assets_pkg.core.localization.moments.scored_matrix`); keyed ``<model>_pooled`` and
+    ``<model>_moments``.
     """
     import numpy as np
 
+    from assets_pkg.core.localization.atlas import Embeddings
     from assets_pkg.core.localization.evaluation import score_embedding
+    from assets_pkg.core.localization.moments import scored_matrix
 
-    cfg = config.model_copy(update={"embedding": "pooled"})
     out = {}
-    for m in MODELS:
+    for m in models:
         rows = pd.read_parquet(report / f"{m}_frames.parquet")
         with np.load(report / f"{m}_matrices.npz", allow_pickle=False) as z:
-            pooled = z["pooled"]
-        out[f"{m}_pooled"] = score_embedding(f"{m}_pooled", rows, pooled, cfg).scores
+            emb = Embeddings(rows, z["histograms"], None, z["pooled"], float("nan"), z["moments"])
+        for kind in ("pooled", "moments"):
+            cfg = config.model_copy(update={"embedding": kind})
+            out[f"{m}_{kind}"] = score_embedding(f"{m}_{kind}", rows, scored_matrix(m, emb, kind), cfg).scores
     return out
 
 
@@ -305,6 +315,8 @@ def main() -> None:
     ap.add_argument("--model-json", default="{}", help="ModelConfig overrides as JSON")
     ap.add_argument("--train-json", default="{}",
                     help='TrainConfig overrides as JSON (both models), e.g. \'{"schedule": "cosine", "warmup_steps": 200}\'')
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
+                    help="which of the two models to train and score (default both)")
     ap.add_argument("--score-split", default="test", choices=["test", "heldout", "valid", "all"])
     ap.add_argument("--until", default="score", choices=["simulate", "ingest", "train", "score"],
                     help="stop after this stage (e.g. prepare the world on a CPU box, train elsewhere)")
@@ -370,17 +382,17 @@ def main() -> None:
     if args.until == "train":
         return
 
-    config = AtlasConfig(split=args.embed_split, score_split=args.score_split, seed=args.seed)
+    config = AtlasConfig(split=args.embed_split, score_split=args.score_split, seed=args.seed, moments=True)
     with stages("score"):
-        table, paths = build_report({m: out / "models" / m for m in MODELS}, store, splits, out / "report", config,
+        table, paths = build_report({m: out / "models" / m for m in args.models}, store, splits, out / "report", config,
                                     provenance={"splits_store_version": split_store_version, "benchmark": "atlas_world"},
                                     log=log)
         scores = json.loads((out / "report" / "scores.json").read_text())["scores"]
-        scores |= pooled_scores(out / "report", config)
+        scores |= readout_scores(out / "report", config, args.models)
     summary_df = summary_table(scores)
     print("\n" + table.to_string())
     print("\n" + summary_df.to_string(float_format=lambda v: f"{v:.3f}"))
-    models = [m for m in scores if m.removesuffix("_pooled") in MODELS]
+    models = [m for m in scores if any(m == b or m.startswith(b + "_") for b in MODELS)]
     for b in [b for b in scores if b not in models]:
         for m in models:
             d = scores[m]["frame_knn_accuracy"] - scores[b]["frame_knn_accuracy"]

@@ -38,6 +38,7 @@ from ..errors import CellscapeError
 from ..plots.figures import save_png
 from ..store.frame_store import FrameStore
 from .annotations import annotations_from_rows, single_localization
+from .classical import report_baselines
 from .config import AtlasConfig, ScoreConfig
 from .evaluation import SEEDED_SCORES, EmbeddingScores, score_embedding, scores_table
 from .figures import (
@@ -48,6 +49,7 @@ from .figures import (
 )
 from .loader import FrameLoader
 from .models import ModelConfig
+from .moments import scored_matrix
 from .projection import aligned_umap
 from .scores import predict_localization
 from .spectra import CodeClusters, cluster_codes, protein_spectra
@@ -68,6 +70,8 @@ class Embeddings:
     pooled : ndarray, shape (N, D), float32
         Spatially pooled continuous encoder output.
     frames_per_second : float
+    moments : ndarray, shape (N, 2 D + D (D + 1) / 2), float32, or None
+        The latent moments (:func:`~.moments.moments_fn`); None when not embedded.
     """
 
     rows: pd.DataFrame
@@ -75,6 +79,7 @@ class Embeddings:
     histograms_global: np.ndarray | None
     pooled: np.ndarray
     frames_per_second: float
+    moments: np.ndarray | None = None
 
 
 def _hist(indices: np.ndarray, k: int) -> np.ndarray:
@@ -85,14 +90,16 @@ def _hist(indices: np.ndarray, k: int) -> np.ndarray:
 
 
 def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd.DataFrame,
-                     batch_size: int = 256) -> Embeddings:
-    """Histograms and pooled embeddings of ``rows`` (needs ``plate_id``, ``frame_index``).
+                     batch_size: int = 256, moments: bool = False) -> Embeddings:
+    """Histograms and pooled embeddings of ``rows`` (needs ``plate_id``, ``frame_index``),
+    and with ``moments`` the latent moments (:func:`~.moments.moments_fn`, 8 encoder passes a frame).
 
     Frames are read with the training loader (sorted batched reads, prefetch) and the model
     runs jitted in evaluation mode, batch by batch.
     """
     import jax
 
+    from .moments import moments_fn
     from .training import predict_fn
 
     if len(rows) == 0:
@@ -102,20 +109,24 @@ def frame_embeddings(params, model_cfg: ModelConfig, store: FrameStore, rows: pd
                          cache=False, prefetch=2)
     fields = ("indices", "embedding") + (("indices_global",) if model_cfg.two_level else ())
     run = predict_fn(model_cfg, fields)
-    hs, hg, pooled = [], [], []
+    run_moments = moments_fn(model_cfg) if moments else None
+    hs, hg, pooled, mom = [], [], [], []
     t0 = time.perf_counter()
     for b in loader.epoch(0):
         out = jax.device_get(run(params, b.frames))
+        if run_moments is not None:
+            mom.append(np.asarray(jax.device_get(run_moments(params, b.frames)), np.float32))
         hs.append(_hist(np.asarray(out["indices"]), model_cfg.num_embeddings))
         pooled.append(np.asarray(out["embedding"], np.float32))
         if model_cfg.two_level:
             hg.append(_hist(np.asarray(out["indices_global"]), model_cfg.global_num_embeddings))
     fps = len(rows) / (time.perf_counter() - t0)
-    return Embeddings(rows, np.concatenate(hs), np.concatenate(hg) if hg else None, np.concatenate(pooled), fps)
+    return Embeddings(rows, np.concatenate(hs), np.concatenate(hg) if hg else None, np.concatenate(pooled), fps,
+                      np.concatenate(mom) if mom else None)
 
 
 def embed_checkpoint(checkpoint: str | Path, store: FrameStore, rows: pd.DataFrame,
-                     batch_size: int = 256) -> tuple[Embeddings, dict]:
+                     batch_size: int = 256, moments: bool = False) -> tuple[Embeddings, dict]:
     """Embed ``rows`` with the model saved in ``checkpoint`` and say which model that was.
 
     Parameters
@@ -125,7 +136,8 @@ def embed_checkpoint(checkpoint: str | Path, store: FrameStore, rows: pd.DataFra
     store : FrameStore
     rows : pandas.DataFrame
         Frames to embed (see :func:`frame_embeddings`).
-    batch_size : int
+    batch_size, moments : int, bool
+        As :func:`frame_embeddings`.
 
     Returns
     -------
@@ -137,7 +149,7 @@ def embed_checkpoint(checkpoint: str | Path, store: FrameStore, rows: pd.DataFra
     from .training import load_checkpoint
 
     params, model_cfg, meta = load_checkpoint(checkpoint)
-    emb = frame_embeddings(params, model_cfg, store, rows, batch_size=batch_size)
+    emb = frame_embeddings(params, model_cfg, store, rows, batch_size=batch_size, moments=moments)
     return emb, {"checkpoint": str(checkpoint), "step": meta.get("step"),
                  "dataset_md5": meta.get("provenance", {}).get("dataset_md5")}
 
@@ -258,8 +270,7 @@ def model_atlas(name: str, emb: Embeddings, spectra: pd.DataFrame, counts: pd.Se
         ``used_codes`` of the codebook over all embedded frames.
     """
     config = config if config is not None else ScoreConfig(k=k)
-    x = emb.histograms if config.embedding == "histograms" else emb.pooled
-    ev = score_embedding(name, emb.rows, x, config)
+    ev = score_embedding(name, emb.rows, scored_matrix(name, emb, config.embedding), config)
     ann = annotations_from_rows(emb.rows)
     unannotated = [p for p in spectra.index if p not in ann.index]
     preds = (predict_localization(spectra, ann, unannotated, k=config.k) if unannotated
@@ -267,29 +278,6 @@ def model_atlas(name: str, emb: Embeddings, spectra: pd.DataFrame, counts: pd.Se
     scores = {**ev.scores, "perplexity_of_mean_usage": float(np.exp(-np.sum(_safe_plogp(emb.histograms.mean(0))))),
               "used_codes": int(len(used))}
     return ModelAtlas(name, spectra, counts, clusters, coords, scores, ev.knn_table, preds, used, ev)
-
-
-def report_baselines(store: FrameStore, rows: pd.DataFrame, config: ScoreConfig,
-                     fit_rows: pd.DataFrame | None = None, batch_size: int = 256, log=print) -> list[EmbeddingScores]:
-    """The classical-feature baseline scored like the models, or nothing when ``config.baseline`` is off.
-
-    Parameters
-    ----------
-    store : FrameStore
-    rows : pandas.DataFrame
-        The frames the models embedded (with ``split``): their ``config.score_split`` frames
-        are scored (see :func:`~.classical.classical_baseline`).
-    config : ScoreConfig
-    fit_rows : pandas.DataFrame, optional
-        The frames that standardise the features (default: the train frames of ``rows``).
-    batch_size : int
-        Frames per read and feature batch.
-    """
-    if not config.baseline:
-        return []
-    from .classical import classical_baseline
-
-    return [classical_baseline(store, rows, config, fit_rows=fit_rows, batch_size=batch_size, log=log)]
 
 
 def _safe_plogp(p: np.ndarray) -> np.ndarray:
@@ -424,8 +412,8 @@ def export_atlas(out_dir: str | Path, atlases: list[ModelAtlas], emb: dict[str, 
         _atomic_bytes(out / f"{a.name}_frames.parquet", _parquet_bytes(tab))
         buf = io.BytesIO()
         np.savez_compressed(buf, histograms=e.histograms, pooled=e.pooled, used_codes=a.used_codes, corr=a.clusters.corr,
-                            linkage=a.clusters.linkage, code_cluster=a.clusters.labels,
-                            leaf_order=a.clusters.leaf_order, provenance=np.array(prov_json))
+                            linkage=a.clusters.linkage, code_cluster=a.clusters.labels, leaf_order=a.clusters.leaf_order,
+                            provenance=np.array(prov_json), **({} if e.moments is None else {"moments": e.moments}))
         _atomic_bytes(out / f"{a.name}_matrices.npz", buf.getvalue())
         save_spectra(a.spectra, a.counts, out / f"{a.name}_spectra.parquet")
         for name, table in (("knn", a.knn_table), ("predictions", a.predictions)):
@@ -523,7 +511,8 @@ def build_report(checkpoints: dict[str, str | Path], store: FrameStore, splits: 
         raise CellscapeError(f"the {split!r} split holds no frames", field="split")
     emb, models = {}, {}
     for name, ckpt in checkpoints.items():
-        emb[name], models[name] = embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size)
+        emb[name], models[name] = embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size,
+                                                   moments=config.moments or config.embedding == "moments")
         log(f"{name}: embedded {len(rows)} frames at {emb[name].frames_per_second:.0f} frames/s")
     return report_from_embeddings(emb, models, store, splits, out_dir, config, provenance, log)
 
@@ -572,10 +561,9 @@ def save_embeddings(emb: Embeddings, out_dir: str | Path, name: str) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    arrays = {"histograms": emb.histograms, "pooled": emb.pooled, "frames_per_second": np.float64(emb.frames_per_second)}
-    if emb.histograms_global is not None:
-        arrays["histograms_global"] = emb.histograms_global
-    np.savez(buf, **arrays)
+    arrays = {"histograms": emb.histograms, "pooled": emb.pooled, "frames_per_second": np.float64(emb.frames_per_second),
+              "histograms_global": emb.histograms_global, "moments": emb.moments}
+    np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
     _atomic_bytes(out / f"{name}_embeddings.npz", buf.getvalue())
     _atomic_bytes(out / f"{name}_rows.parquet", _parquet_bytes(emb.rows))
     return out
@@ -590,6 +578,6 @@ def load_embeddings(out_dir: str | Path, name: str) -> Embeddings:
     """Inverse of :func:`save_embeddings`."""
     out = Path(out_dir)
     with np.load(out / f"{name}_embeddings.npz", allow_pickle=False) as z:
-        hg = z["histograms_global"] if "histograms_global" in z.files else None
-        return Embeddings(load_embedding_rows(out, name), z["histograms"], hg, z["pooled"],
-                          float(z["frames_per_second"]))
+        opt = {k: z[k] if k in z.files else None for k in ("histograms_global", "moments")}
+        return Embeddings(load_embedding_rows(out, name), z["histograms"], opt["histograms_global"], z["pooled"],
+                          float(z["frames_per_second"]), opt["moments"])

@@ -42,7 +42,7 @@ from .evaluation import EmbeddingScores, score_embedding, score_rows
 from .inputs import AnalysisError
 
 __all__ = ["FeatureScaler", "GLCM_PROPS", "RADIAL_EDGES", "classical_baseline", "classical_features",
-           "feature_names", "frame_features", "glcm", "glcm_props"]
+           "feature_names", "frame_features", "glcm", "glcm_props", "report_baselines"]
 
 #: Bin edges of the radial profile, in frame pixels of signed distance to the nuclear boundary
 #: (negative outside a nucleus, positive inside).
@@ -365,3 +365,24 @@ def classical_baseline(store: FrameStore, rows: pd.DataFrame, config: ScoreConfi
     ev.scores.update({"features": int(feats.shape[1]), "frames_per_second": float(fps)})
     ev.tables["features"] = pd.concat([used[["frame_id", "split"]].astype(str), feats], axis=1)
     return ev
+
+
+def report_baselines(store: FrameStore, rows: pd.DataFrame, config: ScoreConfig,
+                     fit_rows: pd.DataFrame | None = None, batch_size: int = 256, log=print) -> list[EmbeddingScores]:
+    """The classical-feature baseline scored like the models, or nothing when ``config.baseline`` is off.
+
+    Parameters
+    ----------
+    store : FrameStore
+    rows : pandas.DataFrame
+        The frames the models embedded (with ``split``): their ``config.score_split`` frames
+        are scored (see :func:`classical_baseline`).
+    config : ScoreConfig
+    fit_rows : pandas.DataFrame, optional
+        The frames that standardise the features (default: the train frames of ``rows``).
+    batch_size : int
+        Frames per read and feature batch.
+    """
+    if not config.baseline:
+        return []
+    return [classical_baseline(store, rows, config, fit_rows=fit_rows, batch_size=batch_size, log=log)]

@@ -88,6 +88,10 @@ class EmbeddingConfig(LibConfig):
     split: Literal["all", "train", "valid", "test"] = Field(
         "all", description="Frames to embed: one split of the dataset, or all of them.")
     batch_size: int = Field(256, ge=1, description="Frames per forward pass.")
+    moments: bool = Field(
+        False, description="Also compute every frame's latent moments (mean, standard deviation and second moments "
+                           "of the local encoder map, averaged over the 8 rotations and flips; 8 encoder passes a "
+                           "frame), exported with the embeddings and scored with embedding 'moments'.")
 
 
 class CodeClusterConfig(LibConfig):
@@ -132,9 +136,10 @@ class ScoreConfig(LibConfig):
     metric: Literal["correlation", "euclidean", "cosine"] = Field(
         "correlation", description="Distance between embeddings (frames) and between mean embeddings (proteins) "
                                    "of the kNN accuracies and ARI clusters.")
-    embedding: Literal["histograms", "pooled"] = Field(
-        "histograms", description="What a model's frame embedding is: codebook-usage histograms (feature spectra) "
-                                  "or the pooled encoder output.")
+    embedding: Literal["histograms", "pooled", "moments"] = Field(
+        "histograms", description="What a model's frame embedding is: codebook-usage histograms (feature spectra), "
+                                  "the pooled encoder output, or the latent moments standardised on the train "
+                                  "frames (needs them embedded: EmbeddingConfig.moments).")
     bootstrap: int = Field(1000, ge=1, description="Bootstrap resamples of proteins for the protein kNN accuracy's "
                                                    "confidence interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of that confidence interval.")

@@ -85,7 +85,8 @@ def frame_embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig
     models, md = {}, {}
     for name, h in _models_to_embed(context, current_model, localization_model_ablation).items():
         ckpt = Path(h["checkpoint"])
-        emb, models[name] = atlas.embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size)
+        emb, models[name] = atlas.embed_checkpoint(ckpt, store, rows, batch_size=config.batch_size,
+                                                         moments=config.moments)
         atlas.save_embeddings(emb, out, name)
         md[f"{name}_checkpoint"] = dg.MetadataValue.path(str(ckpt))
         md[f"{name}_frames_per_second"] = round(emb.frames_per_second, 1)
