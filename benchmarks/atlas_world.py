@@ -30,6 +30,10 @@ Stages, each skipped when a re-run with the same ``--out`` finds it finished:
    (mean, standard deviation and second moments of that map over the 8 rotations and flips,
    standardised on the train frames: :mod:`assets_pkg.core.localization.moments`) are scored
    by the same code: rows ``<model>_pooled`` and ``<model>_moments``.  Always recomputed (minutes).
+   Last, every row against the classical features on all the scored frames, with a paired
+   protein-bootstrap interval of the difference (``baseline_differences`` in ``world.json``):
+   the seeds' spread says how much the subsample and UMAP move a score, this interval how much
+   the choice of proteins does.
 
 ``--out`` receives ``world.json`` (scores, split summary, stage times, settings), ``world.csv``
 (one row per model or baseline) and ``stages.json`` (wall and CPU seconds per stage, CPU
@@ -284,6 +288,37 @@ def readout_scores(report: Path, config, models=MODELS) -> dict:
     return out
 
 
+def baseline_differences(report: Path, config, models=MODELS) -> dict:
+    """Every model read-out against the classical features: frame kNN on all the scored frames and
+    the paired protein-bootstrap interval of the difference
+    (:func:`~assets_pkg.core.localization.evaluation.paired_knn_difference`), keyed
+    ``<row> - classical`` with the rows of the summary table.
+
+    Reads the report's exports: each model's frames and matrices, and the classical features of
+    the train and scored frames (``classical_features.parquet``), standardised on the train frames.
+    """
+    import numpy as np
+
+    from assets_pkg.core.localization.atlas import Embeddings
+    from assets_pkg.core.localization.classical import FeatureScaler
+    from assets_pkg.core.localization.evaluation import paired_knn_difference
+    from assets_pkg.core.localization.moments import scored_matrix
+
+    feats = pd.read_parquet(report / "classical_features.parquet").set_index("frame_id").drop(columns="split")
+    out = {}
+    for m in models:
+        rows = pd.read_parquet(report / f"{m}_frames.parquet")
+        with np.load(report / f"{m}_matrices.npz", allow_pickle=False) as z:
+            emb = Embeddings(rows, z["histograms"], None, z["pooled"], float("nan"), z["moments"])
+        keep = rows["frame_id"].isin(feats.index).to_numpy()
+        kept = rows[keep].reset_index(drop=True)
+        f = feats.loc[kept["frame_id"]].to_numpy()
+        xc = FeatureScaler.fit(f[(kept["split"] == "train").to_numpy()]).transform(f)
+        for kind, row in (("histograms", m), ("pooled", f"{m}_pooled"), ("moments", f"{m}_moments")):
+            out[f"{row} - classical"] = paired_knn_difference(kept, scored_matrix(m, emb, kind)[keep], xc, config)
+    return out
+
+
 def summary_table(scores: dict) -> pd.DataFrame:
     rows = {name: {col: s.get(key) for col, key in COLUMNS} for name, s in scores.items()}
     table = pd.DataFrame(rows).T.rename_axis("embedding")
@@ -397,10 +432,15 @@ def main() -> None:
         for m in models:
             d = scores[m]["frame_knn_accuracy"] - scores[b]["frame_knn_accuracy"]
             print(f"frame kNN: {m} - {b} = {d:+.3f} ({'beats' if d > 0 else 'does not beat'} the baseline)")
+    differences = baseline_differences(out / "report", config, args.models)
+    level = round(100 * config.confidence)
+    for name, d in differences.items():
+        print(f"frame kNN on all {args.score_split} frames: {name} = {d['difference']:+.3f} "
+              f"(paired protein bootstrap {level} % CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
     summary_df.to_csv(out / "world.csv")
     doc = {"settings": vars(args) | {"out": str(out), "proteins": str(args.proteins), "annotations": str(args.annotations)},
            "devices": describe_devices(), "split": summary, "split_store_version": split_store_version,
-           "final_metrics": metrics, "scores": scores, "stages": stages.times,
+           "final_metrics": metrics, "scores": scores, "baseline_differences": differences, "stages": stages.times,
            "report": {k: str(v) for k, v in paths.items()}}
     _atomic_text(out / "world.json", json.dumps(doc, indent=2, default=str) + "\n")
     log(f"wrote {out / 'world.json'}, {out / 'world.csv'}, {out / 'report'} (scores.md, figures/)")

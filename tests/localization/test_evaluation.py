@@ -14,6 +14,7 @@ from assets_pkg.core.errors import CellscapeError
 from assets_pkg.core.localization import atlas
 from assets_pkg.core.localization.config import AtlasConfig, ScoreConfig
 from assets_pkg.core.localization.evaluation import (
+    paired_knn_difference,
     score_embedding,
     subsample_frames,
     summarize,
@@ -180,3 +181,21 @@ def test_train_frames_vote_only_when_asked():
     with pytest.raises(CellscapeError) as e:
         score_embedding("m", emb.rows.assign(split="test"), emb.histograms, cfg)
     assert e.value.field == "knn_reference"
+
+
+def test_paired_knn_difference_tells_a_real_gap_from_noise():
+    emb = synthetic_embeddings(n_proteins=60)
+    cfg = ScoreConfig(k=3, bootstrap=300, score_split="heldout")
+    good, noise = emb.histograms, np.random.default_rng(3).normal(size=emb.histograms.shape)
+    got = paired_knn_difference(emb.rows, good, noise, cfg)
+    held = emb.rows["split"].isin(["valid", "test"]).to_numpy()
+    want_a = frame_knn_accuracy(good[held], emb.rows["gene"][held], atlas.annotations_from_rows(emb.rows), k=3)[0]
+    assert got["accuracy_a"] == pytest.approx(want_a)
+    assert got["difference"] == pytest.approx(got["accuracy_a"] - got["accuracy_b"])
+    assert 0 < got["ci_low"] <= got["difference"] <= got["ci_high"]  # class structure against noise: real
+    swapped = paired_knn_difference(emb.rows, noise, good, cfg)
+    assert swapped["difference"] == pytest.approx(-got["difference"])
+    same = paired_knn_difference(emb.rows, good, good.copy(), cfg)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0
+    with pytest.raises(CellscapeError, match="not finite"):
+        paired_knn_difference(emb.rows, good[:-1], noise, cfg)

@@ -55,7 +55,7 @@ from .scores import (
 )
 
 __all__ = ["MIN_PROTEINS_PER_CLASS", "SEEDED_SCORES", "EmbeddingScores", "class_proteins", "group_means",
-           "score_embedding", "score_rows", "scores_table", "subsample_frames", "summarize"]
+           "paired_knn_difference", "score_embedding", "score_rows", "scores_table", "subsample_frames", "summarize"]
 
 #: The scores computed once per seed, summarised as mean, std, min and max.
 SEEDED_SCORES: tuple[str, ...] = ("clustering_score", "frame_knn_accuracy", "ari_protein_clusters")
@@ -303,6 +303,59 @@ def score_embedding(name: str, rows: pd.DataFrame, x, config: ScoreConfig = Scor
     })
     coords, take = first
     return EmbeddingScores(name, scores, per_seed, knn_table, coords, r.iloc[take].reset_index(drop=True), config)
+
+
+def paired_knn_difference(rows: pd.DataFrame, x_a, x_b, config: ScoreConfig = ScoreConfig()) -> dict:
+    """Is embedding ``a`` better than ``b`` at frame kNN, or is the difference noise?
+
+    Both embed the same frames; each is scored by :func:`~.scores.frame_knn_accuracy` on all the
+    ``config.score_split`` frames (no subsample, so the seeds play no part), and the difference
+    ``a - b`` gets a paired percentile bootstrap over proteins: each of ``config.bootstrap``
+    resamples draws the annotated proteins with replacement and takes the accuracy of both
+    embeddings over the frames of the same drawn proteins (seed ``config.seeds[0]``).  The
+    seeds' spread of :func:`score_embedding` says how much the subsample and the UMAP move a
+    score; this interval says how much the choice of proteins does, the larger of the two.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        One row per frame: ``gene``, ``localization``, ``split``.
+    x_a, x_b : array-like, shape (N, D_a) and (N, D_b)
+        The two embeddings of the frames of ``rows``, in order; finite.
+    config : ScoreConfig
+        Scored split, ``k``, ``metric``, ``knn_reference``, ``bootstrap``, ``confidence``, ``seeds[0]``.
+
+    Returns
+    -------
+    dict
+        ``accuracy_a``, ``accuracy_b``, ``difference`` (a - b), ``ci_low``, ``ci_high`` (of the
+        difference) and ``proteins`` (annotated proteins scored).
+    """
+    pos = score_rows(rows, config.score_split)
+    genes = rows["gene"].astype(str).to_numpy()
+    ann = annotations_from_rows(rows)
+    per = []
+    for x in (x_a, x_b):
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] != len(rows) or not np.all(np.isfinite(x)):
+            raise CellscapeError(f"an embedding of shape {x.shape} for {len(rows)} frames, or not finite",
+                                 field="embedding")
+        ref = {}
+        if config.knn_reference == "train":
+            rpos = score_rows(rows, "train", field="knn_reference")
+            ref = {"reference": x[rpos], "reference_proteins": genes[rpos]}
+        per.append(frame_knn_accuracy(x[pos], genes[pos], ann, k=config.k, metric=config.metric, **ref)[1])
+    table = pd.DataFrame({"protein": per[0]["protein"], "a": per[0]["correct"].astype(np.float64),
+                          "b": per[1]["correct"].astype(np.float64)})
+    sums = table.groupby("protein")[["a", "b"]].sum()
+    counts = table.groupby("protein").size().loc[sums.index].to_numpy(np.float64)
+    a, b = sums["a"].to_numpy(), sums["b"].to_numpy()
+    draw = np.random.default_rng(config.seeds[0]).integers(0, len(counts), size=(config.bootstrap, len(counts)))
+    diffs = (a[draw].sum(1) - b[draw].sum(1)) / counts[draw].sum(1)
+    lo, hi = np.quantile(diffs, [(1 - config.confidence) / 2, (1 + config.confidence) / 2])
+    acc_a, acc_b = float(a.sum() / counts.sum()), float(b.sum() / counts.sum())
+    return {"accuracy_a": acc_a, "accuracy_b": acc_b, "difference": acc_a - acc_b, "ci_low": float(lo),
+            "ci_high": float(hi), "proteins": int(len(counts))}
 
 
 #: Rows of :func:`scores_table`: label, score key.
