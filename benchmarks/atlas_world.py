@@ -261,59 +261,53 @@ def train_models(args, out: Path, store, splits, stages: Stages) -> dict:
     return done
 
 
-def readout_scores(report: Path, config, models=MODELS) -> dict:
-    """Each model's scores on its pooled encoder output and its latent moments (the report scores
-    codebook histograms).
-
-    Reads the embeddings the report exported (``<model>_frames.parquet`` and the ``pooled`` and
-    ``moments`` arrays of ``<model>_matrices.npz``, no pickle) and scores them with the same code,
-    split and seeds as the report, the moments standardised on the train frames
-    (:func:`~assets_pkg.core.localization.moments.scored_matrix`); keyed ``<model>_pooled`` and
-    ``<model>_moments``.
-    """
+def exported_embeddings(report: Path, model: str):
+    """A model's frames and embeddings as the report exported them (``<model>_frames.parquet`` and
+    ``<model>_matrices.npz``, no pickle), as an ``atlas.Embeddings`` (histograms, pooled, moments)."""
     import numpy as np
 
     from assets_pkg.core.localization.atlas import Embeddings
+
+    rows = pd.read_parquet(report / f"{model}_frames.parquet")
+    with np.load(report / f"{model}_matrices.npz", allow_pickle=False) as z:
+        return Embeddings(rows, z["histograms"], None, z["pooled"], float("nan"), z["moments"])
+
+
+def readout_scores(embs: dict, config) -> dict:
+    """Each model's scores on its pooled encoder output and its latent moments (the report scores
+    codebook histograms), with the same code, split and seeds as the report, the moments
+    standardised on the train frames (:func:`~assets_pkg.core.localization.moments.scored_matrix`);
+    keyed ``<model>_pooled`` and ``<model>_moments``.  ``embs``: :func:`exported_embeddings` by model.
+    """
     from assets_pkg.core.localization.evaluation import score_embedding
     from assets_pkg.core.localization.moments import scored_matrix
 
     out = {}
-    for m in models:
-        rows = pd.read_parquet(report / f"{m}_frames.parquet")
-        with np.load(report / f"{m}_matrices.npz", allow_pickle=False) as z:
-            emb = Embeddings(rows, z["histograms"], None, z["pooled"], float("nan"), z["moments"])
+    for m, emb in embs.items():
         for kind in ("pooled", "moments"):
             cfg = config.model_copy(update={"embedding": kind})
-            out[f"{m}_{kind}"] = score_embedding(f"{m}_{kind}", rows, scored_matrix(m, emb, kind), cfg).scores
+            out[f"{m}_{kind}"] = score_embedding(f"{m}_{kind}", emb.rows, scored_matrix(m, emb, kind), cfg).scores
     return out
 
 
-def baseline_differences(report: Path, config, models=MODELS) -> dict:
+def baseline_differences(report: Path, embs: dict, config) -> dict:
     """Every model read-out against the classical features: frame kNN on all the scored frames and
     the paired protein-bootstrap interval of the difference
     (:func:`~assets_pkg.core.localization.evaluation.paired_knn_difference`), keyed
     ``<row> - classical`` with the rows of the summary table.
 
-    Reads the report's exports: each model's frames and matrices, and the classical features of
-    the train and scored frames (``classical_features.parquet``), standardised on the train frames.
+    ``embs``: :func:`exported_embeddings` by model; the classical features of the train and scored
+    frames come from the report's ``classical_features.parquet``, standardised on the train frames.
     """
-    import numpy as np
-
-    from assets_pkg.core.localization.atlas import Embeddings
-    from assets_pkg.core.localization.classical import FeatureScaler
     from assets_pkg.core.localization.evaluation import paired_knn_difference
-    from assets_pkg.core.localization.moments import scored_matrix
+    from assets_pkg.core.localization.moments import scored_matrix, standardised_on_train
 
     feats = pd.read_parquet(report / "classical_features.parquet").set_index("frame_id").drop(columns="split")
     out = {}
-    for m in models:
-        rows = pd.read_parquet(report / f"{m}_frames.parquet")
-        with np.load(report / f"{m}_matrices.npz", allow_pickle=False) as z:
-            emb = Embeddings(rows, z["histograms"], None, z["pooled"], float("nan"), z["moments"])
-        keep = rows["frame_id"].isin(feats.index).to_numpy()
-        kept = rows[keep].reset_index(drop=True)
-        f = feats.loc[kept["frame_id"]].to_numpy()
-        xc = FeatureScaler.fit(f[(kept["split"] == "train").to_numpy()]).transform(f)
+    for m, emb in embs.items():
+        keep = emb.rows["frame_id"].isin(feats.index).to_numpy()
+        kept = emb.rows[keep].reset_index(drop=True)
+        xc = standardised_on_train("classical", kept, feats.loc[kept["frame_id"]].to_numpy())
         for kind, row in (("histograms", m), ("pooled", f"{m}_pooled"), ("moments", f"{m}_moments")):
             out[f"{row} - classical"] = paired_knn_difference(kept, scored_matrix(m, emb, kind)[keep], xc, config)
     return out
@@ -423,16 +417,12 @@ def main() -> None:
                                     provenance={"splits_store_version": split_store_version, "benchmark": "atlas_world"},
                                     log=log)
         scores = json.loads((out / "report" / "scores.json").read_text())["scores"]
-        scores |= readout_scores(out / "report", config, args.models)
+        embs = {m: exported_embeddings(out / "report", m) for m in args.models}
+        scores |= readout_scores(embs, config)
     summary_df = summary_table(scores)
     print("\n" + table.to_string())
     print("\n" + summary_df.to_string(float_format=lambda v: f"{v:.3f}"))
-    models = [m for m in scores if any(m == b or m.startswith(b + "_") for b in MODELS)]
-    for b in [b for b in scores if b not in models]:
-        for m in models:
-            d = scores[m]["frame_knn_accuracy"] - scores[b]["frame_knn_accuracy"]
-            print(f"frame kNN: {m} - {b} = {d:+.3f} ({'beats' if d > 0 else 'does not beat'} the baseline)")
-    differences = baseline_differences(out / "report", config, args.models)
+    differences = baseline_differences(out / "report", embs, config)
     level = round(100 * config.confidence)
     for name, d in differences.items():
         print(f"frame kNN on all {args.score_split} frames: {name} = {d['difference']:+.3f} "
