@@ -15,6 +15,7 @@ from assets_pkg.core.segmentation.datasets import bbbc039_well, group_folds
 from assets_pkg.core.segmentation.models import SegmentationModel
 from assets_pkg.core.segmentation.training import (
     augmented_crop,
+    loss_weights,
     split_validation,
     train_segmentation,
 )
@@ -23,6 +24,7 @@ from assets_pkg.core.segmentation.unet import (
     contact_weights,
     create_seg_state,
     seg_targets,
+    small_object_weights,
 )
 
 
@@ -146,3 +148,16 @@ def test_training_stops_early_when_validation_stops_improving(nuclei):
     assert model.info["stopped_by"] == "early stopping"
     assert [e["step"] for e in model.info["evaluations"]] == [4, 8, 12]
     assert model.info["selection"]["step"] == 12  # ties go to the later step
+
+
+def test_loss_weights_add_the_contact_and_small_object_terms():
+    labels = np.zeros((30, 40), np.int32)
+    labels[2:14, 2:14] = 1
+    labels[2:14, 14:26] = 2  # touches 1
+    labels[20:23, 30:33] = 3  # a fragment
+    labels[18:28, 2:12] = 4
+    both = loss_weights(labels, SegTrainConfig(contact_weight=4.0, small_object_weight=10.0))
+    expected = contact_weights(labels, 4.0, 3) + small_object_weights(labels, 10.0) - 1
+    np.testing.assert_array_equal(both, expected)
+    assert both.max() == 11.0 and both[8, 13] == 5.0 and both[21, 31] == 11.0 and both[8, 5] == 1.0
+    assert (loss_weights(labels, SegTrainConfig()) == 1).all()

@@ -20,6 +20,7 @@ from assets_pkg.core.segmentation.unet import (
     predict_instances,
     seg_loss,
     seg_targets,
+    small_object_weights,
 )
 
 TINY = UNetConfig(depth=2, base_width=8)
@@ -117,6 +118,23 @@ def test_contact_weights_mark_where_nuclei_meet():
     # ... the far side of a nucleus, an isolated nucleus and open background are not.
     assert w[4, 2] == 1 and (w[13:18, 2:7] == 1).all() and w[11, 22] == 1
     assert (contact_weights(labels, 0.0) == 1).all()
+
+
+def test_small_object_weights_mark_fragments_and_their_rim():
+    labels = np.zeros((40, 48), np.int32)
+    labels[2:22, 2:22] = 1  # 400 px
+    labels[25:37, 2:14] = 2  # 144 px
+    labels[2:22, 26:40] = 3  # 280 px: median 280
+    labels[30:33, 30:33] = 7  # 9 px fragment, far from the others
+    labels[10:13, 22:25] = 9  # 9 px fragment touching nucleus 1
+    w = small_object_weights(labels, 5.0, radius=2)
+    assert w.dtype == np.float32 and set(np.unique(w)) == {1.0, 6.0}
+    # The fragments and a 2-pixel band around them weigh 6, on both sides of where one meets nucleus 1 ...
+    assert (w[28:35, 28:35] == 6).all() and (w[8:15, 20:27] == 6).all()
+    # ... the nuclei (none below a quarter of the median) and open background weigh 1.
+    assert w[10, 10] == 1 and w[30, 8] == 1 and w[12, 33] == 1 and w[38, 46] == 1
+    assert (small_object_weights(labels, 0.0) == 1).all()
+    assert (small_object_weights(np.zeros((5, 5), np.int32), 5.0) == 1).all()
 
 
 def test_weighted_seg_loss_counts_contact_pixels_more(disc_batch):

@@ -59,6 +59,9 @@ class SegTrainConfig(StepTrainConfig):
         0.0, ge=0, description="Extra loss weight of pixels where two nuclei meet or nearly meet (within "
                                "contact_radius), so touching nuclei are split (0: every pixel weighs 1).")
     contact_radius: int = Field(3, ge=1, description="Half-side of the contact neighbourhood, pixels.")
+    small_object_weight: float = Field(
+        0.0, ge=0, description="Extra loss weight of objects smaller than a quarter of the field's median object "
+                               "(fragments, micronuclei) and of a 2-pixel band around them (0: every pixel weighs 1).")
     tta: bool = Field(True, description="Average the maps over the four flips at inference (4 forward passes).")
     depth: int = Field(3, ge=1, description="U-Net levels (UNetConfig.depth).")
     base_width: int = Field(16, ge=1, description="Channels of the first level (UNetConfig.base_width).")

@@ -43,6 +43,7 @@ from .unet import (
     normalize_image,
     seg_targets,
     seg_train_step,
+    small_object_weights,
 )
 
 __all__ = [
@@ -177,6 +178,14 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     k = min(max(2, round(fraction * n)), n - 2)
     perm = np.random.default_rng([seed, 0x5E6]).permutation(n)
     return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def loss_weights(labels: np.ndarray, config: SegTrainConfig) -> np.ndarray:
+    """Pixel loss weights (H, W) float32 of one instance-label image: 1, plus
+    ``config.contact_weight`` where nuclei meet (:func:`contact_weights`), plus
+    ``config.small_object_weight`` on and around small objects (:func:`small_object_weights`)."""
+    contact = contact_weights(labels, config.contact_weight, config.contact_radius)
+    return (contact + small_object_weights(labels, config.small_object_weight) - 1.0).astype(np.float32)
 
 
 def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, dist: np.ndarray,
@@ -350,8 +359,8 @@ def train_segmentation(
         imgs.append(_pad_min(normalize_image(images[i]), c))
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
-        if config.contact_weight > 0:
-            wts.append(_pad_min(contact_weights(labels[i], config.contact_weight, config.contact_radius), c))
+        if config.contact_weight > 0 or config.small_object_weight > 0:
+            wts.append(_pad_min(loss_weights(labels[i], config), c))
     data = {"n_images": len(images), "names": list(names) if names is not None else None,
             "hash": data_hash([*images, *labels], names), "n_train": len(train_idx),
             "held_out": [all_names[i] for i in held]}

@@ -45,6 +45,7 @@ __all__ = [
     "normalize_image",
     "seg_targets",
     "contact_weights",
+    "small_object_weights",
     "seg_loss",
     "augment_maps",
     "create_seg_state",
@@ -297,6 +298,46 @@ def contact_weights(labels, weight: float, radius: int = 3) -> np.ndarray:
     low = ndi.minimum_filter(np.where(lab > 0, lab, big), size=size, mode="constant", cval=big)
     contact = (low != big) & (high != low)
     return (1.0 + weight * contact).astype(np.float32)
+
+
+def small_object_weights(labels, weight: float, radius: int = 2, fraction: float = 0.25) -> np.ndarray:
+    """Per-pixel loss weights that stress small objects: fragments, micronuclei, debris that the
+    annotators labelled.
+
+    A pixel of an instance whose area is below ``fraction`` times the median instance area, or
+    within ``radius`` pixels of one (where a fragment meets its neighbour or the background),
+    gets ``1 + weight``, every other pixel 1.  Unweighted, an object of 20 pixels is 0.05 % of a
+    256² crop's loss and the network merges it into its neighbour or drops it, while the
+    instance score counts it as much as a large nucleus.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 = background, one positive id per instance.
+    weight : float
+        Extra weight of small-object pixels (0: all ones).
+    radius : int
+        Half-side of the square band around a small object that is weighted too, pixels.
+    fraction : float
+        Objects smaller than ``fraction * median area`` of this image's instances are small.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    if weight <= 0 or labels.max() <= 0:
+        return np.ones(labels.shape, np.float32)
+    areas = np.bincount(labels.astype(np.int64).ravel())
+    present = np.flatnonzero(areas[1:]) + 1
+    small = np.zeros(areas.size, bool)
+    small[present] = areas[present] < fraction * np.median(areas[present])
+    mask = small[labels.astype(np.int64)]
+    if radius > 0:
+        mask = ndi.maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
+    return (1.0 + weight * mask).astype(np.float32)
 
 
 def seg_loss(outputs, fg, dist, weight=None) -> tuple[jax.Array, dict]:
