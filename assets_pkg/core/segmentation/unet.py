@@ -223,6 +223,14 @@ def normalize_image(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     return ((img - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
 
 
+def _label_image(labels) -> np.ndarray:
+    """``labels`` as an array, refused unless it is 2-D."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    return labels
+
+
 def seg_targets(labels) -> tuple[np.ndarray, np.ndarray]:
     """Training targets of an instance-label image.
 
@@ -240,9 +248,7 @@ def seg_targets(labels) -> tuple[np.ndarray, np.ndarray]:
         instance, divided by its maximum within each instance (so 1 at the centre, in (0, 1]
         inside, 0 on boundaries between touching instances and outside).
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    labels = _label_image(labels)
     labels = labels.astype(np.int64)
     fg = labels > 0
     # Pixels 4-adjacent to a different instance separate touching instances.
@@ -286,9 +292,7 @@ def contact_weights(labels, weight: float, radius: int = 3) -> np.ndarray:
     -------
     ndarray of float32, shape (H, W)
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    labels = _label_image(labels)
     if weight <= 0 or radius < 1:
         return np.ones(labels.shape, np.float32)
     size = 2 * radius + 1
@@ -325,9 +329,7 @@ def small_object_weights(labels, weight: float, radius: int = 2, fraction: float
     -------
     ndarray of float32, shape (H, W)
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    labels = _label_image(labels)
     if weight <= 0 or labels.max() <= 0:
         return np.ones(labels.shape, np.float32)
     areas = np.bincount(labels.astype(np.int64).ravel())
