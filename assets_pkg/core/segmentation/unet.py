@@ -332,11 +332,12 @@ def small_object_weights(labels, weight: float, radius: int = 2, fraction: float
     labels = _label_image(labels)
     if weight <= 0 or labels.max() <= 0:
         return np.ones(labels.shape, np.float32)
-    areas = np.bincount(labels.astype(np.int64).ravel())
+    labels = labels.astype(np.int64)
+    areas = np.bincount(labels.ravel())
     present = np.flatnonzero(areas[1:]) + 1
     small = np.zeros(areas.size, bool)
     small[present] = areas[present] < fraction * np.median(areas[present])
-    mask = small[labels.astype(np.int64)]
+    mask = small[labels]
     if radius > 0:
         mask = ndi.maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
     return (1.0 + weight * mask).astype(np.float32)
