@@ -466,7 +466,7 @@ _STAGE_CODE = {
 @pytest.mark.parametrize("stage", sorted(_STAGE_CODE))
 def test_dvc_stage_depends_on_every_module_of_its_room_it_runs(stage):
     """A module of the stage's room that its command imports but dvc.yaml does not list would
-    change the output without `dvc repro` noticing (the report once listed 7 of its 12 modules)."""
+    change the output without `dvc repro` noticing (the report once listed 7 of the 16 it imports)."""
     import yaml
 
     entries, room = _STAGE_CODE[stage]
