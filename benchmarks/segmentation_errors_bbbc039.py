@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets_pkg.core.segmentation.datasets import read_bbbc039  # noqa: E402
+from assets_pkg.core.segmentation.datasets import load_mask, read_bbbc039  # noqa: E402
 from assets_pkg.core.segmentation.metrics import match_instances, overlap_table  # noqa: E402
 from assets_pkg.core.segmentation.models import load_model  # noqa: E402
 
@@ -76,12 +76,12 @@ def classify(pred: np.ndarray, truth: np.ndarray) -> tuple[pd.DataFrame, pd.Data
 def small_share_by_fold(folds: pd.DataFrame, data: Path, below: int = 30) -> pd.DataFrame:
     """Per fold: true objects, how many are smaller than ``below`` px, and their share (from the
     masks alone, so a fold that is harder because it holds more fragments shows as such)."""
-    fold_of = dict(zip(folds["name"], folds["fold"], strict=True))
+    masks = read_bbbc039(data).subset(list(folds["name"]))
     rows = []
-    for name, _image, truth in read_bbbc039(data).subset(list(folds["name"])):
-        areas = np.bincount(truth.ravel())[1:]
+    for fold, path in zip(folds["fold"], masks.table["mask_path"], strict=True):
+        areas = np.bincount(load_mask(path, masks.mask_kind).ravel())[1:]
         areas = areas[areas > 0]
-        rows.append((fold_of[name], areas.size, int((areas < below).sum())))
+        rows.append((fold, areas.size, int((areas < below).sum())))
     out = pd.DataFrame(rows, columns=["fold", "objects", f"below_{below}px"]).groupby("fold").sum()
     out["share"] = (out[f"below_{below}px"] / out["objects"]).round(4)
     return out
