@@ -591,7 +591,8 @@ def cmd_train_segmentation(a) -> int:
                              extra={"images": str(a.images.resolve()), "masks": str(a.masks.resolve())})
     t = model.info["tuning"]
     print(f"saved {out}: {model.info['steps_done']} steps in {model.info['train_seconds']:.0f}s; thresholds "
-          f"{t['threshold']}/{t['marker_threshold']}, min area {t['min_area']} (F1@0.5 {t['f1']:.3f} on {t['on']})")
+          f"{t['threshold']}/{t['marker_threshold']}, min area {t['min_area']} (F1@0.5 {t['f1']:.3f}, count error "
+          f"{t['count_error']:.1f} per image on {t['on']})")
     return 0
 
 

@@ -143,7 +143,7 @@ def segmentation_model(context: dg.AssetExecutionContext, config: SegmentationTr
         "train_images": len(images),
         "final_loss": float(model.info["history"][-1]["loss"]),
         "threshold": t["threshold"], "marker_threshold": t["marker_threshold"], "min_area": t["min_area"],
-        "tuning_f1": t["f1"],
+        "tuning_f1": t["f1"], "tuning_count_error": t["count_error"],
         "object_diameter_px": float(model.object_diameter_px or 0.0),
         "platform": model.info["platform"],
         **figure_metadata("loss_curve", curve, "loss"),

@@ -71,6 +71,8 @@ def test_segmentation_training_records_history_and_tunes_thresholds(seg_model):
     first, last = info["history"][0]["loss"], info["history"][-1]["loss"]
     assert np.isfinite(last) and last < first  # it learns something in 40 steps
     assert 0.3 <= seg_model.threshold <= 0.7 and 0.0 <= info["tuning"]["f1"] <= 1.0
+    assert info["tuning"]["best_f1"] - SegTrainConfig().tune_f1_tolerance <= info["tuning"]["f1"] <= info["tuning"]["best_f1"]
+    assert info["tuning"]["count_error"] >= 0.0
     assert seg_model.object_diameter_px == pytest.approx(2 * 7.0, rel=0.35)
 
 

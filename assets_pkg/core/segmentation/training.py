@@ -3,7 +3,8 @@
 - :func:`train_segmentation` fits a :class:`~assets_pkg.core.segmentation.unet.UNet` on (image, instance
   label) pairs from random crops with the 4/8 symmetries, AdamW with warm-up and cosine decay,
   then picks the post-processing thresholds of
-  :func:`~assets_pkg.core.segmentation.classical.instances_from_maps` on a few images by F1 at IoU 0.5.
+  :func:`~assets_pkg.core.segmentation.classical.instances_from_maps` on a few images by F1 at IoU 0.5
+  (near-ties by count error).
 - :func:`train_counting` fits a :class:`~assets_pkg.core.segmentation.unet.CountingCNN` on whole images
   resized to one input shape, with their true counts (BBBC005 names).
 
@@ -125,15 +126,28 @@ def _pad_min(a: np.ndarray, size: int) -> np.ndarray:
     return a
 
 
-def _pooled_f1(maps, labels, threshold: float, marker_threshold: float, min_area: int) -> float:
-    """F1 at IoU 0.5 pooled over images, from their (foreground, distance) maps and a post-processing."""
+def _pooled_scores(maps, labels, threshold: float, marker_threshold: float, min_area: int) -> tuple[float, float]:
+    """F1 at IoU 0.5 pooled over images and the mean absolute count error per image, from their
+    (foreground, distance) maps and a post-processing."""
     tp = fp = fn = 0
+    count_errors = []
     for (fg, dist), truth in zip(maps, labels, strict=True):
         pred = classical.instances_from_maps(fg, dist, threshold, kind="distance",
                                              marker_threshold=marker_threshold, min_area=min_area)
         m = match_instances(pred, truth, 0.5)
         tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
-    return 2 * tp / max(2 * tp + fp + fn, 1)
+        count_errors.append(abs(m["n_pred"] - m["n_true"]))
+    return 2 * tp / max(2 * tp + fp + fn, 1), float(np.mean(count_errors)) if count_errors else 0.0
+
+
+def _pooled_f1(maps, labels, threshold: float, marker_threshold: float, min_area: int) -> float:
+    """F1 at IoU 0.5 pooled over images, from their (foreground, distance) maps and a post-processing."""
+    return _pooled_scores(maps, labels, threshold, marker_threshold, min_area)[0]
+
+
+#: Post-processing settings whose tuning F1 is within this of the best are ties, decided by the
+#: count error (see :func:`tune_postprocessing`); ``SegTrainConfig.tune_f1_tolerance`` by default.
+F1_TIE_TOLERANCE = SegTrainConfig.model_fields["tune_f1_tolerance"].default
 
 
 def tune_postprocessing(
@@ -143,8 +157,14 @@ def tune_postprocessing(
     thresholds=THRESHOLDS,
     marker_thresholds=MARKER_THRESHOLDS,
     min_areas=MIN_AREAS,
+    f1_tolerance: float = F1_TIE_TOLERANCE,
 ) -> dict:
-    """Pick the post-processing that maximises pooled F1 at IoU 0.5 on the given images.
+    """Pick the post-processing by pooled F1 at IoU 0.5 on the given images, ties by count error.
+
+    Every setting of the grid is scored by its pooled F1 and its mean absolute count error per
+    image.  Settings within ``f1_tolerance`` of the best F1 count as ties (on a few thousand
+    validation objects such differences are a handful of objects); among them the lowest count
+    error wins, then the higher F1.  ``f1_tolerance=0`` picks by F1 alone.
 
     The network maps are computed once per image; only the watershed runs per setting.
     ``model`` is updated in place.
@@ -152,16 +172,21 @@ def tune_postprocessing(
     Returns
     -------
     dict
-        ``threshold``, ``marker_threshold``, ``min_area`` and ``f1`` of the best setting.
+        ``threshold``, ``marker_threshold``, ``min_area``, ``f1`` and ``count_error`` of the chosen
+        setting, and ``best_f1``, the grid's highest F1.
     """
+    if f1_tolerance < 0:
+        raise ValueError(f"f1_tolerance must be >= 0, got {f1_tolerance}")
     maps = [model.maps(im) for im in images]
-    best = None
-    for th, mth, ma in itertools.product(thresholds, marker_thresholds, min_areas):
-        f1 = _pooled_f1(maps, labels, th, mth, ma)
-        if best is None or f1 > best["f1"] + 1e-12:
-            best = {"threshold": float(th), "marker_threshold": float(mth), "min_area": int(ma), "f1": float(f1)}
-    model.threshold, model.marker_threshold, model.min_area = best["threshold"], best["marker_threshold"], best["min_area"]
-    return best
+    grid = [(float(th), float(mth), int(ma), *_pooled_scores(maps, labels, th, mth, ma))
+            for th, mth, ma in itertools.product(thresholds, marker_thresholds, min_areas)]
+    best_f1 = max(g[3] for g in grid)
+    # min() keeps the first of equal keys: the grid order decides exact ties, as before.
+    th, mth, ma, f1, ce = min((g for g in grid if g[3] >= best_f1 - f1_tolerance - 1e-12),
+                              key=lambda g: (g[4], -g[3]) if f1_tolerance > 0 else -g[3])
+    model.threshold, model.marker_threshold, model.min_area = th, mth, ma
+    return {"threshold": th, "marker_threshold": mth, "min_area": ma, "f1": f1, "count_error": ce,
+            "best_f1": best_f1}
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,8 +335,9 @@ def train_segmentation(
     ``config.eval_every`` steps the model is scored on them (F1 at IoU 0.5 with
     :data:`SELECTION_POSTPROCESSING`); the best evaluation's parameters are kept and training
     stops after ``config.early_stopping_patience`` evaluations without improvement.  The
-    post-processing thresholds are then tuned on the same images (:func:`tune_postprocessing`,
-    flip-averaged maps when ``config.tta``).
+    post-processing thresholds are then tuned on the same images (:func:`tune_postprocessing`:
+    F1, near-ties within ``config.tune_f1_tolerance`` by count error; flip-averaged maps when
+    ``config.tta``).
 
     Parameters
     ----------
@@ -403,7 +429,7 @@ def train_segmentation(
         idx = np.unique(np.linspace(0, len(images) - 1, min(config.tune_images, len(images))).round().astype(int))
         tune_imgs, tune_labs, tuned_on = [images[i] for i in idx], [labels[i] for i in idx], "train"
     t_tune = time.perf_counter()
-    tuned = tune_postprocessing(seg, tune_imgs, tune_labs)
+    tuned = tune_postprocessing(seg, tune_imgs, tune_labs, f1_tolerance=config.tune_f1_tolerance)
     _log(run.log, f"post-processing tuned on {len(tune_imgs)} {tuned_on} images: {tuned}")
     seg.info = {**_run_info(config, res, data, t_start), "tune_seconds": time.perf_counter() - t_tune,
                 "evaluations": res.history,
