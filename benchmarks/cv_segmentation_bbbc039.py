@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_seg            # all 5 folds
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_seg --folds 0 2  # some of them
     python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_cw --train-args "--contact-weight 10"  # a variant
+    python benchmarks/cv_segmentation_bbbc039.py --out /tmp/cv_re --models-from /tmp/cv_seg  # re-tune, no training
 
 Folds: :func:`~assets_pkg.core.segmentation.datasets.group_folds` over the 150 fields of
 ``../shared/data/bbbc039`` with the well as the group (the two fields of a well are never on both
@@ -21,6 +22,13 @@ count error per field; the classical baseline (:func:`classical_segment` at the 
 fields' median nucleus diameter: nothing is tuned on the held-out fold) is scored with the same
 code.  Results are appended per fold to ``OUT/folds.csv`` (a fold already there is skipped, so an
 interrupted run continues) and summarised (mean, sd, min over folds) at the end.
+
+``--models-from DIR`` re-scores the models another run trained (``DIR/fold_<k>/model``) instead of
+training: their post-processing is tuned again with this code on the held-out training fields each
+model recorded, which is what the default command gives now when only the post-processing has
+changed since those models were trained (the training does not depend on it).  The run first checks
+that ``--f1-tolerance 0`` (F1 alone) reproduces the thresholds the model recorded when it was
+trained by F1 alone.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from assets_pkg.core.segmentation.classical import classical_segment, score_fold
 from assets_pkg.core.segmentation.datasets import bbbc039_well, group_folds, read_bbbc039  # noqa: E402
 from assets_pkg.core.segmentation.metrics import summarise_scores  # noqa: E402
 from assets_pkg.core.segmentation.models import load_model  # noqa: E402
-from assets_pkg.core.segmentation.training import median_diameter  # noqa: E402
+from assets_pkg.core.segmentation.training import median_diameter, tune_postprocessing  # noqa: E402
 
 METHODS = ("U-Net (defaults)", "classical")
 
@@ -55,19 +63,49 @@ def copy_fields(src: Path, names: list[str], dest: Path) -> None:
             shutil.copyfile(src / sub / f"{n}{suffix}", dest / sub / f"{n}{suffix}")
 
 
-def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path, train_args: list[str]) -> pd.DataFrame:
+def retune(model, ds, f1_tolerance: float | None) -> dict:
+    """Tune ``model``'s post-processing again on the held-out training fields it recorded."""
+    held = ds.subset(model.info["data"]["held_out"])
+    images, labels = [im for _, im, _ in held], [lab for _, _, lab in held]
+    recorded = {k: model.info["tuning"][k] for k in ("threshold", "marker_threshold", "min_area")}
+    if "best_f1" not in model.info["tuning"]:  # trained when the tuning was by F1 alone: check it is reproduced
+        again = tune_postprocessing(model, images, labels, f1_tolerance=0.0)
+        same = all(again[k] == v for k, v in recorded.items())
+        print(f"  F1 alone on the {len(images)} held-out fields: {again} ({'same as' if same else 'NOT the'} "
+              f"recorded {recorded})", flush=True)
+        if not same:
+            raise SystemExit("the re-tuning does not reproduce the recorded thresholds: the maps differ")
+    kw = {} if f1_tolerance is None else {"f1_tolerance": f1_tolerance}
+    tuned = tune_postprocessing(model, images, labels, **kw)
+    print(f"  re-tuned: {tuned}", flush=True)
+    return {**tuned, "images": len(images), "on": "held-out training", "retuned_from": recorded}
+
+
+def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path, train_args: list[str],
+             models_from: Path | None = None, f1_tolerance: float | None = None) -> pd.DataFrame:
     names = np.asarray(ds.names)
     train_names, test_names = list(names[folds != k]), list(names[folds == k])
     fold_dir = out / f"fold_{k}"
-    copy_fields(data, train_names, fold_dir / "train")
-    model_dir = fold_dir / "model"
-    cmd = [sys.executable, "-m", "assets_pkg.cli", "train-segmentation", "--images", str(fold_dir / "train/images"),
-           "--masks", str(fold_dir / "train/masks"), "--out", str(model_dir), *train_args]
-    print(f"fold {k}: {len(train_names)} train / {len(test_names)} held-out fields; {' '.join(cmd[2:])}", flush=True)
+    fold_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    if models_from is None:
+        copy_fields(data, train_names, fold_dir / "train")
+        model_dir = fold_dir / "model"
+        cmd = [sys.executable, "-m", "assets_pkg.cli", "train-segmentation", "--images",
+               str(fold_dir / "train/images"), "--masks", str(fold_dir / "train/masks"), "--out", str(model_dir),
+               *train_args]
+        print(f"fold {k}: {len(train_names)} train / {len(test_names)} held-out fields; {' '.join(cmd[2:])}",
+              flush=True)
+        subprocess.run(cmd, check=True)
+        model = load_model(model_dir, kind="segmentation")
+    else:
+        model_dir = models_from / f"fold_{k}" / "model"
+        print(f"fold {k}: re-tuning {model_dir}", flush=True)
+        model = load_model(model_dir, kind="segmentation")
+        if sorted(model.info["data"]["names"]) != sorted(train_names):
+            raise SystemExit(f"{model_dir} was not trained on fold {k}'s training fields")
+        model.info["tuning"] = retune(model, ds, f1_tolerance)
     train_wall = time.perf_counter() - t0
-    model = load_model(model_dir, kind="segmentation")
     test = ds.subset(test_names)
     train_labels = [lab for _, _, lab in ds.subset(train_names)]
     diameter = median_diameter(train_labels)
@@ -103,6 +141,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="",
                     help="options added to every train-segmentation command, e.g. '--steps 800' (default: none)")
+    ap.add_argument("--models-from", type=Path, default=None,
+                    help="re-tune and score the models of this earlier run's folds instead of training")
+    ap.add_argument("--f1-tolerance", type=float, default=None,
+                    help="with --models-from: the tuning's F1 tie tolerance (default: the library's)")
     args = ap.parse_args(argv)
     ds = read_bbbc039(args.data)
     folds = group_folds([bbbc039_well(n) for n in ds.names], args.k, args.seed)
@@ -114,7 +156,8 @@ def main(argv=None) -> int:
         if len(done) and k in set(done["fold"]):
             print(f"fold {k}: already in {table}")
             continue
-        done = pd.concat([done, run_fold(k, ds, folds, args.data, args.out, shlex.split(args.train_args))], ignore_index=True)
+        done = pd.concat([done, run_fold(k, ds, folds, args.data, args.out, shlex.split(args.train_args),
+                                         args.models_from, args.f1_tolerance)], ignore_index=True)
         done.to_csv(table, index=False)
     cols = ["f1_iou50", "mean_ap_50_95", "count_mae"]
     print(f"\n{args.k}-fold CV on {len(ds.names)} BBBC039 fields (folds by well, seed {args.seed}); folds done: "
