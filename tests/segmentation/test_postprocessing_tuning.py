@@ -1,4 +1,4 @@
-"""The post-processing tuning: F1 first, near-ties decided by the count error."""
+"""The post-processing tuning: thresholds by F1, the minimum object area of near-ties by the count error."""
 
 from types import SimpleNamespace
 

@@ -74,8 +74,9 @@ class SegTrainConfig(StepTrainConfig):
         8, ge=1, description="Training images the post-processing thresholds are picked on when there are no "
                              "validation images (valid_fraction 0).")
     tune_f1_tolerance: float = Field(
-        0.002, ge=0, lt=1, description="Post-processing settings within this of the best tuning F1 are ties, "
-                                       "decided by the lower mean count error per image (0: F1 alone).")
+        0.002, ge=0, lt=1, description="Minimum object areas within this of the best tuning F1 (at its "
+                                       "thresholds) are ties, decided by the lower mean count error per image "
+                                       "(0: F1 alone).")
     seed: int = Field(0, description="Seeds the initialisation, the crops and the augmentation.")
     log_every: int = Field(25, ge=1, description="Steps between history rows and log lines.")
 

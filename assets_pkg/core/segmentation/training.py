@@ -4,7 +4,7 @@
   label) pairs from random crops with the 4/8 symmetries, AdamW with warm-up and cosine decay,
   then picks the post-processing thresholds of
   :func:`~assets_pkg.core.segmentation.classical.instances_from_maps` on a few images by F1 at IoU 0.5
-  (near-ties by count error).
+  (the minimum object area of near-ties by count error).
 - :func:`train_counting` fits a :class:`~assets_pkg.core.segmentation.unet.CountingCNN` on whole images
   resized to one input shape, with their true counts (BBBC005 names).
 
@@ -145,8 +145,8 @@ def _pooled_f1(maps, labels, threshold: float, marker_threshold: float, min_area
     return _pooled_scores(maps, labels, threshold, marker_threshold, min_area)[0]
 
 
-#: Post-processing settings whose tuning F1 is within this of the best are ties, decided by the
-#: count error (see :func:`tune_postprocessing`); ``SegTrainConfig.tune_f1_tolerance`` by default.
+#: Minimum object areas whose tuning F1 is within this of the best are ties, decided by the count
+#: error (see :func:`tune_postprocessing`); ``SegTrainConfig.tune_f1_tolerance`` by default.
 F1_TIE_TOLERANCE = SegTrainConfig.model_fields["tune_f1_tolerance"].default
 
 
@@ -159,12 +159,15 @@ def tune_postprocessing(
     min_areas=MIN_AREAS,
     f1_tolerance: float = F1_TIE_TOLERANCE,
 ) -> dict:
-    """Pick the post-processing by pooled F1 at IoU 0.5 on the given images, ties by count error.
+    """Pick the post-processing by pooled F1 at IoU 0.5 on the given images, the smallest object
+    kept by F1 and count error.
 
     Every setting of the grid is scored by its pooled F1 and its mean absolute count error per
-    image.  Settings within ``f1_tolerance`` of the best F1 count as ties (on a few thousand
-    validation objects such differences are a handful of objects); among them the lowest count
-    error wins, then the higher F1.  ``f1_tolerance=0`` picks by F1 alone.
+    image.  The foreground and marker thresholds are those of the best F1 (they shape every
+    outline).  With them, the minimum object areas within ``f1_tolerance`` of that F1 count as
+    ties, and the lowest count error among them wins, then the higher F1: dropping or keeping
+    the few small objects (fragments, micronuclei) moves F1 by a handful of objects but decides
+    the count.  ``f1_tolerance=0`` picks by F1 alone.
 
     The network maps are computed once per image; only the watershed runs per setting.
     ``model`` is updated in place.
@@ -180,13 +183,13 @@ def tune_postprocessing(
     maps = [model.maps(im) for im in images]
     grid = [(float(th), float(mth), int(ma), *_pooled_scores(maps, labels, th, mth, ma))
             for th, mth, ma in itertools.product(thresholds, marker_thresholds, min_areas)]
-    best_f1 = max(g[3] for g in grid)
-    # min() keeps the first of equal keys: the grid order decides exact ties, as before.
-    th, mth, ma, f1, ce = min((g for g in grid if g[3] >= best_f1 - f1_tolerance - 1e-12),
-                              key=lambda g: (g[4], -g[3]) if f1_tolerance > 0 else -g[3])
+    # max() keeps the first of equal F1s: the grid order decides exact ties.
+    best = max(grid, key=lambda g: g[3])
+    ties = [g for g in grid if g[:2] == best[:2] and g[3] >= best[3] - f1_tolerance - 1e-12]
+    th, mth, ma, f1, ce = min(ties, key=lambda g: (g[4], -g[3])) if f1_tolerance > 0 else best
     model.threshold, model.marker_threshold, model.min_area = th, mth, ma
     return {"threshold": th, "marker_threshold": mth, "min_area": ma, "f1": f1, "count_error": ce,
-            "best_f1": best_f1}
+            "best_f1": best[3]}
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +339,7 @@ def train_segmentation(
     :data:`SELECTION_POSTPROCESSING`); the best evaluation's parameters are kept and training
     stops after ``config.early_stopping_patience`` evaluations without improvement.  The
     post-processing thresholds are then tuned on the same images (:func:`tune_postprocessing`:
-    F1, near-ties within ``config.tune_f1_tolerance`` by count error; flip-averaged maps when
+    F1, the minimum area of near-ties within ``config.tune_f1_tolerance`` by count error; flip-averaged maps when
     ``config.tta``).
 
     Parameters
