@@ -123,7 +123,8 @@ def run_fold(k: int, ds, folds: np.ndarray, data: Path, out: Path, train_args: l
     scores["fold"] = k
     scores.to_csv(fold_dir / "scores.csv", index=False)
     print(summary[["images", "f1_iou50", "mean_ap_50_95", "count_mae", "images_per_s"]].round(4).to_string(), flush=True)
-    print(f"fold {k}: training {train_wall / 60:.1f} min wall, {model.info.get('steps_done')} steps "
+    print(f"fold {k}: {'re-tuning' if models_from else 'training'} {train_wall / 60:.1f} min wall, "
+          f"{model.info.get('steps_done')} steps "
           f"({model.info.get('stopped_by')}), selected step {summary['selected_step'].iloc[0]}", flush=True)
     return summary.reset_index()
 

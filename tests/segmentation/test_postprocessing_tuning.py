@@ -56,3 +56,17 @@ def test_negative_tolerance_is_refused(case):
     model, images, labels = case
     with pytest.raises(ValueError, match="f1_tolerance"):
         tune_postprocessing(model, images, labels, (0.5,), (0.5,), (15,), f1_tolerance=-0.1)
+
+
+def test_the_thresholds_are_not_traded_for_the_count():
+    """The fragment's foreground probability is 0.45: a foreground threshold of 0.4 keeps it
+    (count right, F1 40/42), 0.5 drops it (F1 40/41).  Thresholds shape every outline, so only
+    the minimum area may move for the count: 0.5 stays even with a wide tolerance."""
+    truth = _squares(12, (118 - 4, 140))
+    pred = _squares(12, (118 - 4, 143))
+    fg, dist = seg_targets(pred)
+    fg = np.where(pred == 21, 0.45, fg).astype(np.float32)
+    model = SimpleNamespace(maps=lambda im: (fg, dist), threshold=None, marker_threshold=None, min_area=None)
+    t = tune_postprocessing(model, [np.zeros(truth.shape, np.float32)], [truth], (0.4, 0.5), (0.5,), (0,),
+                            f1_tolerance=0.03)
+    assert (t["threshold"], t["count_error"]) == (0.5, 1.0) and t["f1"] == pytest.approx(40 / 41)

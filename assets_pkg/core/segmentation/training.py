@@ -167,7 +167,7 @@ def tune_postprocessing(
     outline).  With them, the minimum object areas within ``f1_tolerance`` of that F1 count as
     ties, and the lowest count error among them wins, then the higher F1: dropping or keeping
     the few small objects (fragments, micronuclei) moves F1 by a handful of objects but decides
-    the count.  ``f1_tolerance=0`` picks by F1 alone.
+    the count.  ``f1_tolerance=0`` picks by F1 alone (exact ties by count error).
 
     The network maps are computed once per image; only the watershed runs per setting.
     ``model`` is updated in place.
@@ -186,7 +186,7 @@ def tune_postprocessing(
     # max() keeps the first of equal F1s: the grid order decides exact ties.
     best = max(grid, key=lambda g: g[3])
     ties = [g for g in grid if g[:2] == best[:2] and g[3] >= best[3] - f1_tolerance - 1e-12]
-    th, mth, ma, f1, ce = min(ties, key=lambda g: (g[4], -g[3])) if f1_tolerance > 0 else best
+    th, mth, ma, f1, ce = min(ties, key=lambda g: (g[4], -g[3]))
     model.threshold, model.marker_threshold, model.min_area = th, mth, ma
     return {"threshold": th, "marker_threshold": mth, "min_area": ma, "f1": f1, "count_error": ce,
             "best_f1": best[3]}
