@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--f1-tolerance", type=float, default=None,
                     help="with --models-from: the tuning's F1 tie tolerance (default: the library's)")
     args = ap.parse_args(argv)
+    if args.f1_tolerance is not None and args.models_from is None:
+        ap.error("--f1-tolerance applies to --models-from only (a training run takes --train-args '--tune-f1-tolerance X')")
     ds = read_bbbc039(args.data)
     folds = group_folds([bbbc039_well(n) for n in ds.names], args.k, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -162,25 +162,26 @@ def test_the_ui_shows_figures_lists_demo_runs_and_materializes_frame_catalog(tmp
             def click(xpath: str):
                 """Click what ``xpath`` finds once it is clickable (React may re-render it meanwhile);
                 on timeout, say what stood in the way last."""
-                why = ["no element matched"]
+                why = "no element matched"
 
                 def attempt(d):
+                    nonlocal why
                     try:
                         element = ec.element_to_be_clickable((By.XPATH, xpath))(d)
                         if not element:
                             n = len(d.find_elements(By.XPATH, xpath))
-                            why[0] = f"{n} element(s) matched, none displayed and enabled" if n else "no element matched"
+                            why = f"{n} element(s) matched, none displayed and enabled" if n else "no element matched"
                             return False
                         element.click()
                         return True
                     except (StaleElementReferenceException, ElementClickInterceptedException) as err:
-                        why[0] = f"{type(err).__name__}: {err.msg}"
+                        why = f"{type(err).__name__}: {err.msg}"
                         return False
                 try:
                     wait.until(attempt)
                 except TimeoutException as err:
                     raise TimeoutException(f"nothing clickable at {xpath} within {WAIT_S} s; "
-                                           f"last: {why[0]}") from err
+                                           f"last: {why}") from err
 
             def settled():
                 """Give the page up to 20 s to finish its "Loading..." placeholders (for the screenshot)."""

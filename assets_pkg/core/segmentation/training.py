@@ -140,11 +140,6 @@ def _pooled_scores(maps, labels, threshold: float, marker_threshold: float, min_
     return 2 * tp / max(2 * tp + fp + fn, 1), float(np.mean(count_errors)) if count_errors else 0.0
 
 
-def _pooled_f1(maps, labels, threshold: float, marker_threshold: float, min_area: int) -> float:
-    """F1 at IoU 0.5 pooled over images, from their (foreground, distance) maps and a post-processing."""
-    return _pooled_scores(maps, labels, threshold, marker_threshold, min_area)[0]
-
-
 #: Minimum object areas whose tuning F1 is within this of the best are ties, decided by the count
 #: error (see :func:`tune_postprocessing`); ``SegTrainConfig.tune_f1_tolerance`` by default.
 F1_TIE_TOLERANCE = SegTrainConfig.model_fields["tune_f1_tolerance"].default
@@ -275,7 +270,7 @@ SELECTION_POSTPROCESSING = {"threshold": 0.5, "marker_threshold": 0.5, "min_area
 def validation_f1(model: SegmentationModel, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   threshold: float = 0.5, marker_threshold: float = 0.5, min_area: int = 15) -> float:
     """Pooled F1 at IoU 0.5 of ``model``'s maps with fixed post-processing on labelled images."""
-    return _pooled_f1([model.maps(im) for im in images], labels, threshold, marker_threshold, min_area)
+    return _pooled_scores([model.maps(im) for im in images], labels, threshold, marker_threshold, min_area)[0]
 
 
 class _BestParams:
