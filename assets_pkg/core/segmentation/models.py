@@ -30,7 +30,8 @@ from skimage.segmentation import relabel_sequential as segmentation_relabel
 from ..ml import model_folder
 from ..ml.model_folder import MODEL_FILE, ModelFileError
 from ..ml.provenance import git_commit
-from .unet import CountingCNN, UNet, UNetConfig, normalize_image, predict_instances, predict_maps
+from .classical import instances_from_maps
+from .unet import CountingCNN, UNet, UNetConfig, normalize_image, predict_maps
 
 __all__ = [
     "SegmentationModel",
@@ -115,8 +116,9 @@ class SegmentationModel:
         return out
 
     def _segment(self, image: np.ndarray) -> np.ndarray:
-        return predict_instances(self.params, self.config, image, self.threshold, self.marker_threshold,
-                                 self.min_area, tta=self.tta)
+        # Through maps(), so what segments is what tune_postprocessing tuned.
+        return instances_from_maps(*self.maps(image), self.threshold, kind="distance",
+                                   marker_threshold=self.marker_threshold, min_area=self.min_area)
 
     def count(self, image: np.ndarray) -> int:
         """Number of predicted instances in one image."""
