@@ -46,17 +46,16 @@ class ScaledMaps(SegmentationModel):
         from skimage.transform import resize
 
         image = np.asarray(image, np.float32)
-        fgs, dists = [], []
+        per_scale = []
         for s in self.scales:
             if s == 1.0:
-                fg, dist = super().maps(image)
+                per_scale.append(super().maps(image))
             else:
                 shape = (round(image.shape[0] * s), round(image.shape[1] * s))
-                fg, dist = super().maps(resize(image, shape, order=1, anti_aliasing=s < 1, preserve_range=True))
-                fg, dist = (resize(m, image.shape, order=1, anti_aliasing=s > 1, preserve_range=True) for m in (fg, dist))
-            fgs.append(fg)
-            dists.append(dist)
-        return np.mean(fgs, 0, dtype=np.float32), np.mean(dists, 0, dtype=np.float32)
+                maps = super().maps(resize(image, shape, order=1, anti_aliasing=s < 1, preserve_range=True))
+                per_scale.append([resize(m, image.shape, order=1, anti_aliasing=s > 1, preserve_range=True)
+                                  for m in maps])
+        return tuple(np.mean(m, 0, dtype=np.float32) for m in zip(*per_scale, strict=True))
 
 
 def parse_variant(text: str) -> tuple[float, ...]:

@@ -120,6 +120,7 @@ def instances_from_maps(
     kind: str = "distance",
     marker_threshold: float = 0.5,
     min_area: int = 0,
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
     """Instances from a foreground probability and a distance or boundary map.
 
@@ -134,6 +135,9 @@ def instances_from_maps(
     - ``kind="boundary"``: ``boundary_or_distance`` is a boundary probability; interiors are
       foreground pixels with boundary probability ``< marker_threshold``, and the watershed
       floods the boundary map.
+
+    With a ``centre`` map (``kind="distance"`` only), the interiors are the foreground pixels
+    with ``centre >= marker_threshold`` instead, and the watershed still floods ``-distance``.
 
     The watershed runs inside the foreground only.  A foreground component without a marker
     becomes one object; objects smaller than ``min_area`` pixels are dropped.
@@ -151,6 +155,9 @@ def instances_from_maps(
         See ``kind``.
     min_area : int
         Smallest object kept, in pixels.
+    centre : ndarray of float, shape (height, width), optional
+        A centre-detection map (larger at object centres, e.g. a probability); seeds the
+        watershed instead of the distance.
 
     Returns
     -------
@@ -159,17 +166,19 @@ def instances_from_maps(
     """
     fg_prob = np.asarray(foreground_prob, dtype=np.float32)
     aux = np.asarray(boundary_or_distance, dtype=np.float32)
-    if fg_prob.shape != aux.shape or fg_prob.ndim != 2:
-        raise ValueError(
-            f"expected two 2-D maps of one shape, got {fg_prob.shape} and {aux.shape}"
-        )
+    if fg_prob.shape != aux.shape or fg_prob.ndim != 2 or (centre is not None and np.shape(centre) != aux.shape):
+        shapes = [fg_prob.shape, aux.shape] + ([] if centre is None else [np.shape(centre)])
+        raise ValueError(f"expected 2-D maps of one shape, got {' and '.join(map(str, shapes))}")
     if kind not in ("distance", "boundary"):
         raise ValueError(f"kind must be 'distance' or 'boundary', got {kind!r}")
+    if centre is not None and kind != "distance":
+        raise ValueError("a centre map seeds the distance watershed only (kind='distance')")
     fg = fg_prob > threshold
     if not fg.any():
         return np.zeros(fg.shape, np.int32)
     if kind == "distance":
-        interior = fg & (aux >= marker_threshold)
+        seeds = aux if centre is None else np.asarray(centre, np.float32)
+        interior = fg & (seeds >= marker_threshold)
         elevation = -aux
     else:
         interior = fg & (aux < marker_threshold)

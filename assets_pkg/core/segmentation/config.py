@@ -62,6 +62,11 @@ class SegTrainConfig(StepTrainConfig):
     small_object_weight: float = Field(
         0.0, ge=0, description="Extra loss weight of objects smaller than a quarter of the field's median object "
                                "(fragments, micronuclei) and of a 2-pixel band around them (0: every pixel weighs 1).")
+    markers: Literal["distance", "centre"] = Field(
+        "distance", description="What seeds the watershed: the inner part of the predicted per-object distance, or "
+                                "the peaks of a third output trained to detect object centres (a Gaussian of "
+                                "centre_sigma at every object, a fragment's as high as a nucleus's).")
+    centre_sigma: float = Field(2.0, gt=0, description="Width of the centre peaks (markers centre), pixels.")
     tta: bool = Field(True, description="Average the maps over the four flips at inference (4 forward passes).")
     depth: int = Field(3, ge=1, description="U-Net levels (UNetConfig.depth).")
     base_width: int = Field(16, ge=1, description="Channels of the first level (UNetConfig.base_width).")
@@ -85,7 +90,8 @@ class SegTrainConfig(StepTrainConfig):
         """The network's :class:`~assets_pkg.core.segmentation.unet.UNetConfig`."""
         from .unet import UNetConfig
 
-        return UNetConfig(depth=self.depth, base_width=self.base_width, dtype=self.dtype)
+        outputs = "foreground+distance+centre" if self.markers == "centre" else "foreground+distance"
+        return UNetConfig(depth=self.depth, base_width=self.base_width, outputs=outputs, dtype=self.dtype)
 
 
 class CountTrainConfig(StepTrainConfig):

@@ -30,8 +30,14 @@ from skimage.segmentation import relabel_sequential as segmentation_relabel
 from ..ml import model_folder
 from ..ml.model_folder import MODEL_FILE, ModelFileError
 from ..ml.provenance import git_commit
-from .classical import instances_from_maps
-from .unet import CountingCNN, UNet, UNetConfig, normalize_image, predict_maps
+from .unet import (
+    CountingCNN,
+    UNet,
+    UNetConfig,
+    instances_from_unet_maps,
+    normalize_image,
+    predict_maps,
+)
 
 __all__ = [
     "SegmentationModel",
@@ -59,7 +65,9 @@ class SegmentationModel:
     config : UNetConfig
     params : pytree of jax.Array
     threshold, marker_threshold : float
-        Foreground and marker thresholds of :func:`instances_from_maps` (``kind="distance"``).
+        Foreground and marker thresholds of
+        :func:`~assets_pkg.core.segmentation.unet.instances_from_unet_maps` (the marker threshold
+        applies to the centre map when the network predicts one, else to the distance).
     min_area : int
         Smallest object kept, pixels (at the training scale).
     object_diameter_px : float, optional
@@ -83,9 +91,9 @@ class SegmentationModel:
 
     kind = "segmentation"
 
-    def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Foreground probability and normalised distance, both (H, W) float32 (flip-averaged
-        when ``tta``)."""
+    def maps(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Foreground probability, normalised distance and, when the network predicts it, the
+        centre map, each (H, W) float32 (flip-averaged when ``tta``)."""
         return predict_maps(self.params, self.config, image, tta=self.tta)
 
     def segment(self, image: np.ndarray, object_diameter_px: float | None = None) -> np.ndarray:
@@ -117,8 +125,7 @@ class SegmentationModel:
 
     def _segment(self, image: np.ndarray) -> np.ndarray:
         # Through maps(), so what segments is what tune_postprocessing tuned.
-        return instances_from_maps(*self.maps(image), self.threshold, kind="distance",
-                                   marker_threshold=self.marker_threshold, min_area=self.min_area)
+        return instances_from_unet_maps(self.maps(image), self.threshold, self.marker_threshold, self.min_area)
 
     def count(self, image: np.ndarray) -> int:
         """Number of predicted instances in one image."""

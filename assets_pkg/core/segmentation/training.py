@@ -31,16 +31,17 @@ from flax import serialization
 from ..ml.loop import HostRngBatches, LoopResult, PlateauRule, TrainRun, train_loop
 from ..ml.optim import warmup_cosine_adamw
 from ..ml.provenance import data_hash
-from . import classical
 from .config import CountTrainConfig, SegTrainConfig
 from .metrics import match_instances
 from .models import CountingModel, SegmentationModel, load_model, prepare_count_input, save_model
 from .unet import (
     CountingCNN,
+    centre_targets,
     contact_weights,
     count_train_step,
     create_count_state,
     create_seg_state,
+    instances_from_unet_maps,
     normalize_image,
     seg_targets,
     seg_train_step,
@@ -128,12 +129,11 @@ def _pad_min(a: np.ndarray, size: int) -> np.ndarray:
 
 def _pooled_scores(maps, labels, threshold: float, marker_threshold: float, min_area: int) -> tuple[float, float]:
     """F1 at IoU 0.5 pooled over images and the mean absolute count error per image, from their
-    (foreground, distance) maps and a post-processing."""
+    network maps (:meth:`SegmentationModel.maps`) and a post-processing."""
     tp = fp = fn = 0
     count_errors = []
-    for (fg, dist), truth in zip(maps, labels, strict=True):
-        pred = classical.instances_from_maps(fg, dist, threshold, kind="distance",
-                                             marker_threshold=marker_threshold, min_area=min_area)
+    for image_maps, truth in zip(maps, labels, strict=True):
+        pred = instances_from_unet_maps(image_maps, threshold, marker_threshold, min_area)
         m = match_instances(pred, truth, 0.5)
         tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
         count_errors.append(abs(m["n_pred"] - m["n_true"]))
@@ -212,7 +212,8 @@ def loss_weights(labels: np.ndarray, config: SegTrainConfig) -> np.ndarray:
 
 
 def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, dist: np.ndarray,
-                   config: SegTrainConfig, weight: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                   config: SegTrainConfig, weight: np.ndarray | None = None,
+                   centre: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """One random training crop of side ``config.crop`` with scale, blur, intensity and noise
     augmentation (the flips and rotations are applied on the device, :func:`seg_train_step`).
 
@@ -227,10 +228,13 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
     weight : ndarray of float32, shape (H, W), optional
         Pixel loss weights (:func:`~assets_pkg.core.segmentation.unet.contact_weights`), cropped
         with the rest.
+    centre : ndarray of float32, shape (H, W), optional
+        Centre target (:func:`~assets_pkg.core.segmentation.unet.centre_targets`), cropped and
+        resampled like the image (its peaks keep their height; their width scales with the zoom).
 
     Returns
     -------
-    (image, fg, dist) or (image, fg, dist, weight) : ndarray of float32, shape (crop, crop)
+    (image, fg, dist[, weight][, centre]) : ndarray of float32, shape (crop, crop)
         The foreground and the weights stay piecewise constant (nearest neighbour); the
         per-object normalised distance is scale-free, so it is resampled like the image.
     """
@@ -245,9 +249,12 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
     win = np.s_[y : y + side, x : x + side]
     im, f, d = image[win], fg[win], dist[win]
     wt = None if weight is None else weight[win]
+    ct = None if centre is None else centre[win]
     if side != c:
         im = resize(im, (c, c), order=1, anti_aliasing=False, preserve_range=True)
         d = resize(d, (c, c), order=1, anti_aliasing=False, preserve_range=True)
+        if ct is not None:
+            ct = resize(ct, (c, c), order=1, anti_aliasing=False, preserve_range=True)
         f = resize(f, (c, c), order=0, anti_aliasing=False, preserve_range=True)
         if wt is not None:
             wt = resize(wt, (c, c), order=0, anti_aliasing=False, preserve_range=True)
@@ -259,8 +266,8 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
         im = np.maximum(im * gain + offset, 0.0) ** gamma
     if config.noise > 0:
         im = im + rng.normal(0.0, rng.uniform(0, config.noise), im.shape)
-    out = (im.astype(np.float32), f.astype(np.float32), d.astype(np.float32))
-    return out if wt is None else (*out, wt.astype(np.float32))
+    out = (im, f, d) + tuple(a for a in (wt, ct) if a is not None)
+    return tuple(a.astype(np.float32) for a in out)
 
 
 #: Fixed post-processing of the model-selection F1 (the grid of :func:`tune_postprocessing` runs once, after).
@@ -377,14 +384,17 @@ def train_segmentation(
         train_idx, held = split_validation(len(images), config.valid_fraction, config.seed)
         v_imgs, v_labs = [images[i] for i in held], [labels[i] for i in held]
         v_on = "held-out training"
-    imgs, fgs, dists, wts = [], [], [], []
+    imgs, fgs, dists, wts, centres = [], [], [], [], []
+    with_centre = config.markers == "centre"
     for i in train_idx:
         fg, dist = seg_targets(labels[i])
         imgs.append(_pad_min(normalize_image(images[i]), c))
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
-        if config.contact_weight > 0 or config.small_object_weight > 0:
-            wts.append(_pad_min(loss_weights(labels[i], config), c))
+        if config.contact_weight > 0 or config.small_object_weight > 0 or with_centre:
+            wts.append(_pad_min(loss_weights(labels[i], config), c))  # the centre target follows the weights
+        if with_centre:
+            centres.append(_pad_min(centre_targets(labels[i], config.centre_sigma), c))
     data = {"n_images": len(images), "names": list(names) if names is not None else None,
             "hash": data_hash([*images, *labels], names), "n_train": len(train_idx),
             "held_out": [all_names[i] for i in held]}
@@ -399,7 +409,8 @@ def train_segmentation(
 
     def batch(rng):
         idx = rng.integers(0, len(imgs), config.batch_size)
-        crops = [augmented_crop(rng, imgs[i], fgs[i], dists[i], config, wts[i] if wts else None) for i in idx]
+        crops = [augmented_crop(rng, imgs[i], fgs[i], dists[i], config, wts[i] if wts else None,
+                                centres[i] if centres else None) for i in idx]
         x, *targets = (np.stack(a) for a in zip(*crops, strict=True))
         return (jnp.asarray(x[..., None]), *(jnp.asarray(t) for t in targets))
 

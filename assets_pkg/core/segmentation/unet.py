@@ -2,19 +2,23 @@
 
 The U-Net reads one-channel images of any size (N, H, W, C), axis order (image, y, x,
 channel); it reflect-pads H and W up to a multiple of ``2**depth`` and crops its output back.
-It predicts two maps per pixel (``UNetConfig.outputs = "foreground+distance"``):
+It predicts two or three maps per pixel (``UNetConfig.outputs``):
 
 - channel 0: a foreground logit;
 - channel 1: a logit whose sigmoid regresses the distance to the nearest boundary, normalised
-  to [0, 1] within each instance (1 at the instance's centre), see :func:`seg_targets`.
+  to [0, 1] within each instance (1 at the instance's centre), see :func:`seg_targets`;
+- channel 2 (``"foreground+distance+centre"`` only): a logit whose sigmoid regresses a Gaussian
+  of fixed width around each instance's centre (:func:`centre_targets`), a detection map in
+  which a fragment of ten pixels peaks as high as a large nucleus.
 
-:func:`predict_instances` turns the two maps into instances by a distance watershed
-(:func:`assets_pkg.core.segmentation.classical.instances_from_maps` with ``kind="distance"``).
+:func:`instances_from_unet_maps` turns the maps into instances by a distance watershed
+(:func:`assets_pkg.core.segmentation.classical.instances_from_maps` with ``kind="distance"``),
+seeded by the distance interiors, or by the centre peaks when the network predicts them.
 
 :class:`CountingCNN` is the regression CNN of the book: strided convolutions, global pooling
 and dense layers to one scalar, the number of cells, trained with an L2 loss (:func:`count_loss`).
 
-Everything here apart from :func:`seg_targets` and :func:`predict_instances` is a pure function
+Everything here apart from the targets and the instance functions is a pure function
 of its inputs and variables, so the training steps can be wrapped in ``jax.jit``.  The only
 variable collection is ``params`` (GroupNorm keeps no batch statistics).
 """
@@ -44,6 +48,7 @@ __all__ = [
     "crop_to",
     "normalize_image",
     "seg_targets",
+    "centre_targets",
     "contact_weights",
     "small_object_weights",
     "seg_loss",
@@ -52,13 +57,14 @@ __all__ = [
     "seg_train_step",
     "predict_maps",
     "predict_instances",
+    "instances_from_unet_maps",
     "count_loss",
     "create_count_state",
     "count_train_step",
 ]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-_OUTPUTS = {"foreground+distance": 2}
+_OUTPUTS = {"foreground+distance": 2, "foreground+distance+centre": 3}
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class UNetConfig:
         Channels of the first level; level ``i`` has ``base_width * 2**i``.
     in_channels : int
         Image channels.
-    outputs : {"foreground+distance"}
+    outputs : {"foreground+distance", "foreground+distance+centre"}
         What the network predicts (see the module docstring).
     dtype : {"float32", "bfloat16"}
         Computation dtype; parameters and outputs stay float32.
@@ -270,6 +276,47 @@ def seg_targets(labels) -> tuple[np.ndarray, np.ndarray]:
     return fg.astype(np.float32), distance
 
 
+def centre_targets(labels, sigma: float) -> np.ndarray:
+    """Centre-detection target of an instance-label image: a Gaussian of standard deviation
+    ``sigma`` pixels around each instance's centre (its centroid, or the pixel farthest from its
+    boundary when the centroid falls outside it), the maximum where two overlap.
+
+    Every instance, a 15-pixel fragment as much as a 600-pixel nucleus, gets a peak of 1, unlike
+    the per-instance normalised distance, whose peak a network smooths away on small objects.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 = background, one positive id per instance.
+    sigma : float
+        Width of the peaks, pixels (> 0).
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+        In [0, 1]; 1 at every centre pixel.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    labels = _label_image(labels).astype(np.int64)
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return np.zeros(labels.shape, np.float32)
+    h, w = labels.shape
+    cy, cx = (np.clip(np.rint(c), 0, n - 1).astype(np.int64)
+              for c, n in zip(np.asarray(ndi.center_of_mass(np.ones(labels.shape), labels, ids)).T, (h, w),
+                              strict=True))
+    outside = labels[cy, cx] != ids
+    if outside.any():  # crescents and rings: the innermost pixel instead
+        inner = np.asarray(ndi.maximum_position(ndi.distance_transform_edt(labels > 0), labels, ids[outside]))
+        cy[outside], cx[outside] = inner[:, 0], inner[:, 1]
+    not_centre = np.ones(labels.shape, bool)
+    not_centre[cy, cx] = False
+    d = ndi.distance_transform_edt(not_centre)
+    return np.exp(-(d**2) / (2.0 * sigma**2)).astype(np.float32)
+
+
 def contact_weights(labels, weight: float, radius: int = 3) -> np.ndarray:
     """Per-pixel loss weights that stress where two nuclei meet or nearly meet.
 
@@ -343,23 +390,35 @@ def small_object_weights(labels, weight: float, radius: int = 2, fraction: float
     return (1.0 + weight * mask).astype(np.float32)
 
 
-def seg_loss(outputs, fg, dist, weight=None) -> tuple[jax.Array, dict]:
+#: Extra weight of a centre-target pixel per unit of target in the centre loss (see :func:`seg_loss`).
+CENTRE_PEAK_WEIGHT = 9.0
+
+
+def seg_loss(outputs, fg, dist, weight=None, centre=None) -> tuple[jax.Array, dict]:
     """BCE of the foreground plus MSE of the normalised distance inside the foreground, both
-    weighted per pixel by ``weight`` when given.
+    weighted per pixel by ``weight`` when given, plus, with ``centre``, the soft-target BCE of
+    the centre map.
+
+    The centre BCE is a mean weighted by ``1 + CENTRE_PEAK_WEIGHT * centre``: the peaks, about
+    one pixel in a hundred, weigh about a tenth of the term.  A weight that depends on the
+    target only leaves the per-pixel optimum at the target.
 
     Parameters
     ----------
-    outputs : array, shape (N, H, W, 2)
-        :class:`UNet` logits.
+    outputs : array, shape (N, H, W, 2) or (N, H, W, 3)
+        :class:`UNet` logits (three channels with ``centre``).
     fg, dist : array, shape (N, H, W)
         Targets from :func:`seg_targets`.
     weight : array, shape (N, H, W), optional
         Pixel weights (:func:`contact_weights`); None weighs every pixel 1.
+    centre : array, shape (N, H, W), optional
+        Target from :func:`centre_targets`.
 
     Returns
     -------
     (loss, metrics)
-        Scalar loss and a dict with ``loss``, ``bce`` and ``distance_mse``.
+        Scalar loss and a dict with ``loss``, ``bce``, ``distance_mse`` and, with ``centre``,
+        ``centre_bce``.
     """
     fg = jnp.asarray(fg, jnp.float32)
     dist = jnp.asarray(dist, jnp.float32)
@@ -368,7 +427,20 @@ def seg_loss(outputs, fg, dist, weight=None) -> tuple[jax.Array, dict]:
     err = (jax.nn.sigmoid(outputs[..., 1]) - dist) ** 2
     mse = jnp.sum(err * fg * w) / jnp.maximum(jnp.sum(fg * w), 1.0)
     loss = bce + mse
-    return loss, {"loss": loss, "bce": bce, "distance_mse": mse}
+    metrics = {"bce": bce, "distance_mse": mse}
+    if centre is not None:
+        centre = jnp.asarray(centre, jnp.float32)
+        cw = 1.0 + CENTRE_PEAK_WEIGHT * centre
+        # minus the target's own entropy: 0 at the optimum, same gradient
+        excess = optax.sigmoid_binary_cross_entropy(outputs[..., 2], centre) - _soft_entropy(centre)
+        metrics["centre_bce"] = jnp.sum(excess * cw) / jnp.sum(cw)
+        loss = loss + metrics["centre_bce"]
+    return loss, {"loss": loss, **metrics}
+
+
+def _soft_entropy(p):
+    p = jnp.clip(p, 1e-7, 1 - 1e-7)
+    return -(p * jnp.log(p) + (1 - p) * jnp.log1p(-p))
 
 
 def augment_maps(x: jax.Array, rng: jax.Array) -> jax.Array:
@@ -410,10 +482,11 @@ def seg_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: 
     Parameters
     ----------
     state : TrainState
-    batch : (images, fg, dist) or (images, fg, dist, weight)
+    batch : (images, fg, dist), (images, fg, dist, weight) or (images, fg, dist, weight, centre)
         images (N, H, W, C) float32 (normalised, see :func:`normalize_image`); fg and dist
         (N, H, W) float32 from :func:`seg_targets`; weight (N, H, W) float32 pixel weights
-        (:func:`contact_weights`).
+        (:func:`contact_weights`); centre (N, H, W) float32 from :func:`centre_targets`, for a
+        three-output network.
     rng : jax.Array
         Key for the augmentation.
 
@@ -440,9 +513,10 @@ def seg_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: 
 @functools.partial(jax.jit, static_argnums=1)
 def forward_maps(params, config: UNetConfig, x):
     """Jitted evaluation-mode pass: ``x`` (N, H, W, 1) float32 normalised images to the foreground
-    probability and the normalised distance map, each (N, H, W) float32."""
-    out = UNet(config).apply({"params": params}, x, train=False)
-    return jax.nn.sigmoid(out[..., 0]), jax.nn.sigmoid(out[..., 1])
+    probability, the normalised distance map and, for a three-output network, the centre map,
+    each (N, H, W) float32."""
+    out = jax.nn.sigmoid(UNet(config).apply({"params": params}, x, train=False))
+    return tuple(out[..., i] for i in range(config.out_channels))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -451,17 +525,17 @@ def forward_maps_flipped(params, config: UNetConfig, x):
     (identity, vertical, horizontal, both), each map flipped back before the mean: test-time
     augmentation with the symmetries the network was trained with, in one batched pass."""
     views = jnp.concatenate([x, x[:, ::-1], x[:, :, ::-1], x[:, ::-1, ::-1]])
-    fg, dist = forward_maps(params, config, views)
     n = x.shape[0]
 
     def unflip(m):
         return (m[:n] + m[n : 2 * n, ::-1] + m[2 * n : 3 * n, :, ::-1] + m[3 * n :, ::-1, ::-1]) / 4.0
 
-    return unflip(fg), unflip(dist)
+    return tuple(unflip(m) for m in forward_maps(params, config, views))
 
 
-def predict_maps(params, config: UNetConfig, image, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability and normalised distance maps (H, W) float32 of one image.
+def predict_maps(params, config: UNetConfig, image, tta: bool = False) -> tuple[np.ndarray, ...]:
+    """Foreground probability, normalised distance and (three-output networks) centre maps, each
+    (H, W) float32, of one image.
 
     ``image`` is (H, W) or (H, W, C), raw intensities; it is percentile-normalised here.  With
     ``tta`` the maps are the mean over the four flips (:func:`forward_maps_flipped`), which
@@ -470,8 +544,8 @@ def predict_maps(params, config: UNetConfig, image, tta: bool = False) -> tuple[
     img = normalize_image(image)
     if img.ndim == 2:
         img = img[..., None]
-    fg, dist = (forward_maps_flipped if tta else forward_maps)(params, config, jnp.asarray(img[None]))
-    return np.asarray(fg[0]), np.asarray(dist[0])
+    maps = (forward_maps_flipped if tta else forward_maps)(params, config, jnp.asarray(img[None]))
+    return tuple(np.asarray(m[0]) for m in maps)
 
 
 def predict_instances(
@@ -488,10 +562,18 @@ def predict_instances(
 
     See :func:`assets_pkg.core.segmentation.classical.instances_from_maps` for the thresholds.
     """
-    fg, dist = predict_maps(params, config, image, tta=tta)
-    return classical.instances_from_maps(
-        fg, dist, threshold, kind="distance", marker_threshold=marker_threshold, min_area=min_area
-    )
+    return instances_from_unet_maps(predict_maps(params, config, image, tta=tta), threshold, marker_threshold,
+                                    min_area)
+
+
+def instances_from_unet_maps(maps, threshold: float, marker_threshold: float, min_area: int) -> np.ndarray:
+    """Instance labels (H, W) int32 from the maps of :func:`predict_maps`: a watershed of the
+    distance inside ``foreground > threshold``, seeded where the centre map (three maps) or the
+    distance (two maps) is ``>= marker_threshold``, objects below ``min_area`` pixels dropped.
+    """
+    fg, dist, *rest = maps
+    return classical.instances_from_maps(fg, dist, threshold, kind="distance", marker_threshold=marker_threshold,
+                                         min_area=min_area, centre=rest[0] if rest else None)
 
 
 # ----------------------------------------------------------------------------- counting
