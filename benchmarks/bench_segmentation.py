@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     label = f"U-Net d{cfg.depth} w{cfg.base_width}"
 
     def net_one(im):
-        fg, dist = forward_maps(params, cfg, jnp.asarray(normalize_image(im)[None, ..., None]))
+        fg = forward_maps(params, cfg, jnp.asarray(normalize_image(im)[None, ..., None]))[0]
         return jax.block_until_ready(fg)
 
     rows[f"{label} network, 1 image/call"] = _rate(net_one, images)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                for i in range(0, len(images) - a.batch + 1, a.batch)]
     if batches:
         def net_batch(x):
-            fg, _ = forward_maps(params, cfg, jnp.asarray(x))
+            fg = forward_maps(params, cfg, jnp.asarray(x))[0]
             return jax.block_until_ready(fg)
 
         rows[f"{label} network, {a.batch} images/call"] = _rate(net_batch, batches) * a.batch
