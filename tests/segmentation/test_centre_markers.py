@@ -14,14 +14,13 @@ from assets_pkg.core.segmentation.classical import instances_from_maps
 from assets_pkg.core.segmentation.config import SegTrainConfig
 from assets_pkg.core.segmentation.metrics import match_instances
 from assets_pkg.core.segmentation.models import SegmentationModel, load_model, save_model
+from assets_pkg.core.segmentation.targets import centre_targets, seg_targets
 from assets_pkg.core.segmentation.training import augmented_crop, train_segmentation
 from assets_pkg.core.segmentation.unet import (
     UNetConfig,
-    centre_targets,
     create_seg_state,
     predict_instances,
     seg_loss,
-    seg_targets,
     seg_train_step,
 )
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from assets_pkg.core.segmentation.targets import seg_targets
 from assets_pkg.core.segmentation.training import tune_postprocessing
-from assets_pkg.core.segmentation.unet import seg_targets
 
 
 def _squares(side: int, small: tuple[int, int] | None) -> np.ndarray:

@@ -13,19 +13,14 @@ from assets_pkg.core.ml.loop import CheckpointPolicy, TrainRun
 from assets_pkg.core.segmentation.config import SegTrainConfig
 from assets_pkg.core.segmentation.datasets import bbbc039_well, group_folds
 from assets_pkg.core.segmentation.models import SegmentationModel
+from assets_pkg.core.segmentation.targets import contact_weights, seg_targets, small_object_weights
 from assets_pkg.core.segmentation.training import (
     augmented_crop,
     loss_weights,
     split_validation,
     train_segmentation,
 )
-from assets_pkg.core.segmentation.unet import (
-    UNetConfig,
-    contact_weights,
-    create_seg_state,
-    seg_targets,
-    small_object_weights,
-)
+from assets_pkg.core.segmentation.unet import UNetConfig, create_seg_state
 
 
 def test_split_validation_holds_out_a_seeded_disjoint_share():

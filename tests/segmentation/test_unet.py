@@ -8,19 +8,17 @@ import numpy as np
 import pytest
 
 from assets_pkg.core.segmentation import unet
+from assets_pkg.core.segmentation.targets import contact_weights, seg_targets, small_object_weights
 from assets_pkg.core.segmentation.unet import (
     CountingCNN,
     UNet,
     UNetConfig,
-    contact_weights,
     create_count_state,
     create_seg_state,
     crop_to,
     pad_to_multiple,
     predict_instances,
     seg_loss,
-    seg_targets,
-    small_object_weights,
 )
 
 TINY = UNetConfig(depth=2, base_width=8)

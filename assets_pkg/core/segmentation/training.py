@@ -34,18 +34,15 @@ from ..ml.provenance import data_hash
 from .config import CountTrainConfig, SegTrainConfig
 from .metrics import match_instances
 from .models import CountingModel, SegmentationModel, load_model, prepare_count_input, save_model
+from .targets import centre_targets, contact_weights, seg_targets, small_object_weights
 from .unet import (
     CountingCNN,
-    centre_targets,
-    contact_weights,
     count_train_step,
     create_count_state,
     create_seg_state,
     instances_from_unet_maps,
     normalize_image,
-    seg_targets,
     seg_train_step,
-    small_object_weights,
 )
 
 __all__ = [
@@ -226,10 +223,10 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
     config : SegTrainConfig
         ``crop``, ``scale_jitter``, ``blur_sigma``, ``intensity_jitter`` and ``noise``.
     weight : ndarray of float32, shape (H, W), optional
-        Pixel loss weights (:func:`~assets_pkg.core.segmentation.unet.contact_weights`), cropped
+        Pixel loss weights (:func:`~assets_pkg.core.segmentation.targets.contact_weights`), cropped
         with the rest.
     centre : ndarray of float32, shape (H, W), optional
-        Centre target (:func:`~assets_pkg.core.segmentation.unet.centre_targets`), cropped and
+        Centre target (:func:`~assets_pkg.core.segmentation.targets.centre_targets`), cropped and
         resampled like the image (its peaks keep their height; their width scales with the zoom).
 
     Returns

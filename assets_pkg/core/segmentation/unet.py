@@ -6,9 +6,9 @@ It predicts two or three maps per pixel (``UNetConfig.outputs``):
 
 - channel 0: a foreground logit;
 - channel 1: a logit whose sigmoid regresses the distance to the nearest boundary, normalised
-  to [0, 1] within each instance (1 at the instance's centre), see :func:`seg_targets`;
+  to [0, 1] within each instance (1 at the instance's centre), see :func:`~assets_pkg.core.segmentation.targets.seg_targets`;
 - channel 2 (``"foreground+distance+centre"`` only): a logit whose sigmoid regresses a Gaussian
-  of fixed width around each instance's centre (:func:`centre_targets`), a detection map in
+  of fixed width around each instance's centre (:func:`~assets_pkg.core.segmentation.targets.centre_targets`), a detection map in
   which a fragment of ten pixels peaks as high as a large nucleus.
 
 :func:`instances_from_unet_maps` turns the maps into instances by a distance watershed
@@ -18,7 +18,8 @@ seeded by the distance interiors, or by the centre peaks when the network predic
 :class:`CountingCNN` is the regression CNN of the book: strided convolutions, global pooling
 and dense layers to one scalar, the number of cells, trained with an L2 loss (:func:`count_loss`).
 
-Everything here apart from the targets and the instance functions is a pure function
+The training targets are built by :mod:`assets_pkg.core.segmentation.targets`.  Everything
+here apart from the instance functions is a pure function
 of its inputs and variables, so the training steps can be wrapped in ``jax.jit``.  The only
 variable collection is ``params`` (GroupNorm keeps no batch statistics).
 """
@@ -35,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training import train_state
-from scipy import ndimage as ndi
 
 from . import classical
 
@@ -47,10 +47,6 @@ __all__ = [
     "pad_to_multiple",
     "crop_to",
     "normalize_image",
-    "seg_targets",
-    "centre_targets",
-    "contact_weights",
-    "small_object_weights",
     "seg_loss",
     "augment_maps",
     "create_seg_state",
@@ -219,7 +215,7 @@ class CountingCNN(nn.Module):
         return x[:, 0].astype(jnp.float32)
 
 
-# ----------------------------------------------------------------------------- targets, loss
+# ----------------------------------------------------------------------------- input, loss
 
 
 def normalize_image(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -227,167 +223,6 @@ def normalize_image(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     img = np.asarray(image, dtype=np.float32)
     lo, hi = np.percentile(img, [low, high])
     return ((img - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
-
-
-def _label_image(labels) -> np.ndarray:
-    """``labels`` as an array, refused unless it is 2-D."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
-    return labels
-
-
-def seg_targets(labels) -> tuple[np.ndarray, np.ndarray]:
-    """Training targets of an instance-label image.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (H, W)
-        0 = background, one positive id per instance.
-
-    Returns
-    -------
-    foreground : ndarray of float32, shape (H, W)
-        1 inside instances.
-    distance : ndarray of float32, shape (H, W)
-        Euclidean distance to the nearest background pixel or boundary with another
-        instance, divided by its maximum within each instance (so 1 at the centre, in (0, 1]
-        inside, 0 on boundaries between touching instances and outside).
-    """
-    labels = _label_image(labels)
-    labels = labels.astype(np.int64)
-    fg = labels > 0
-    # Pixels 4-adjacent to a different instance separate touching instances.
-    touching = np.zeros_like(fg)
-    for a, b in (
-        (np.s_[1:, :], np.s_[:-1, :]),
-        (np.s_[:, 1:], np.s_[:, :-1]),
-    ):
-        diff = (labels[a] != labels[b]) & (labels[a] > 0) & (labels[b] > 0)
-        touching[a] |= diff
-        touching[b] |= diff
-    separated = fg & ~touching
-    dist = ndi.distance_transform_edt(separated).astype(np.float32)
-    ids, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(labels.shape)
-    maxima = np.asarray(ndi.maximum(dist, inverse, index=np.arange(ids.size)), np.float32)
-    denom = maxima[inverse]
-    distance = np.where(denom > 0, dist / np.where(denom > 0, denom, 1.0), 0.0).astype(np.float32)
-    return fg.astype(np.float32), distance
-
-
-def centre_targets(labels, sigma: float) -> np.ndarray:
-    """Centre-detection target of an instance-label image: a Gaussian of standard deviation
-    ``sigma`` pixels around each instance's centre (its centroid, or the pixel farthest from its
-    boundary when the centroid falls outside it), the maximum where two overlap.
-
-    Every instance, a 15-pixel fragment as much as a 600-pixel nucleus, gets a peak of 1, unlike
-    the per-instance normalised distance, whose peak a network smooths away on small objects.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (H, W)
-        0 = background, one positive id per instance.
-    sigma : float
-        Width of the peaks, pixels (> 0).
-
-    Returns
-    -------
-    ndarray of float32, shape (H, W)
-        In [0, 1]; 1 at every centre pixel.
-    """
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    labels = _label_image(labels).astype(np.int64)
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    if ids.size == 0:
-        return np.zeros(labels.shape, np.float32)
-    h, w = labels.shape
-    cy, cx = (np.clip(np.rint(c), 0, n - 1).astype(np.int64)
-              for c, n in zip(np.asarray(ndi.center_of_mass(np.ones(labels.shape), labels, ids)).T, (h, w),
-                              strict=True))
-    outside = labels[cy, cx] != ids
-    if outside.any():  # crescents and rings: the innermost pixel instead
-        inner = np.asarray(ndi.maximum_position(ndi.distance_transform_edt(labels > 0), labels, ids[outside]))
-        cy[outside], cx[outside] = inner[:, 0], inner[:, 1]
-    not_centre = np.ones(labels.shape, bool)
-    not_centre[cy, cx] = False
-    d = ndi.distance_transform_edt(not_centre)
-    return np.exp(-(d**2) / (2.0 * sigma**2)).astype(np.float32)
-
-
-def contact_weights(labels, weight: float, radius: int = 3) -> np.ndarray:
-    """Per-pixel loss weights that stress where two nuclei meet or nearly meet.
-
-    A pixel whose square neighbourhood of half-side ``radius`` holds two different instances
-    (the line where touching nuclei meet, both sides of it, and narrow background gaps between
-    nuclei) gets ``1 + weight``, every other pixel 1: the few pixels that decide whether two
-    nuclei are split or merged count as much as a sizeable share of the field (the weight map
-    of Ronneberger et al., 2015, as a band rather than a Gaussian of the two distances).
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (H, W)
-        0 = background, one positive id per instance.
-    weight : float
-        Extra weight of contact pixels (0: all ones).
-    radius : int
-        Half-side of the neighbourhood, pixels.
-
-    Returns
-    -------
-    ndarray of float32, shape (H, W)
-    """
-    labels = _label_image(labels)
-    if weight <= 0 or radius < 1:
-        return np.ones(labels.shape, np.float32)
-    size = 2 * radius + 1
-    lab = labels.astype(np.int64)
-    big = int(lab.max()) + 1  # above every id (a float-rounded int64 max would not be)
-    high = ndi.maximum_filter(lab, size=size, mode="constant", cval=0)
-    low = ndi.minimum_filter(np.where(lab > 0, lab, big), size=size, mode="constant", cval=big)
-    contact = (low != big) & (high != low)
-    return (1.0 + weight * contact).astype(np.float32)
-
-
-def small_object_weights(labels, weight: float, radius: int = 2, fraction: float = 0.25) -> np.ndarray:
-    """Per-pixel loss weights that stress small objects: fragments, micronuclei, debris that the
-    annotators labelled.
-
-    A pixel of an instance whose area is below ``fraction`` times the median instance area, or
-    within ``radius`` pixels of one (where a fragment meets its neighbour or the background),
-    gets ``1 + weight``, every other pixel 1.  Unweighted, an object of 20 pixels is 0.05 % of a
-    256² crop's loss and the network merges it into its neighbour or drops it, while the
-    instance score counts it as much as a large nucleus.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (H, W)
-        0 = background, one positive id per instance.
-    weight : float
-        Extra weight of small-object pixels (0: all ones).
-    radius : int
-        Half-side of the square band around a small object that is weighted too, pixels.
-    fraction : float
-        Objects smaller than ``fraction * median area`` of this image's instances are small.
-
-    Returns
-    -------
-    ndarray of float32, shape (H, W)
-    """
-    labels = _label_image(labels)
-    if weight <= 0 or labels.max() <= 0:
-        return np.ones(labels.shape, np.float32)
-    labels = labels.astype(np.int64)
-    areas = np.bincount(labels.ravel())
-    present = np.flatnonzero(areas[1:]) + 1
-    small = np.zeros(areas.size, bool)
-    small[present] = areas[present] < fraction * np.median(areas[present])
-    mask = small[labels]
-    if radius > 0:
-        mask = ndi.maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
-    return (1.0 + weight * mask).astype(np.float32)
 
 
 #: Extra weight of a centre-target pixel per unit of target in the centre loss (see :func:`seg_loss`).
@@ -408,11 +243,11 @@ def seg_loss(outputs, fg, dist, weight=None, centre=None) -> tuple[jax.Array, di
     outputs : array, shape (N, H, W, 2) or (N, H, W, 3)
         :class:`UNet` logits (three channels with ``centre``).
     fg, dist : array, shape (N, H, W)
-        Targets from :func:`seg_targets`.
+        Targets from :func:`~assets_pkg.core.segmentation.targets.seg_targets`.
     weight : array, shape (N, H, W), optional
-        Pixel weights (:func:`contact_weights`); None weighs every pixel 1.
+        Pixel weights (:func:`~assets_pkg.core.segmentation.targets.contact_weights`); None weighs every pixel 1.
     centre : array, shape (N, H, W), optional
-        Target from :func:`centre_targets`.
+        Target from :func:`~assets_pkg.core.segmentation.targets.centre_targets`.
 
     Returns
     -------
@@ -484,8 +319,8 @@ def seg_train_step(state: TrainState, batch: tuple, rng: jax.Array, do_augment: 
     state : TrainState
     batch : (images, fg, dist), (images, fg, dist, weight) or (images, fg, dist, weight, centre)
         images (N, H, W, C) float32 (normalised, see :func:`normalize_image`); fg and dist
-        (N, H, W) float32 from :func:`seg_targets`; weight (N, H, W) float32 pixel weights
-        (:func:`contact_weights`); centre (N, H, W) float32 from :func:`centre_targets`, for a
+        (N, H, W) float32 from :func:`~assets_pkg.core.segmentation.targets.seg_targets`; weight (N, H, W) float32 pixel weights
+        (:func:`~assets_pkg.core.segmentation.targets.contact_weights`); centre (N, H, W) float32 from :func:`~assets_pkg.core.segmentation.targets.centre_targets`, for a
         three-output network.
     rng : jax.Array
         Key for the augmentation.
