@@ -2,13 +2,14 @@
 
 The U-Net reads one-channel images of any size (N, H, W, C), axis order (image, y, x,
 channel); it reflect-pads H and W up to a multiple of ``2**depth`` and crops its output back.
-It predicts two or three maps per pixel (``UNetConfig.outputs``):
+It predicts two or three maps per pixel (``UNetConfig.outputs``); the training targets are
+built by :mod:`assets_pkg.core.segmentation.targets`:
 
 - channel 0: a foreground logit;
 - channel 1: a logit whose sigmoid regresses the distance to the nearest boundary, normalised
-  to [0, 1] within each instance (1 at the instance's centre), see :func:`~assets_pkg.core.segmentation.targets.seg_targets`;
+  to [0, 1] within each instance (1 at the instance's centre), see ``targets.seg_targets``;
 - channel 2 (``"foreground+distance+centre"`` only): a logit whose sigmoid regresses a Gaussian
-  of fixed width around each instance's centre (:func:`~assets_pkg.core.segmentation.targets.centre_targets`), a detection map in
+  of fixed width around each instance's centre (``targets.centre_targets``), a detection map in
   which a fragment of ten pixels peaks as high as a large nucleus.
 
 :func:`instances_from_unet_maps` turns the maps into instances by a distance watershed
@@ -18,10 +19,9 @@ seeded by the distance interiors, or by the centre peaks when the network predic
 :class:`CountingCNN` is the regression CNN of the book: strided convolutions, global pooling
 and dense layers to one scalar, the number of cells, trained with an L2 loss (:func:`count_loss`).
 
-The training targets are built by :mod:`assets_pkg.core.segmentation.targets`.  Everything
-here apart from the instance functions is a pure function
-of its inputs and variables, so the training steps can be wrapped in ``jax.jit``.  The only
-variable collection is ``params`` (GroupNorm keeps no batch statistics).
+Everything here apart from the instance functions is a pure function of its inputs and
+variables, so the training steps can be wrapped in ``jax.jit``.  The only variable collection
+is ``params`` (GroupNorm keeps no batch statistics).
 """
 
 from __future__ import annotations
