@@ -149,7 +149,9 @@ def test_augmented_crop_carries_the_centre_target_with_the_window():
     (y, x), = [(y, x) for y in range(33) for x in range(43) if np.array_equal(image[y:y + 48, x:x + 48], im)]
     np.testing.assert_array_equal(c, heat[y:y + 48, x:x + 48])
     zoomed = augmented_crop(np.random.default_rng(3), image, fg, dist, SegTrainConfig(crop=48), None, heat)
-    assert len(zoomed) == 4 and zoomed[3].shape == (48, 48) and 0 <= zoomed[3].min() <= zoomed[3].max() <= 1
+    # no weights given: ones in their slot, so the centre stays fifth (seg_train_step's order)
+    assert len(zoomed) == 5 and (zoomed[3] == 1).all()
+    assert zoomed[4].shape == (48, 48) and 0 <= zoomed[4].min() <= zoomed[4].max() <= 1
 
 
 def test_training_with_centre_markers_builds_a_three_output_model(tmp_path):

@@ -68,7 +68,8 @@ def seg_targets(labels) -> tuple[np.ndarray, np.ndarray]:
 def centre_targets(labels, sigma: float) -> np.ndarray:
     """Centre-detection target of an instance-label image: a Gaussian of standard deviation
     ``sigma`` pixels around each instance's centre (its centroid, or the pixel farthest from its
-    boundary when the centroid falls outside it), the maximum where two overlap.
+    boundary, the peak of :func:`seg_targets`' distance, when the centroid falls outside it), the
+    maximum where two overlap.
 
     Every instance, a 15-pixel fragment as much as a 600-pixel nucleus, gets a peak of 1, unlike
     the per-instance normalised distance, whose peak a network smooths away on small objects.
@@ -98,7 +99,7 @@ def centre_targets(labels, sigma: float) -> np.ndarray:
                               strict=True))
     outside = labels[cy, cx] != ids
     if outside.any():  # crescents and rings: the innermost pixel instead
-        inner = np.asarray(ndi.maximum_position(ndi.distance_transform_edt(labels > 0), labels, ids[outside]))
+        inner = np.asarray(ndi.maximum_position(seg_targets(labels)[1], labels, ids[outside]))
         cy[outside], cx[outside] = inner[:, 0], inner[:, 1]
     not_centre = np.ones(labels.shape, bool)
     not_centre[cy, cx] = False

@@ -231,9 +231,12 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
 
     Returns
     -------
-    (image, fg, dist[, weight][, centre]) : ndarray of float32, shape (crop, crop)
-        The foreground and the weights stay piecewise constant (nearest neighbour); the
-        per-object normalised distance is scale-free, so it is resampled like the image.
+    tuple of ndarray of float32, shape (crop, crop)
+        (image, fg, dist), then weight and centre when given, in the batch order of
+        :func:`~assets_pkg.core.segmentation.unet.seg_train_step` (with a ``centre`` and no
+        ``weight`` the weights are ones).  The foreground and the weights stay piecewise
+        constant (nearest neighbour); the per-object normalised distance is scale-free, so it is
+        resampled like the image.
     """
     from scipy import ndimage as ndi
     from skimage.transform import resize
@@ -247,6 +250,8 @@ def augmented_crop(rng: np.random.Generator, image: np.ndarray, fg: np.ndarray, 
     im, f, d = image[win], fg[win], dist[win]
     wt = None if weight is None else weight[win]
     ct = None if centre is None else centre[win]
+    if wt is None and ct is not None:
+        wt = np.ones_like(f)
     if side != c:
         im = resize(im, (c, c), order=1, anti_aliasing=False, preserve_range=True)
         d = resize(d, (c, c), order=1, anti_aliasing=False, preserve_range=True)
@@ -388,8 +393,8 @@ def train_segmentation(
         imgs.append(_pad_min(normalize_image(images[i]), c))
         fgs.append(_pad_min(fg, c))
         dists.append(_pad_min(dist, c))
-        if config.contact_weight > 0 or config.small_object_weight > 0 or with_centre:
-            wts.append(_pad_min(loss_weights(labels[i], config), c))  # the centre target follows the weights
+        if config.contact_weight > 0 or config.small_object_weight > 0:
+            wts.append(_pad_min(loss_weights(labels[i], config), c))
         if with_centre:
             centres.append(_pad_min(centre_targets(labels[i], config.centre_sigma), c))
     data = {"n_images": len(images), "names": list(names) if names is not None else None,
